@@ -1,0 +1,106 @@
+"""The engine's event stream: frozen dataclasses, written as JSON lines by `--json`.
+
+Both front ends consume only these events, so the TUI tests can replay a recorded `--json`
+stream and see exactly what a live run showed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Union
+
+EVENT_SCHEMA = 1
+
+# Stage and check results. "unverified" is never shown as passed.
+PENDING, RUNNING, PASSED, FAILED, SKIPPED, UNVERIFIED = "pending", "running", "passed", "failed", "skipped", "unverified"
+STAGE_STATUSES = (PENDING, RUNNING, PASSED, FAILED, SKIPPED, UNVERIFIED)
+CHECK_RESULTS = (PASSED, FAILED, UNVERIFIED)
+
+
+@dataclass(frozen=True)
+class StageChanged:
+    kind: ClassVar[str] = "stage"
+    stage: str
+    status: str
+    detail: str = ""  # a one-line summary, the last error line, or the unverified reason
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class NodeChanged:
+    kind: ClassVar[str] = "node"
+    node: str
+    status: str  # pending | running | passed | failed
+    stage: str = ""
+    detail: str = ""
+    address: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class LogLines:
+    kind: ClassVar[str] = "log"
+    node: str  # "" for the operator's machine
+    stage: str
+    lines: tuple[str, ...]
+    stream: str = "out"  # out | err | cmd
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    kind: ClassVar[str] = "check"
+    stage: str
+    check: str
+    result: str  # passed | failed | unverified
+    node: str = ""
+    evidence: str = ""  # failed: command and output; unverified: the reason
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class HealthChanged:
+    kind: ClassVar[str] = "health"
+    probe: str
+    result: str  # passed | failed | unverified
+    node: str = ""
+    latency_ms: float | None = None
+    detail: str = ""
+    at: float = 0.0
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    kind: ClassVar[str] = "finished"
+    exit_code: int
+    summary: str = ""
+    at: float = 0.0
+
+
+Event = Union[StageChanged, NodeChanged, LogLines, CheckResult, HealthChanged, RunFinished]
+Sink = Callable[[Event], None]
+EVENT_TYPES: dict[str, type] = {cls.kind: cls for cls in (StageChanged, NodeChanged, LogLines, CheckResult, HealthChanged, RunFinished)}
+
+
+def to_json(event: Event) -> str:
+    """One JSON object per event, carrying the schema version and the event kind."""
+    body: dict[str, Any] = {"v": EVENT_SCHEMA, "kind": event.kind, **dataclasses.asdict(event)}
+    if isinstance(event, LogLines):
+        body["lines"] = list(event.lines)
+    return json.dumps(body, sort_keys=True, ensure_ascii=False)
+
+
+def from_json(line: str) -> Event:
+    """Parse one line of a `--json` stream; a newer schema or unknown kind is a ValueError."""
+    body = json.loads(line)
+    if body.get("v") != EVENT_SCHEMA:
+        raise ValueError(f"event schema {body.get('v')!r}, this khwtui reads {EVENT_SCHEMA}")
+    cls = EVENT_TYPES.get(body.pop("kind", None))
+    if cls is None:
+        raise ValueError(f"unknown event kind in {line[:80]!r}")
+    body.pop("v")
+    if cls is LogLines:
+        body["lines"] = tuple(body["lines"])
+    return cls(**body)
