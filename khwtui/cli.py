@@ -1,0 +1,108 @@
+"""Command line: one grammar for every command (DESIGN.md "Command line").
+
+The TUI is imported lazily and only for the interactive `up`, so every other command runs
+without textual or rich.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import NoReturn, Sequence
+
+from khwtui import __version__
+from khwtui.errors import EXIT_USAGE, KhwError, UsageError
+
+COMMANDS = ("up", "down", "status", "plan", "render", "certs", "kubeconfig")
+EPILOG = """\
+commands:
+  up           build or resume the cluster (the default; opens the TUI unless --auto)
+  down         tear down everything khwtui made (asks unless --yes)
+  status       one round of health probes (--deep: the full checks)
+  plan         every resolved setting, node, address, resource and certificate; changes nothing
+  render       write the hard-way bundle (certificates, kubeconfigs, node files) to --out DIR
+  certs        the certificate table: CN, O, SANs, expiry
+  kubeconfig   print the path of your admin kubeconfig (--merge: into ~/.kube/config)
+
+exit codes: 0 all checks passed, 1 a stage failed, 2 bad usage/config/state,
+            3 finished but some checks could not be verified, 130 interrupted
+
+first steps:
+  khwtui plan                          see what would be built (default config: GCP, 2+2)
+  khwtui render --out ./bundle         read every certificate and file before anything runs
+  khwtui --config configs/local.toml   build on this machine (root) and watch it live
+"""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports bad usage as one line and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see khwtui --help)")
+
+
+def build_parser() -> Parser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="F", help="cluster config (TOML); default: the packaged default.toml")
+    common.add_argument("--state-dir", metavar="D", help="cluster state folder; default: the user data dir")
+    parser = Parser(
+        prog="khwtui",
+        description="Build Kubernetes the hard way, every step shown live.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"khwtui {__version__}")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser, metavar="COMMAND")
+    up = sub.add_parser("up", parents=[common], help="build or resume the cluster")
+    up.add_argument("--auto", action="store_true", help="no TUI: one line per step, for scripts and CI")
+    up.add_argument("--json", action="store_true", help="with --auto: the event stream as JSON lines")
+    up.add_argument("--verbose", action="store_true", help="with --auto: also stream remote output")
+    slice_ = up.add_mutually_exclusive_group()
+    slice_.add_argument("--only", metavar="S[,S]", help="run exactly these stages")
+    slice_.add_argument("--from", dest="start", metavar="S", help="run from stage S to the end")
+    slice_.add_argument("--until", metavar="S", help="run every stage up to and including S")
+    down = sub.add_parser("down", parents=[common], help="tear down the cluster")
+    down.add_argument("--yes", action="store_true", help="do not ask")
+    status = sub.add_parser("status", parents=[common], help="health probes")
+    status.add_argument("--deep", action="store_true", help="run the full checks")
+    status.add_argument("--json", action="store_true", help="results as JSON lines")
+    sub.add_parser("plan", parents=[common], help="what would be built")
+    render = sub.add_parser("render", parents=[common], help="write the hard-way bundle")
+    render.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    render.add_argument("--public-address", metavar="IP", help="the API endpoint address to put in certificates")
+    sub.add_parser("certs", parents=[common], help="certificate table")
+    kubeconfig = sub.add_parser("kubeconfig", parents=[common], help="your admin kubeconfig")
+    kubeconfig.add_argument("--merge", action="store_true", help="merge into ~/.kube/config (after a backup)")
+    return parser
+
+
+def normalise(argv: Sequence[str]) -> list[str]:
+    """No command means `up`: `khwtui --auto` is `khwtui up --auto`."""
+    args = list(argv)
+    if any(a in ("-h", "--help", "--version") for a in args[:1]):
+        return args
+    if not args or args[0] not in COMMANDS:
+        args.insert(0, "up")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(normalise(sys.argv[1:] if argv is None else argv))
+        return dispatch(args)
+    except KhwError as exc:
+        print(f"khwtui: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("khwtui: interrupted", file=sys.stderr)
+        return 130
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    from khwtui import commands
+
+    handler = getattr(commands, args.command.replace("-", "_"), None)
+    if handler is None:
+        print(f"khwtui: {args.command} is not available yet", file=sys.stderr)
+        return EXIT_USAGE
+    return handler(args)

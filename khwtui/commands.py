@@ -1,0 +1,201 @@
+"""The offline commands: plan, render and certs. Each returns its exit code."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import ipaddress
+from pathlib import Path
+
+from khwtui import gcloud_settings
+from khwtui.config import Config
+from khwtui.context import Cluster, open_cluster, topology_from_state
+from khwtui.errors import EXIT_OK, UsageError
+from khwtui.table import table
+from khwtui.topology import Topology
+
+
+def _open(args: argparse.Namespace) -> Cluster:
+    return open_cluster(args.config, args.state_dir)
+
+
+# --- plan ---------------------------------------------------------------------------------
+
+
+def plan(args: argparse.Namespace) -> int:
+    cluster = _open(args)
+    print(plan_text(cluster.config, cluster.topology))
+    return EXIT_OK
+
+
+def settings_rows(config: Config) -> list[tuple[str, str, str]]:
+    """Every resolved key with its value and where it came from (config file, default, environment)."""
+    rows = []
+    resolved = gcloud_settings.resolve(config) if config.provider.kind == "gcp" else None
+    for section in dataclasses.fields(config):
+        if section.name in ("path", "sources"):
+            continue
+        for key, value in _flatten(section.name, getattr(config, section.name)):
+            source = config.sources.get(key, "default")
+            if resolved and key in resolved.sources:
+                value, source = getattr(resolved, key.split(".")[1]), resolved.sources[key]
+            rows.append((key, _show(value), source))
+    return rows
+
+
+def _flatten(prefix: str, value: object) -> list[tuple[str, object]]:
+    if dataclasses.is_dataclass(value):
+        out = []
+        for f in dataclasses.fields(value):
+            out += _flatten(f"{prefix}.{f.name}", getattr(value, f.name))
+        return out
+    if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+        out = []
+        for i, item in enumerate(value):
+            out += _flatten(f"{prefix}[{i}]", item)
+        return out
+    return [(prefix, value)]
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {v}" for k, v in value.items()) + "}"
+    return '""' if value == "" else str(value)
+
+
+def plan_text(config: Config, topo: Topology) -> str:
+    from khwtui.kubeconfigs import kubeconfig_specs
+    from khwtui.pki import cert_specs
+
+    out = [f"khwtui plan · {config.cluster.name} · {config.provider.kind} · Kubernetes {config.cluster.kubernetes_version}", ""]
+    out += ["Settings", table(("key", "value", "source"), settings_rows(config)), ""]
+    nodes = [(n.name, n.role, n.internal_ip, n.external_ip or "-", n.pod_cidr or "-") for n in topo.nodes]
+    out += ["Nodes", table(("name", "role", "internal", "external", "pod CIDR"), nodes), ""]
+    endpoint = topo.api_url or "the static address, known after the compute stage"
+    out += [f"API endpoint: {endpoint}"]
+    if topo.api_endpoint_warning:
+        out += [f"warning: {topo.api_endpoint_warning}"]
+    if config.provider.kind == "gcp" and "0.0.0.0/0" in config.gcp.admin_cidrs:
+        out += ["warning: gcp.admin_cidrs allows 0.0.0.0/0: SSH and the API are open to the internet; list your own address"]
+    out += [f"kubernetes service: {topo.kubernetes_service_ip} · cluster DNS: {config.network.dns_ip} · domain: {config.network.cluster_domain}", ""]
+    if config.provider.kind == "gcp":
+        resources = [(kind, name) for kind, name in topo.names.all().items()]
+        resources += [("route", name) for name in topo.route_names().values()]
+        resources += [("instance", n.name) for n in topo.nodes]
+        out += ["Cloud resources (names)", table(("kind", "name"), resources), ""]
+    certs = [(s.name, s.cn, s.org or "-", ", ".join(s.dns + s.ips) or "-") for s in cert_specs(topo)]
+    out += ["Certificates", table(("name", "CN", "O", "SANs"), certs), ""]
+    kubeconfigs = [(k.name, k.user, k.server) for k in kubeconfig_specs(topo)]
+    out += ["Kubeconfigs", table(("name", "user", "server"), kubeconfigs)]
+    return "\n".join(out)
+
+
+# --- render ---------------------------------------------------------------------------------
+
+
+def render(args: argparse.Namespace) -> int:
+    from khwtui.bundle import write_bundle
+    from khwtui.encryption import load_or_create_key
+    from khwtui.nodefiles import Artifacts
+    from khwtui.pki import Pki
+
+    cluster = _open(args)
+    public = _public_address(args.public_address)
+    topo = topology_from_state(cluster.config, cluster.state, public)
+    folder = cluster.state_dir
+    with folder.lock():
+        folder.ensure_layout()
+        pki = Pki(folder.pki_dir, cluster.config)
+        changes = pki.ensure(topo)
+        key = load_or_create_key(folder.pki_dir)
+        written = write_bundle(Path(args.out), Artifacts(topo, pki, key))
+    made = sum(1 for c in changes.values() if c != "kept")
+    print(f"rendered {len(written)} changed files into {args.out} ({made} certificates made or re-issued, {len(changes) - made} kept)")
+    if topo.api_address is None:
+        print("note: the API endpoint address is not known yet, so it is not in the apiserver certificate SANs and the kubeconfigs that use it were left out; pass --public-address IP")
+    return EXIT_OK
+
+
+def _public_address(text: str | None) -> str | None:
+    if text is None:
+        return None
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise UsageError(f"--public-address: {text!r} is not an IPv4 address; give the API endpoint's address, e.g. 203.0.113.10") from None
+
+
+# --- certs ----------------------------------------------------------------------------------
+
+
+def certs(args: argparse.Namespace) -> int:
+    from khwtui.pki import Pki
+
+    cluster = _open(args)
+    rows = Pki(cluster.state_dir.pki_dir, cluster.config).rows(cluster.topology)
+    shown = [
+        (r.name, r.cn, r.org or "-", r.sans or "-", r.not_after.strftime("%Y-%m-%d") if r.not_after else "-", "-" if r.days_left is None else r.days_left, r.status)
+        for r in rows
+    ]
+    print(table(("name", "CN", "O", "SANs", "not after", "days left", "status"), shown))
+    return EXIT_OK
+
+
+# --- up, down, status ------------------------------------------------------------------------
+
+
+def up(args: argparse.Namespace) -> int:
+    from khwtui.engine import Engine
+    from khwtui.headless import ConsoleSink, run_with_signals
+
+    cluster = _open(args)
+    engine = Engine(cluster)
+    only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
+    if not args.auto:
+        if args.json or args.verbose:
+            raise UsageError("--json and --verbose go with --auto")
+        from khwtui.tui.app import run_interactive
+
+        return run_interactive(cluster, engine, only=only, start=args.start, until=args.until)
+    sink = ConsoleSink(json=args.json, verbose=args.verbose)
+    return run_with_signals(lambda: engine.run(sink, only=only, start=args.start, until=args.until), engine.cancel)
+
+
+def status(args: argparse.Namespace) -> int:
+    from khwtui.engine import Engine
+    from khwtui.headless import ConsoleSink, run_with_signals
+
+    cluster = _open(args)
+    engine = Engine(cluster)
+    sink = ConsoleSink(json=args.json)
+    if args.deep:
+        return run_with_signals(lambda: engine.check(sink), engine.cancel)
+    from khwtui.health import probe_once
+
+    return run_with_signals(lambda: probe_once(cluster, sink), engine.cancel)
+
+
+def down(args: argparse.Namespace) -> int:
+    import asyncio
+    import sys
+
+    from khwtui.providers.factory import make_provider
+    from khwtui.teardown import confirm, forget_nodes
+
+    cluster = _open(args)
+    provider = make_provider(cluster)
+    plan = provider.teardown_plan()
+    print(table(("kind", "name", "detail"), [(r.kind, r.name, r.detail) for r in plan]))
+    print(f"{len(plan)} resources of cluster {cluster.config.cluster.name} will be deleted")
+    if not args.yes and not confirm(cluster.config.cluster.name, sys.stdin):
+        print("nothing was deleted")
+        return 1
+    with cluster.state_dir.lock():
+        asyncio.run(provider.teardown(print))
+        forget_nodes(cluster)
+    print(f"deleted {len(plan)} resources")
+    return EXIT_OK
