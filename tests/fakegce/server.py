@@ -1,0 +1,169 @@
+"""FakeCompute: the fake Compute Engine API on 127.0.0.1, with recording and fault injection."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from functools import partial
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from urllib.parse import parse_qsl, urlsplit
+
+from .api import Api, Call
+from .backing import InstanceBacking
+from .errors import ApiError, OpError, for_status
+from .faults import Faults
+from .store import Store
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request the fake received, and the status it answered with."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    body: dict | None
+    status: int
+
+
+class FakeCompute:
+    """A strict local Compute Engine REST API; use as a context manager.
+
+    op_latency: seconds an operation takes from start to DONE (PENDING for its first fifth).
+    fault_rate: share of requests answered 429 or 503 before anything happens (seeded).
+    lose_reply_rate: share of mutating calls carried out whose reply is replaced by a 503.
+    quotas: regional limits by metric (CPUS, INSTANCES, IN_USE_ADDRESSES, STATIC_ADDRESSES).
+    backing: brings up the machine behind each instance (default: GeneratedBacking).
+    wait_cap: longest an operations `wait` call blocks before answering a running op.
+    hostkey_delay: seconds after an instance's insert completes before its host keys are published.
+    project_metadata: the project's commonInstanceMetadata (e.g. {"enable-oslogin": "TRUE"}).
+    """
+
+    def __init__(
+        self,
+        *,
+        project: str = "p1",
+        op_latency: float = 0.0,
+        fault_rate: float = 0.0,
+        seed: int = 0,
+        lose_reply_rate: float = 0.0,
+        quotas: dict[str, float] | None = None,
+        backing: InstanceBacking | None = None,
+        wait_cap: float = 1.0,
+        hostkey_delay: float = 0.0,
+        project_metadata: dict[str, str] | None = None,
+    ) -> None:
+        self._store = Store(
+            project=project,
+            op_latency=op_latency,
+            wait_cap=wait_cap,
+            quotas=quotas,
+            backing=backing,
+            hostkey_delay=hostkey_delay,
+        )
+        self.requests: list[Recorded] = []
+        self._api = Api(self._store, project_metadata or {})
+        self._faults = Faults(rate=fault_rate, lose_rate=lose_reply_rate, seed=seed)
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.endpoint = ""
+
+    def __enter__(self) -> FakeCompute:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self._server.fake = self  # type: ignore[attr-defined]
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        serve = partial(self._server.serve_forever, poll_interval=0.02)  # quick shutdown
+        self._thread = threading.Thread(target=serve, name="fakegce", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        assert self._server and self._thread
+        self._server.shutdown()
+        self._store.stop()
+        self._server.server_close()
+        self._thread.join()
+
+    @property
+    def backing(self) -> InstanceBacking:
+        return self._store.backing
+
+    def resources(self, collection: str) -> list[dict]:
+        """The READY (or being deleted) resources of a collection, e.g. "instances", "disks"."""
+        return self._store.visible(collection)
+
+    def max_in_flight(self, kind: str = "instances.insert") -> int:
+        """The most operations of `kind` ("<collection>.<verb>") ever running at once."""
+        return self._store.max_in_flight(kind)
+
+    def inject(self, method: str, path_regex: str, status: int, times: int = 1) -> None:
+        """Answer the next `times` matching requests with `status` and GCE's body for it."""
+        self._faults.queue(method, path_regex, status, times)
+
+    def inject_op_error(
+        self, method: str, path_regex: str, code: str, message: str, status: int = 400, times: int = 1
+    ) -> None:
+        """Let the next `times` matching mutating calls be accepted, then end DONE with this error."""
+        self._faults.queue(method, path_regex, OpError(code, message, status), times)
+
+    def _handle(self, method: str, target: str, raw_body: bytes) -> tuple[int, dict]:
+        """Answer one request: faults first, then the API; record it either way."""
+        parts = urlsplit(target)
+        query = dict(parse_qsl(parts.query))
+        body: dict | None = None
+        try:
+            body = _json(raw_body)
+            status, reply = 200, self._answer(method, parts.path, query, body or {})
+        except ApiError as error:
+            status, reply = error.status, error.body()
+        except Exception as bug:  # a fault in the fake itself: make it loud, not a dropped connection
+            status, reply = 500, ApiError(500, f"fakegce failed: {bug!r}").body()
+        with self._lock:
+            self.requests.append(Recorded(method, parts.path, query, body, status))
+        return status, reply
+
+    def _answer(self, method: str, path: str, query: dict[str, str], body: dict) -> dict:
+        if fault := self._faults.before(method, path):
+            raise fault
+        route, params = self._api.route(method, path)
+        fail = self._faults.op_error(method, path) if route.mutating else None
+        reply = self._api.call(route, Call(params, query, body, fail))
+        if route.mutating and self._faults.lose_reply():
+            raise for_status(503, path)
+        return reply
+
+
+def _json(raw: bytes) -> dict | None:
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "Invalid JSON payload received.", "parseError") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "Invalid JSON payload received: the body must be an object.", "parseError")
+    return body
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out as two writes: no 40 ms stall
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        status, reply = self.server.fake._handle(self.command, self.path, self.rfile.read(length))  # type: ignore[attr-defined]
+        data = json.dumps(reply).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=UTF-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _serve
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: tests read `FakeCompute.requests` instead."""
