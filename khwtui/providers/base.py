@@ -1,0 +1,83 @@
+"""The contract every provider meets, so the engine and the stages never ask which one runs.
+
+A provider makes (or adopts) the machines and tells the rest of khwtui how to reach them: names,
+roles, addresses, the SSH endpoint and the pinned host key. Everything else is a stage's job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+from khwtui.errors import KhwError
+
+LogFn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class NodeEndpoint:
+    """One node as SSH sees it; `host_key` is pinned ("ssh-ed25519 AAAA...", no comment)."""
+
+    name: str
+    role: str
+    internal_ip: str
+    external_ip: str | None
+    ssh_host: str
+    ssh_port: int
+    host_key: str
+
+
+@dataclass(frozen=True)
+class PlannedResource:
+    """One thing a provider will create (plan) or delete (teardown plan)."""
+
+    kind: str
+    name: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Plan:
+    resources: tuple[PlannedResource, ...]
+    hourly_usd: float | None = None
+    notes: tuple[str, ...] = ()
+
+
+class PreflightError(KhwError):
+    """Everything missing before a provider may create anything: one line each, with the fix."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class Provider(Protocol):
+    kind: str
+
+    def plan(self) -> Plan:
+        """What ensure() would create, and what it costs; no side effects."""
+        ...
+
+    async def preflight(self) -> None:
+        """Raise PreflightError (exit 2) naming every missing prerequisite and its fix."""
+        ...
+
+    async def ensure(self, log: LogFn) -> list[NodeEndpoint]:
+        """Create or adopt every node; idempotent; host keys are known before it returns."""
+        ...
+
+    async def nodes(self) -> list[NodeEndpoint]:
+        """The nodes that exist now; creates nothing."""
+        ...
+
+    def api_address(self) -> str | None:
+        """The address clients use for the API server, if known."""
+        ...
+
+    def teardown_plan(self) -> list[PlannedResource]:
+        """Exactly what teardown() would delete, for the confirmation prompt."""
+        ...
+
+    async def teardown(self, log: LogFn) -> None:
+        """Delete exactly what teardown_plan() lists; already gone is fine."""
+        ...

@@ -1,0 +1,49 @@
+"""Removes host objects that earlier test runs left behind (a crashed or killed pytest).
+
+Test prefixes are "kt" + the pytest PID (6 hex digits) + a counter (2 hex digits). A prefix whose
+PID no longer runs Python belongs to a finished run, so every host object carrying it is stale:
+its node processes are killed by PID (after checking their command line), then its mounts,
+cgroups, network namespaces, links and iptables chains are removed. Live runs are left alone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+from khwtui.providers import nspawn
+
+FAMILY = "kt[0-9a-f]{8}"
+MAX_PREFIXES = 256
+_counter = itertools.count()
+
+
+def new_prefix() -> str:
+    """A prefix unique to this pytest process and call."""
+    number = next(_counter)
+    if number >= MAX_PREFIXES:
+        raise RuntimeError(f"more than {MAX_PREFIXES} test prefixes in one session")
+    return f"kt{os.getpid():06x}{number:02x}"
+
+
+def owner(prefix: str) -> int:
+    return int(prefix[2:8], 16)
+
+
+def _owner_runs(prefix: str) -> bool:
+    argv = nspawn.cmdline(owner(prefix))
+    return any("python" in arg or "pytest" in arg for arg in argv[:3])
+
+
+def sweep(include_own: bool = False) -> list[str]:
+    """Remove stale test objects (and, with include_own, this session's); returns what was done."""
+    if os.geteuid() != 0:
+        return []  # without root no test could have made any
+    stale = [
+        obj
+        for obj in nspawn.discover(FAMILY)
+        if not _owner_runs(obj.prefix) or (include_own and owner(obj.prefix) == os.getpid())
+    ]
+    done: list[str] = []
+    nspawn.remove(stale, done.append)
+    return done
