@@ -29,3 +29,13 @@ class StateError(KhwError):
 
 class UsageError(KhwError):
     """Bad command-line usage."""
+
+
+class StageFailed(KhwError):
+    """A stage could not make the node as wanted; carries the node and its last output lines."""
+
+    exit_code = EXIT_FAILED
+
+    def __init__(self, message: str, host: str = "", lines: tuple[str, ...] = ()) -> None:
+        self.host, self.lines = host, lines  # the same names as remote.CommandFailed
+        super().__init__(message)

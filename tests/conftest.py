@@ -30,3 +30,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if report.skipped and os.environ.get("CI") == "true":
         report.outcome = "failed"
         report.longrepr = f"skipped in CI (CI=true), which counts as a failure: {report.longrepr}"
+
+
+@pytest.fixture(scope="session")
+def release_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    """The test mirror's release tree served on 127.0.0.1: {"versions", "binaries", "tree", "server"}."""
+    from mirror import default_cache
+    from mirror.server import MirrorServer
+    from mirror.tarballs import build_release_tree
+
+    tree = build_release_tree(tmp_path_factory.mktemp("releases"), default_cache())
+    with MirrorServer(tree.root) as server:
+        yield {**tree.config(server.url), "tree": tree, "server": server}

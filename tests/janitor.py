@@ -1,7 +1,9 @@
 """Removes host objects that earlier test runs left behind (a crashed or killed pytest).
 
-Test prefixes are "kt" + the pytest PID (6 hex digits) + a counter (2 hex digits). A prefix whose
-PID no longer runs Python belongs to a finished run, so every host object carrying it is stale:
+Test prefixes are "kt" + the pytest PID (6 hex digits) + a counter (2 hex digits). Clusters that
+tests build through the CLI get the product's own per-cluster prefix ("kh" + hash); the test
+registers it (`register`) with its PID in a registry folder. A prefix whose PID no longer runs
+Python belongs to a finished run, so every host object carrying it is stale:
 its node processes are killed by PID (after checking their command line), then its mounts,
 cgroups, network namespaces, links and iptables chains are removed. Live runs are left alone.
 """
@@ -10,12 +12,27 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+from pathlib import Path
 
 from khwtui.providers import nspawn
 
 FAMILY = "kt[0-9a-f]{8}"
 MAX_PREFIXES = 256
+REGISTRY = Path("/run/khwtui-tests")
 _counter = itertools.count()
+
+
+def register(prefix: str) -> None:
+    """Remember that this pytest process owns `prefix` (a CLI-built cluster's "kh" prefix)."""
+    REGISTRY.mkdir(mode=0o700, exist_ok=True)
+    (REGISTRY / prefix).write_text(str(os.getpid()))
+
+
+def _registered() -> dict[str, int]:
+    if not REGISTRY.is_dir():
+        return {}
+    return {entry.name: int(entry.read_text() or 0) for entry in REGISTRY.iterdir()}
 
 
 def new_prefix() -> str:
@@ -27,7 +44,8 @@ def new_prefix() -> str:
 
 
 def owner(prefix: str) -> int:
-    return int(prefix[2:8], 16)
+    registered = _registered()
+    return registered[prefix] if prefix in registered else int(prefix[2:8], 16)
 
 
 def _owner_runs(prefix: str) -> bool:
@@ -39,11 +57,16 @@ def sweep(include_own: bool = False) -> list[str]:
     """Remove stale test objects (and, with include_own, this session's); returns what was done."""
     if os.geteuid() != 0:
         return []  # without root no test could have made any
+    registered = _registered()
+    family = "|".join([FAMILY, *map(re.escape, registered)])
     stale = [
         obj
-        for obj in nspawn.discover(FAMILY)
+        for obj in nspawn.discover(family)
         if not _owner_runs(obj.prefix) or (include_own and owner(obj.prefix) == os.getpid())
     ]
     done: list[str] = []
     nspawn.remove(stale, done.append)
+    for prefix in registered:
+        if not _owner_runs(prefix) or (include_own and owner(prefix) == os.getpid()):
+            (REGISTRY / prefix).unlink(missing_ok=True)
     return done

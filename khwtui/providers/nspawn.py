@@ -597,9 +597,12 @@ def remove(objects: Iterable[HostObject], log: Callable[[str], None]) -> None:
                 run("ip", "netns", "delete", obj.name)
                 log(f"deleted network namespace {obj.name}")
         elif obj.kind == "link":
-            if link_exists(obj.name):
-                run("ip", "link", "delete", obj.name)
+            # A veth goes away by itself once its peer's namespace is deleted, asynchronously:
+            # "Cannot find device" after link_exists() said yes means it is gone, which is done.
+            if link_exists(obj.name) and run("ip", "link", "delete", obj.name, check=False).returncode == 0:
                 log(f"deleted link {obj.name}")
+            elif link_exists(obj.name):
+                run("ip", "link", "delete", obj.name)
         elif obj.name in chains(obj.table):
             delete_chain(obj.table, obj.name)
             log(f"deleted iptables chain {obj.table}/{obj.name}")

@@ -1,0 +1,23 @@
+"""Pick the provider for a cluster's `provider.kind`."""
+
+from __future__ import annotations
+
+from khwtui.context import Cluster
+from khwtui.sshkey import client_key
+
+
+def make_provider(cluster: Cluster):  # noqa: ANN201 - providers.base.Provider
+    """The provider object for this cluster; imports only the module it needs."""
+    kind = cluster.config.provider.kind
+    _, public_key = client_key(cluster.state_dir.ssh_dir, f"khwtui@{cluster.config.cluster.name}")
+    if kind == "local":
+        from khwtui.providers.local import LocalProvider
+
+        return LocalProvider(cluster.config, cluster.topology, cluster.state_dir.path, public_key)
+    if kind == "machines":
+        from khwtui.providers.machines import MachinesProvider
+
+        return MachinesProvider(cluster.config, cluster.topology, cluster.state_dir.path, public_key)
+    from khwtui.providers.gcp import GcpProvider
+
+    return GcpProvider(cluster.config, cluster.topology, cluster.state_dir.path, public_key)

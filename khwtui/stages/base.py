@@ -1,0 +1,73 @@
+"""The stage framework: every stage checks first, applies only what differs, and reports truly.
+
+A check returns one Outcome per thing it looked at (per node where it applies): passed,
+failed with the evidence (command and output), or unverified with the reason. The engine
+turns the outcomes into the stage's status; a stage is never "passed" while any of its
+checks is unverified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from khwtui.events import FAILED, PASSED, UNVERIFIED
+
+if TYPE_CHECKING:
+    from khwtui.runctx import RunContext
+
+
+@dataclass(frozen=True)
+class Outcome:
+    check: str
+    result: str  # passed | failed | unverified
+    node: str = ""
+    evidence: str = ""  # failed: command and output; unverified: the reason
+
+    @classmethod
+    def passed(cls, check: str, node: str = "", evidence: str = "") -> Outcome:
+        return cls(check, PASSED, node, evidence)
+
+    @classmethod
+    def failed(cls, check: str, node: str = "", evidence: str = "") -> Outcome:
+        return cls(check, FAILED, node, evidence)
+
+    @classmethod
+    def unverified(cls, check: str, node: str = "", reason: str = "") -> Outcome:
+        return cls(check, UNVERIFIED, node, reason)
+
+
+def verdict(outcomes: list[Outcome]) -> str:
+    """failed if anything failed, else unverified if anything could not be verified, else passed."""
+    results = {o.result for o in outcomes}
+    if FAILED in results:
+        return FAILED
+    if UNVERIFIED in results:
+        return UNVERIFIED
+    return PASSED
+
+
+def first_problem(outcomes: list[Outcome]) -> str:
+    """The one line shown on the stage's row: the first failure, else the first unverified reason."""
+    for wanted in (FAILED, UNVERIFIED):
+        for o in outcomes:
+            if o.result == wanted:
+                where = f"{o.node}: " if o.node else ""
+                evidence = o.evidence.strip().splitlines()[-1] if o.evidence.strip() else ""
+                return f"{where}{o.check}" + (f" — {evidence}" if evidence else "")
+    return ""
+
+
+class Stage:
+    """Base class: subclasses implement check and apply (and probe); the table in
+    khwtui.stages holds each stage's name, title, description and inputs."""
+
+    async def check(self, run: RunContext) -> list[Outcome]:
+        raise NotImplementedError
+
+    async def apply(self, run: RunContext) -> None:
+        raise NotImplementedError
+
+    async def probe(self, run: RunContext) -> list[Outcome]:
+        """Cheap live health; stages without a meaningful probe report nothing."""
+        return []

@@ -1,0 +1,113 @@
+"""etcd: the TLS cluster on every controller, members started at once (KTHW lab 7).
+
+Starting members one after another is the classic KTHW failure (a Type=notify unit blocks
+until quorum), so every member is started with --no-block in the same moment and health is
+then polled on all of them.
+"""
+
+from __future__ import annotations
+
+import shlex
+from functools import cached_property
+
+import platformdirs
+
+from khwtui.binaries import Binaries, tar_members
+from khwtui.errors import StageFailed
+from khwtui.nodefiles import ETCD_BINARY, ETCD_DATA_DIR, ETCD_DIR, etcd_files
+from khwtui.render import NodeFile
+from khwtui.runctx import RunContext
+from khwtui.stages.base import Outcome, Stage
+from khwtui.topology import Node
+from khwtui.waiting import poll
+
+ETCDCTL = "/usr/local/bin/etcdctl"
+UNIT = "etcd"
+START_TIMEOUT = 180
+
+
+def etcdctl(*args: str) -> str:
+    """etcdctl against the node's own member with the cluster's certificates (KTHW's check)."""
+    tls = [f"--cacert={ETCD_DIR}/ca.pem", f"--cert={ETCD_DIR}/kubernetes.pem", f"--key={ETCD_DIR}/kubernetes-key.pem"]
+    return shlex.join(["env", "ETCDCTL_API=3", ETCDCTL, "--endpoints=https://127.0.0.1:2379", *tls, *args])
+
+
+class EtcdStage(Stage):
+    def __init__(self) -> None:
+        self._binaries: list[NodeFile] | None = None
+
+    def _release(self, run: RunContext) -> list[NodeFile]:
+        """etcd and etcdctl from the verified release tarball (downloaded once per run)."""
+        if self._binaries is None:
+            cache = platformdirs.user_cache_path("khwtui", appauthor=False) / "downloads"
+            artifact = Binaries(run.config, cache).fetch("etcd", run.config.versions.etcd)
+            run.log("", f"{artifact.name}: SHA-256 {artifact.sha256} verified")
+            members = tar_members(artifact.data, {"etcd": ETCD_BINARY, "etcdctl": ETCDCTL})
+            self._binaries = [NodeFile(path, data, 0o755) for path, data in sorted(members.items())]
+        return self._binaries
+
+    def _files(self, run: RunContext, node: Node) -> list[NodeFile]:
+        return self._release(run) + etcd_files(run.artifacts, node)
+
+    async def check(self, run: RunContext) -> list[Outcome]:
+        outcomes = await run.each(run.topo.controllers, lambda node: self._check_node(run, node))
+        return [o for per_node in outcomes for o in per_node] + await self._check_members(run)
+
+    async def _check_node(self, run: RunContext, node: Node) -> list[Outcome]:
+        drift = await run.drifted(node.name, self._files(run, node))
+        if drift:
+            return [Outcome.failed("etcd files", node.name, "differ: " + ", ".join(f.path for f in drift))]
+        health = await run.sh(node.name, etcdctl("endpoint", "health"), check=False, timeout=30)
+        if health.exit_status != 0:
+            return [Outcome.failed("etcd member healthy", node.name, f"$ etcdctl endpoint health\n{health.stdout}{health.stderr}")]
+        return [Outcome.passed("etcd member healthy", node.name, health.stdout.strip() or health.stderr.strip())]
+
+    async def _check_members(self, run: RunContext) -> list[Outcome]:
+        first = run.topo.controllers[0].name
+        listing = await run.sh(first, etcdctl("member", "list"), check=False, timeout=30)
+        names = sorted(line.split(", ")[2] for line in listing.stdout.splitlines() if line.count(", ") >= 4)
+        wanted = sorted(c.name for c in run.topo.controllers)
+        if listing.exit_status == 0 and names == wanted:
+            return [Outcome.passed("etcd members", first, f"{len(names)} members: {', '.join(names)}")]
+        return [Outcome.failed("etcd members", first, f"wanted {', '.join(wanted)}; etcdctl member list:\n{listing.stdout}{listing.stderr}")]
+
+    async def apply(self, run: RunContext) -> None:
+        changed = dict(zip([c.name for c in run.topo.controllers], await run.each(run.topo.controllers, lambda n: self._install(run, n))))
+        await run.each(run.topo.controllers, lambda n: self._start(run, n, changed[n.name]))
+        await run.each(run.topo.controllers, lambda n: self._wait_healthy(run, n))
+
+    async def _install(self, run: RunContext, node: Node) -> bool:
+        await run.sh(node.name, f"install -d -m 0700 {ETCD_DATA_DIR} && install -d -m 0755 {ETCD_DIR}")
+        changed = await run.place(node.name, self._files(run, node))
+        if any(path.endswith(".service") for path in changed):
+            await run.sh(node.name, "systemctl daemon-reload")
+        await run.sh(node.name, f"systemctl enable {UNIT}")
+        run.record_unit(node.name, UNIT)
+        return bool(changed)
+
+    async def _start(self, run: RunContext, node: Node, changed: bool) -> None:
+        """--no-block: a member's start only completes once a quorum exists."""
+        action = "restart" if changed else "start"
+        await run.sh(node.name, f"systemctl {action} --no-block {UNIT}")
+
+    async def _wait_healthy(self, run: RunContext, node: Node) -> None:
+        async def healthy() -> bool | None:
+            result = await run.sh(node.name, etcdctl("endpoint", "health"), check=False, timeout=30)
+            return True if result.exit_status == 0 else None
+
+        try:
+            await poll(healthy, timeout=START_TIMEOUT, interval=1.0, what=f"etcd on {node.name} to be healthy")
+        except TimeoutError as exc:
+            journal = await run.sh(node.name, f"journalctl -u {UNIT} -n 20 --no-pager", check=False)
+            raise StageFailed(str(exc), node.name, tuple(journal.stdout.splitlines()[-10:])) from None
+
+    async def probe(self, run: RunContext) -> list[Outcome]:
+        return await run.each(run.topo.controllers, lambda node: self._probe_node(run, node))
+
+    async def _probe_node(self, run: RunContext, node: Node) -> Outcome:
+        result = await run.sh(node.name, etcdctl("endpoint", "health"), check=False, timeout=15)
+        make = Outcome.passed if result.exit_status == 0 else Outcome.failed
+        return make("etcd", node.name, (result.stdout + result.stderr).strip())
+
+
+STAGE = EtcdStage

@@ -1,0 +1,41 @@
+"""kubeconfigs: one per component and the admin ones, kept in the state folder's kubeconfigs/ (0600).
+
+The stages that consume them (control-plane, workers, admin-access) place them on the nodes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from khwtui.fsutil import write_if_changed
+from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs
+from khwtui.runctx import RunContext
+from khwtui.stages.base import Outcome, Stage
+
+SECRET = 0o600
+
+
+class KubeconfigsStage(Stage):
+
+    def _wanted(self, run: RunContext) -> dict[Path, bytes]:
+        folder = run.cluster.state_dir.kubeconfig_dir
+        pki = run.artifacts.pki
+        return {folder / f"{spec.name}.kubeconfig": kubeconfig(run.topo, pki, spec).encode() for spec in kubeconfig_specs(run.topo)}
+
+    async def check(self, run: RunContext) -> list[Outcome]:
+        outcomes = []
+        for path, content in self._wanted(run).items():
+            ok = path.is_file() and path.read_bytes() == content and path.stat().st_mode & 0o777 == SECRET
+            make = Outcome.passed if ok else Outcome.failed
+            outcomes.append(make(f"kubeconfig {path.stem}", evidence="" if ok else f"{path} missing or out of date"))
+        if run.topo.api_url is None:
+            outcomes.append(Outcome.unverified("endpoint kubeconfigs", reason="the API endpoint address is not known yet"))
+        return outcomes
+
+    async def apply(self, run: RunContext) -> None:
+        for path, content in self._wanted(run).items():
+            if write_if_changed(path, content, SECRET):
+                run.log("", f"wrote {path.name}")
+
+
+STAGE = KubeconfigsStage

@@ -1,0 +1,101 @@
+"""Engine pieces that need no nodes: slices, stage inputs, exit codes, the --json stream."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+from khwtui import config
+from khwtui.context import Cluster
+from khwtui.engine import Engine, Selection, replay, select
+from khwtui.errors import UsageError
+from khwtui.events import CheckResult, LogLines, RunFinished, StageChanged, from_json
+from khwtui.headless import ConsoleSink
+from khwtui.stages import STAGES
+from khwtui.stages.base import Outcome, first_problem, verdict
+from khwtui.state import StateDir
+
+NAMES = [s.name for s in STAGES]
+
+
+def test_until_runs_every_stage_up_to_and_including_it() -> None:
+    assert select(Selection(until="etcd"), NAMES) == ["compute", "pki", "kubeconfigs", "encryption", "etcd"]
+
+
+def test_from_runs_to_the_end_and_only_runs_exactly_the_named_stages_in_table_order() -> None:
+    assert select(Selection(start="smoke"), NAMES) == ["smoke", "demo"]
+    assert select(Selection(only=("etcd", "pki")), NAMES) == ["pki", "etcd"]
+
+
+def test_an_unknown_stage_is_a_usage_error_listing_the_stages() -> None:
+    with pytest.raises(UsageError, match="unknown stage 'etc'.*compute, pki"):
+        select(Selection(only=("etc",)), NAMES)
+
+
+def test_verdict_never_calls_unverified_passed() -> None:
+    assert verdict([Outcome.passed("a"), Outcome.unverified("b", reason="no RBAC group")]) == "unverified"
+    assert verdict([Outcome.unverified("b"), Outcome.failed("c", "n1", "boom")]) == "failed"
+    assert verdict([Outcome.passed("a")]) == "passed"
+    assert first_problem([Outcome.passed("a"), Outcome.failed("etcd member healthy", "controller-1", "$ etcdctl\nconnection refused")]) == (
+        "controller-1: etcd member healthy — connection refused"
+    )
+
+
+def test_a_stage_whose_input_is_missing_stops_with_exit_2_naming_the_stage_to_run_first(tmp_path: Path, capsys) -> None:
+    from khwtui.cli import main
+
+    code = main(["up", "--auto", "--only", "etcd", "--config", "configs/local.toml", "--state-dir", str(tmp_path / "s")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err == ["khwtui: stage etcd needs stage compute first; run `khwtui up --until compute` (or without a slice)"]
+
+
+def test_the_json_stream_is_one_object_per_line_and_replays_to_the_final_table() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink(out, json=True)
+    events = [
+        StageChanged("pki", "running", at=1.0),
+        LogLines("", "pki", ("certificate admin: created",), at=1.1),
+        CheckResult("pki", "certificate admin", "passed", at=1.2),
+        StageChanged("pki", "passed", at=1.3),
+        StageChanged("etcd", "failed", "controller-0: etcd member healthy", at=2.0),
+        RunFinished(1, "pki passed, etcd failed", at=2.1),
+    ]
+    for e in events:
+        sink(e)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == len(events) and all(json.loads(line)["v"] == 1 for line in lines)
+    assert [from_json(line) for line in lines] == events
+    assert replay([from_json(line) for line in lines]) == {"pki": "passed", "etcd": "failed"}
+
+
+def test_the_console_summary_lists_failures_with_the_nodes_last_lines_and_every_unverified_check() -> None:
+    out = io.StringIO()
+    sink = ConsoleSink(out)
+    sink(StageChanged("etcd", "running", at=0.0))
+    sink(LogLines("controller-1", "etcd", ("etcd[812]: bad certificate",), at=0.5))
+    sink(CheckResult("etcd", "etcd member healthy", "failed", "controller-1", "$ etcdctl endpoint health\nunhealthy", at=1.0))
+    sink(CheckResult("rbac", "ClusterRole read back", "unverified", "", "the API server does not advertise rbac.authorization.k8s.io", at=1.0))
+    sink(StageChanged("etcd", "failed", "controller-1: etcd member healthy — unhealthy", at=1.0))
+    sink(RunFinished(1, at=1.1))
+    text = out.getvalue()
+    assert "✖ etcd failed (1.0 s) — controller-1: etcd member healthy — unhealthy" in text
+    assert "last output of controller-1:\n    etcd[812]: bad certificate" in text
+    assert "? rbac · ClusterRole read back: the API server does not advertise rbac.authorization.k8s.io" in text
+    assert text.rstrip().endswith("exit 1")
+
+
+def test_a_state_folder_of_another_cluster_is_refused(tmp_path: Path) -> None:
+    import asyncio
+
+    folder = StateDir(tmp_path)
+    state = folder.load()
+    state.cluster = "someone-else"
+    folder.save(state)
+    cluster = Cluster(config.load("configs/local.toml"), folder, folder.load())
+    engine = Engine(cluster, provider_factory=lambda c: None, remote_factory=lambda log: None)
+    with pytest.raises(Exception, match="belongs to cluster 'someone-else'"):
+        asyncio.run(engine.run(lambda e: None, only=["encryption"]))
