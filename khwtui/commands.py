@@ -158,7 +158,7 @@ def up(args: argparse.Namespace) -> int:
     if not args.auto:
         if args.json or args.verbose:
             raise UsageError("--json and --verbose go with --auto")
-        from khwtui.tui.app import run_interactive
+        from khwtui.tui.launch import run_interactive
 
         return run_interactive(cluster, engine, only=only, start=args.start, until=args.until)
     sink = ConsoleSink(json=args.json, verbose=args.verbose)

@@ -14,7 +14,7 @@ from typing import Callable
 
 from khwtui.context import Cluster
 from khwtui.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNVERIFIED, KhwError, UsageError
-from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, RunFinished, Sink, StageChanged
+from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, NodeChanged, RunFinished, Sink, StageChanged
 from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, StageInfo, stage_class
 from khwtui.stages.base import Outcome, Stage, first_problem, verdict
@@ -81,6 +81,19 @@ class Engine:
                 return EXIT_INTERRUPTED
             finally:
                 await run.close()
+
+    def saved_events(self) -> list[Event]:
+        """The saved state as events, so a front end shows a half-built cluster before any run."""
+        state, at = self.cluster.state, 0.0
+        events: list[Event] = []
+        for info in self.stages:
+            record = state.stages.get(info.name)
+            if record is not None and record.status != PENDING:
+                events.append(StageChanged(info.name, record.status, record.detail, record.finished or record.started or at))
+                events += [CheckResult(info.name, c.check, c.result, c.node, c.evidence, record.finished or at) for c in record.checks]
+        for name, node in state.nodes.items():
+            events.append(NodeChanged(name, PASSED if node.host_key else PENDING, "compute", "", node.internal_ip, at))
+        return events
 
     def cancel(self) -> None:
         """Stop cleanly: the running stage is interrupted and `run` returns 130."""
