@@ -27,7 +27,7 @@ STAGES: list[StageInfo] = [
     StageInfo("kubeconfigs", "kubeconfigs", "kubelet, kube-proxy, controller-manager, scheduler, admin", ("pki",), "kubeconfigs"),
     StageInfo("encryption", "encryption", "secrets encryption config with a key made once", (), "encryption"),
     StageInfo("etcd", "etcd", "TLS etcd cluster on the controllers, all members at once", ("compute", "pki"), "etcd"),
-    StageInfo("control-plane", "control plane", "apiserver, controller-manager, scheduler", ("etcd", "kubeconfigs", "encryption")),
+    StageInfo("control-plane", "control plane", "apiserver, controller-manager, scheduler", ("etcd", "kubeconfigs", "encryption"), "control_plane"),
     StageInfo("rbac", "rbac", "apiserver-to-kubelet ClusterRole and binding", ("control-plane",)),
     StageInfo("frontend", "frontend", "the load balancer in front of the apiservers", ("control-plane",)),
     StageInfo("workers", "workers", "containerd, runc, CNI, kubelet, kube-proxy", ("frontend", "kubeconfigs")),

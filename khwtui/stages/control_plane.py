@@ -1,0 +1,181 @@
+"""control-plane: kube-apiserver, kube-controller-manager and kube-scheduler on every controller
+(KTHW Lab 08).
+
+Each controller gets the verified release binaries, its credentials (apiserver certificates,
+encryption config, controller kubeconfigs) and the units; a unit restarts only when one of the
+files it reads changed. Health is /livez and /readyz of each apiserver, fetched on the node with
+curl and the cluster CA (installed from the node's apt sources when missing), polled until all
+three units stay up with a healthy apiserver, never a fixed sleep.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+
+import platformdirs
+
+from khwtui.binaries import Binaries
+from khwtui.controlplane_files import (
+    BIN_DIR,
+    BINARIES,
+    CA_FILE,
+    CONFIG_DIR,
+    UNITS,
+    control_plane_files,
+    unit_inputs,
+    unit_path,
+)
+from khwtui.errors import StageFailed
+from khwtui.nodefiles import KUBERNETES_DIR
+from khwtui.render import NodeFile
+from khwtui.runctx import RunContext
+from khwtui.stages.base import Outcome, Stage
+from khwtui.topology import Node
+from khwtui.waiting import poll
+
+HEALTH_PATHS = ("livez", "readyz")
+START_TIMEOUT = 180
+CURL = "/usr/bin/curl"
+INSTALL_CURL = (
+    f"[ -x {CURL} ] || {{ apt-get update -q && "
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl; }"
+)
+
+
+def health_command(port: int) -> str:
+    """One curl for /livez and /readyz of the node's own apiserver: prints one HTTP status per line
+    (000 when nothing answers). TLS is verified against the cluster CA; no credentials are sent."""
+    args = [CURL, "--silent", "--show-error", "--max-time", "5", "--cacert", CA_FILE, "--write-out", "%{http_code}\\n"]
+    for path in HEALTH_PATHS:
+        args += ["--output", "/dev/null", f"https://127.0.0.1:{port}/{path}"]
+    return shlex.join(args)
+
+
+def health_codes(stdout: str) -> dict[str, str]:
+    """{"livez": "200", "readyz": "500"} from health_command's output; a missing line counts as 000."""
+    codes = stdout.split()
+    return {path: codes[i] if i < len(codes) else "000" for i, path in enumerate(HEALTH_PATHS)}
+
+
+def unit_states(stdout: str) -> dict[str, tuple[str, str]]:
+    """unit -> (ActiveState, NRestarts) from `systemctl show -p Id,ActiveState,NRestarts <units>`."""
+    states = {}
+    for block in stdout.strip().split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        states[fields.get("Id", "").removesuffix(".service")] = (fields.get("ActiveState", ""), fields.get("NRestarts", ""))
+    return states
+
+
+class ControlPlaneStage(Stage):
+    def __init__(self) -> None:
+        self._binaries: list[NodeFile] | None = None
+        self._fetching = asyncio.Lock()  # controllers ask at once; the first download serves them all
+
+    async def _release(self, run: RunContext) -> list[NodeFile]:
+        """The four binaries, each downloaded once and verified before anything reaches a node."""
+        async with self._fetching:
+            if self._binaries is None:
+                self._binaries = await self._download(run)
+        return self._binaries
+
+    async def _download(self, run: RunContext) -> list[NodeFile]:
+        """In a worker thread: the TUI keeps drawing while tens of megabytes arrive."""
+        cache = platformdirs.user_cache_path("khwtui", appauthor=False) / "downloads"
+        fetcher = Binaries(run.config, cache)
+        version = run.config.cluster.kubernetes_version
+        files = []
+        for name in BINARIES:
+            artifact = await asyncio.to_thread(fetcher.fetch, "kubernetes", version, name=name)
+            run.log("", f"{name} v{version}: SHA-256 {artifact.sha256} verified")
+            files.append(NodeFile(f"{BIN_DIR}/{name}", artifact.data, 0o755))
+        return files
+
+    async def _files(self, run: RunContext, node: Node) -> list[NodeFile]:
+        return await self._release(run) + control_plane_files(run.artifacts, node)
+
+    # --- check ------------------------------------------------------------------------------
+
+    async def check(self, run: RunContext) -> list[Outcome]:
+        outcomes = await run.each(run.topo.controllers, lambda node: self._check_node(run, node))
+        return [o for per_node in outcomes for o in per_node]
+
+    async def _check_node(self, run: RunContext, node: Node) -> list[Outcome]:
+        drift = await run.drifted(node.name, await self._files(run, node))
+        files = (Outcome.failed("control-plane files", node.name, "differ: " + ", ".join(f.path for f in drift)) if drift
+                 else Outcome.passed("control-plane files", node.name, "binaries, credentials, units and config in place"))
+        command = shlex.join(["systemctl", "is-active", *UNITS])
+        active = await run.sh(node.name, command, check=False, timeout=30)
+        states = ", ".join(f"{unit} {state}" for unit, state in zip(UNITS, active.stdout.split()))
+        units = (Outcome.passed("control-plane units active", node.name, states) if active.exit_status == 0
+                 else Outcome.failed("control-plane units active", node.name, f"$ {command}\n{active.stdout}{active.stderr}"))
+        return [files, units, await self._health_outcome(run, node)]
+
+    async def _health_outcome(self, run: RunContext, node: Node) -> Outcome:
+        command = health_command(run.config.network.api_port)
+        result = await run.sh(node.name, command, check=False, timeout=30)
+        codes = health_codes(result.stdout)
+        summary = ", ".join(f"/{path} {code}" for path, code in codes.items())
+        if all(code == "200" for code in codes.values()):
+            return Outcome.passed("apiserver /livez and /readyz", node.name, summary)
+        return Outcome.failed("apiserver /livez and /readyz", node.name, f"$ {command}\n{result.stdout}{result.stderr}{summary}")
+
+    # --- apply ------------------------------------------------------------------------------
+
+    async def apply(self, run: RunContext) -> None:
+        await run.each(run.topo.controllers, lambda node: self._install(run, node))
+        await run.each(run.topo.controllers, lambda node: self._wait_healthy(run, node))
+
+    async def _install(self, run: RunContext, node: Node) -> None:
+        await run.sh(node.name, INSTALL_CURL, timeout=600)
+        await run.sh(node.name, f"install -d -m 0700 {KUBERNETES_DIR} && install -d -m 0755 {CONFIG_DIR}")
+        files = await self._files(run, node)
+        changed = set(await run.place(node.name, files))
+        if changed & {unit_path(unit) for unit in UNITS}:
+            await run.sh(node.name, "systemctl daemon-reload")
+        await run.sh(node.name, shlex.join(["systemctl", "enable", *UNITS]))
+        for unit in UNITS:
+            run.record_unit(node.name, unit)
+            if changed & unit_inputs(unit, files):
+                run.log(node.name, f"{unit}: inputs changed, restarting")
+                await run.sh(node.name, f"systemctl restart {unit}")
+            else:
+                await run.sh(node.name, f"systemctl start {unit}")
+
+    async def _wait_healthy(self, run: RunContext, node: Node) -> None:
+        """Until the apiserver answers 200 on /livez and /readyz and all three units are active with
+        the same restart count on two polls in a row (a unit that refuses its flags restarts)."""
+        states_command = shlex.join(["systemctl", "show", "--property=Id,ActiveState,NRestarts", *UNITS])
+        health = health_command(run.config.network.api_port)
+        last: dict[str, tuple[str, str]] = {}  # unit states of the latest poll, for the failure report
+        codes: dict[str, str] = {}
+        healthy: dict[str, tuple[str, str]] | None = None  # unit states of the previous poll, if it was healthy
+
+        async def stable() -> bool | None:
+            nonlocal last, codes, healthy
+            codes = health_codes((await run.sh(node.name, health, check=False, timeout=30)).stdout)
+            last = unit_states((await run.sh(node.name, states_command, check=False, timeout=30)).stdout)
+            up = all(code == "200" for code in codes.values()) and all(last.get(u, ("",))[0] == "active" for u in UNITS)
+            settled, healthy = up and last == healthy, (last if up else None)
+            return True if settled else None
+
+        try:
+            await poll(stable, timeout=START_TIMEOUT, interval=1.0, what=f"the control plane on {node.name} to be healthy")
+        except TimeoutError as exc:
+            seen = [f"/{path} {code}" for path, code in codes.items()] + [f"{u} {last.get(u, ('unknown',))[0]}" for u in UNITS]
+            raise StageFailed(f"{exc} (last: {', '.join(seen)})", node.name, await self._journal(run, node, last)) from None
+
+    async def _journal(self, run: RunContext, node: Node, states: dict[str, tuple[str, str]]) -> tuple[str, ...]:
+        """The last journal lines of the units that are not up (all three when none is known)."""
+        down = [u for u in UNITS if states.get(u, ("",))[0] != "active"] or list(UNITS)
+        units = [arg for u in down for arg in ("-u", u)]
+        journal = await run.sh(node.name, shlex.join(["journalctl", *units, "-n", "20", "--no-pager"]), check=False)
+        return tuple(journal.stdout.splitlines()[-10:])
+
+    # --- probe ------------------------------------------------------------------------------
+
+    async def probe(self, run: RunContext) -> list[Outcome]:
+        return await run.each(run.topo.controllers, lambda node: self._health_outcome(run, node))
+
+
+STAGE = ControlPlaneStage

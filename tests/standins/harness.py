@@ -1,0 +1,506 @@
+#!/usr/bin/python3
+"""Stand-ins for kube-apiserver, kube-controller-manager and kube-scheduler (tests only).
+
+One program; what it stands in for is the name it was started as (argv[0]). It accepts exactly
+the flags of its program's minor (baked in as RELEASE by tests.standins.build), checks every
+file they name, and refuses anything wrong with ONE line on stderr and exit status 1, which
+systemd's journal then shows. Then:
+- kube-apiserver serves /livez, /readyz, /healthz and /version anonymously over TLS on
+  --bind-address:--secure-port with its serving certificate (/readyz and /healthz need etcd's
+  /health), discovery (/api, /apis: only authentication.k8s.io/v1) to authenticated clients, and
+  SelfSubjectReviews answered from the client certificate (CN = user, O = groups); a client
+  certificate that --client-ca-file did not sign gets 401 on every path.
+- kube-controller-manager and kube-scheduler stay up until SIGTERM.
+Standard library and PyYAML only: the nodes have python3 and python3-yaml, nothing else.
+"""
+
+import base64
+import ctypes
+import ipaddress
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import sys
+import tempfile
+import threading
+import urllib.request
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+import yaml
+
+RELEASE = None  # baked in by tests.standins.build(): {"version": "1.36.5", "programs": {name: spec}}
+
+AUTHZ_MODES = {"AlwaysAllow", "AlwaysDeny", "ABAC", "Webhook", "RBAC", "Node"}
+DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|ms|s|m|h))+$")
+ENCRYPTION_KEY_BYTES = {"aescbc": (16, 24, 32), "aesgcm": (16, 24, 32), "secretbox": (32,)}
+SCHEDULER_CONFIG_KEYS = {"apiVersion", "kind", "parallelism", "leaderElection", "clientConnection",
+                         "healthzBindAddress", "metricsBindAddress", "enableProfiling", "enableContentionProfiling",
+                         "percentageOfNodesToScore", "podInitialBackoffSeconds", "podMaxBackoffSeconds",
+                         "profiles", "extenders", "delayCacheUntilActive"}
+SSR_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+PUBLIC_PATHS = {"/livez", "/readyz", "/healthz", "/version"}  # system:public-info-viewer
+
+
+Check = Callable[[str, str], None]  # (flag name, value): raises Refused
+
+
+class Refused(Exception):
+    """Why the program will not start: printed as one line."""
+
+
+# --- flags ---------------------------------------------------------------------------------------
+
+
+def parse(spec: dict, args: list[str]) -> dict[str, str]:
+    """--name=value / --name value / --bool[=true|false] into {name: value}, the way pflag reads them."""
+    flags, rest = {}, list(args)
+    while rest:
+        arg = rest.pop(0)
+        if not arg.startswith("--") or arg == "--":
+            raise Refused(f"unexpected argument {arg!r}: this program takes only --flags")
+        name, has_value, value = arg[2:].partition("=")
+        if name in spec["removed"]:
+            raise Refused(f"unknown flag: --{name} (removed in Kubernetes 1.{spec['removed'][name]})")
+        kind = spec["flags"].get(name)
+        if kind is None:
+            raise Refused(f"unknown flag: --{name}")
+        if kind == "bool":
+            value = value if has_value else "true"
+        elif not has_value:
+            if not rest:
+                raise Refused(f"flag needs an argument: --{name}")
+            value = rest.pop(0)
+        flags[name] = value
+    return flags
+
+
+def validate(spec: dict, flags: dict[str, str]) -> None:
+    missing = [f"--{name}" for name in spec["required"] if name not in flags]
+    if missing:
+        raise Refused(f"missing required flag{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    for name, value in flags.items():
+        CHECKS[spec["flags"][name]](name, value)
+    where = {name: f"--{name}={value}" for name, value in flags.items()}
+    for cert, key in spec["pairs"]:
+        if cert in flags and key in flags:
+            check_pair(where[cert], read(where[cert], flags[cert]), where[key], read(where[key], flags[key]))
+    for kubeconfig, ca in spec["trust"]:
+        trusted = kubeconfig_ca(where[kubeconfig], flags[kubeconfig]) if kubeconfig in flags and ca in flags else None
+        if trusted is not None and trusted != ca_certs(read(where[ca], flags[ca])):
+            raise Refused(f"{where[kubeconfig]} trusts another CA than {where[ca]}")
+
+
+def read(where: str, path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise Refused(f"{where}: {exc.strerror}") from None
+
+
+def check_value(pattern: Callable[[str], object], what: str) -> Check:
+    def check(name: str, value: str) -> None:
+        if not pattern(value):
+            raise Refused(f"invalid argument {value!r} for --{name}: not {what}")
+    return check
+
+
+def is_ip(value: str) -> bool:
+    try:
+        return ipaddress.ip_address(value) is not None
+    except ValueError:
+        return False
+
+
+def is_cidrs(value: str) -> bool:
+    try:
+        return all(ipaddress.ip_network(part) is not None for part in value.split(","))
+    except ValueError:
+        return False
+
+
+def is_https_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme == "https" and bool(parts.hostname) and parts.path in ("", "/")
+
+
+def check_certs(name: str, path: str) -> None:
+    ca_certs(read(f"--{name}={path}", path), f"--{name}={path}")
+
+
+def check_key(name: str, path: str) -> None:
+    if b"PRIVATE KEY-----" not in read(f"--{name}={path}", path):
+        raise Refused(f"--{name}={path} holds no PEM private key")
+
+
+def check_audit_log(name: str, path: str) -> None:
+    if not os.path.isdir(os.path.dirname(path) or "."):
+        raise Refused(f"--{name}={path}: its folder does not exist")
+
+
+CHECKS: dict[str, Check] = {
+    "bool": check_value(lambda v: v in ("true", "false"), "true or false"),
+    "string": check_value(bool, "a value"),
+    "strings": check_value(lambda v: all(v.split(",")), "a comma-separated list"),
+    "map": check_value(lambda v: all("=" in kv for kv in v.split(",")), "key=value pairs"),
+    "int": check_value(lambda v: v.lstrip("-").isdigit(), "an integer"),
+    "duration": check_value(DURATION.match, "a duration like 1h or 30s"),
+    "ip": check_value(is_ip, "an IP address"),
+    "cidrs": check_value(is_cidrs, "a CIDR"),
+    "portrange": check_value(lambda v: re.fullmatch(r"\d+-\d+", v), "a port range like 30000-32767"),
+    "url": check_value(is_https_url, "an https URL"),
+    "urls": check_value(lambda v: all(map(is_https_url, v.split(","))), "https URLs"),
+    "authz-modes": check_value(lambda v: set(v.split(",")) <= AUTHZ_MODES, f"a list of {','.join(sorted(AUTHZ_MODES))}"),
+    "file": lambda name, path: read(f"--{name}={path}", path),
+    "cert": check_certs,
+    "key": check_key,
+    "audit-log": check_audit_log,
+    "kubeconfig": lambda name, path: kubeconfig_ca(f"--{name}={path}", path),
+    "encryption-config": lambda name, path: check_encryption_config(f"--{name}={path}", path),
+    "scheduler-config": lambda name, path: check_scheduler_config(f"--{name}={path}", path),
+}
+
+
+# --- certificates, keys and the files that hold them ---------------------------------------------
+
+
+def ca_certs(pem: bytes, where: str = "certificate data") -> list[bytes]:
+    """The DER of the CA certificates in `pem`; refuses data that holds no certificate at all."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cadata=pem.decode("ascii"))
+    except (ssl.SSLError, UnicodeDecodeError, ValueError):
+        raise Refused(f"{where} is not a PEM certificate") from None
+    if not context.cert_store_stats()["x509"]:
+        raise Refused(f"{where} holds no certificate")
+    return sorted(context.get_ca_certs(binary_form=True))
+
+
+def check_pair(cert_where: str, cert: bytes, key_where: str, key: bytes) -> None:
+    """The certificate belongs to the key (OpenSSL compares them when loading both)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            load_pair(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), tmp, cert, key)
+        except ssl.SSLError as exc:
+            raise Refused(f"{cert_where} does not match {key_where} ({exc.reason or exc})") from None
+
+
+def load_pair(context: ssl.SSLContext, folder: str, cert: bytes, key: bytes) -> None:
+    paths = []
+    for name, data in (("cert.pem", cert), ("key.pem", key)):
+        path = os.path.join(folder, name)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+            f.write(data)
+        paths.append(path)
+    context.load_cert_chain(*paths)
+
+
+def signed_by(cert: bytes, key: bytes, ca: bytes) -> bool:
+    """True when `cert` chains to `ca`: an in-memory TLS handshake in which `cert` is the client's."""
+    with tempfile.TemporaryDirectory() as tmp:
+        client = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        client.check_hostname, client.verify_mode = False, ssl.CERT_NONE
+        load_pair(client, tmp, cert, key)
+        server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        load_pair(server, tmp, cert, key)  # any key pair can serve; only the client side is judged
+        server.verify_mode = ssl.CERT_REQUIRED
+        server.load_verify_locations(cadata=ca.decode("ascii"))
+    wires = [ssl.MemoryBIO() for _ in range(4)]  # client in, client out, server in, server out
+    sides = [client.wrap_bio(wires[0], wires[1]), server.wrap_bio(wires[2], wires[3], server_side=True)]
+    done = [False, False]
+    for _ in range(10):
+        for i, side in enumerate(sides):
+            if not done[i]:
+                try:
+                    side.do_handshake()
+                    done[i] = True
+                except ssl.SSLWantReadError:
+                    pass
+                except ssl.SSLError:
+                    return False
+        if all(done):  # the server's handshake ends only after it verified the client certificate
+            return True
+        wires[2].write(wires[1].read())
+        wires[0].write(wires[3].read())
+    return False
+
+
+# --- config files --------------------------------------------------------------------------------
+
+
+def load_yaml(where: str, path: str) -> dict:
+    try:
+        doc = yaml.safe_load(read(where, path))
+    except yaml.YAMLError as exc:
+        raise Refused(f"{where} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise Refused(f"{where} is not a YAML mapping")
+    return doc
+
+
+def named(items: object, name: str, what: str) -> dict:
+    for item in items or ():
+        if isinstance(item, dict) and item.get("name") == name:
+            return item[what]
+    raise KeyError(f"{what} {name!r}")
+
+
+def kubeconfig_ca(where: str, path: str) -> list[bytes]:
+    """The CA certificates a kubeconfig trusts; refuses one whose current context could not work:
+    no https server, a client certificate that does not fit its key or is not signed by that CA."""
+    doc = load_yaml(where, path)
+    try:
+        context = named(doc.get("contexts"), doc["current-context"], "context")
+        cluster = named(doc.get("clusters"), context["cluster"], "cluster")
+        user = named(doc.get("users"), context["user"], "user")
+        server = cluster["server"]
+        ca, cert, key = (base64.b64decode(entry, validate=True) for entry in (
+            cluster["certificate-authority-data"], user["client-certificate-data"], user["client-key-data"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise Refused(f"{where} is not a usable kubeconfig (missing or bad {exc.args[0] if exc.args else exc})") from None
+    if not is_https_url(server):
+        raise Refused(f"{where}: server {server!r} is not an https URL")
+    trusted = ca_certs(ca, f"{where}: certificate-authority-data")
+    check_pair(f"{where}: client-certificate-data", cert, "its client-key-data", key)
+    if not signed_by(cert, key, ca):
+        raise Refused(f"{where}: the client certificate is not signed by the certificate-authority-data it trusts")
+    return trusted
+
+
+def check_encryption_config(where: str, path: str) -> None:
+    doc = load_yaml(where, path)
+    if (doc.get("apiVersion"), doc.get("kind")) != ("apiserver.config.k8s.io/v1", "EncryptionConfiguration"):
+        raise Refused(f"{where}: not an apiserver.config.k8s.io/v1 EncryptionConfiguration")
+    try:
+        for rule in doc["resources"]:
+            for provider in rule["providers"] if rule["resources"] else ():
+                (kind, body), = provider.items()
+                if kind == "identity":
+                    continue
+                if kind not in ENCRYPTION_KEY_BYTES:
+                    raise Refused(f"{where}: provider {kind!r} is none of identity, {', '.join(ENCRYPTION_KEY_BYTES)}")
+                sizes = ENCRYPTION_KEY_BYTES[kind]
+                if not body["keys"] or any(len(base64.b64decode(k["secret"], validate=True)) not in sizes for k in body["keys"]):
+                    raise Refused(f"{where}: every {kind} key needs a base64 secret of {' or '.join(map(str, sizes))} bytes")
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise Refused(f"{where}: not a usable EncryptionConfiguration (missing or bad {exc.args[0] if exc.args else exc})") from None
+
+
+def check_scheduler_config(where: str, path: str) -> None:
+    doc = load_yaml(where, path)
+    version = doc.get("apiVersion")
+    if doc.get("kind") != "KubeSchedulerConfiguration" or version != "kubescheduler.config.k8s.io/v1":
+        raise Refused(f'{where}: no kind "{doc.get("kind")}" is registered for version "{version}"')
+    unknown = sorted(set(doc) - SCHEDULER_CONFIG_KEYS)
+    if unknown:
+        raise Refused(f'{where}: strict decoding error: unknown field "{unknown[0]}"')
+    kubeconfig = (doc.get("clientConnection") or {}).get("kubeconfig")
+    if not kubeconfig:
+        raise Refused(f"{where}: clientConnection.kubeconfig is not set")
+    kubeconfig_ca(f"{where}: clientConnection.kubeconfig {kubeconfig}", kubeconfig)
+
+
+# --- kube-apiserver ------------------------------------------------------------------------------
+
+
+def identity(cert: dict) -> tuple[str, list[str]] | None:
+    """(user, groups) of a verified client certificate, as the x509 authenticator reads it."""
+    fields = [pair for rdn in cert.get("subject", ()) for pair in rdn]
+    user = next((v for k, v in fields if k == "commonName"), None)
+    return (user, [v for k, v in fields if k == "organizationName"] + ["system:authenticated"]) if user else None
+
+
+def status(code: int, reason: str, message: str) -> dict:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": message, "reason": reason, "code": code}
+
+
+class ApiHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kube-apiserver-standin"
+
+    def log_message(self, *args: object) -> None:  # the real one logs no access lines at --v=2
+        pass
+
+    def send(self, code: int, body: dict | str) -> None:
+        data = (json.dumps(body) + "\n").encode() if isinstance(body, dict) else body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json" if isinstance(body, dict) else "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def bad_certificate(self) -> bool:
+        """401 on any path for a client certificate that did not verify: authentication comes first."""
+        if self.connection.getpeercert(binary_form=True) and not getattr(VERDICT, "verified", False):
+            self.send(401, status(401, "Unauthorized", "Unauthorized"))
+            return True
+        return False
+
+    def user(self) -> tuple[str, list[str]] | None:
+        return identity(self.connection.getpeercert() or {})
+
+    def forbidden(self, verb: str, what: str) -> None:
+        self.send(403, status(403, "Forbidden", f'{what} is forbidden: User "system:anonymous" cannot {verb}'))
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        api = self.server.api
+        if self.bad_certificate():
+            return
+        if path in PUBLIC_PATHS:
+            self.send(*api.public(path))
+        elif not self.user():
+            self.forbidden("get path", f'path "{path}"')
+        elif path in api.discovery:
+            self.send(200, api.discovery[path])
+        else:
+            self.send(404, status(404, "NotFound", "the server could not find the requested resource"))
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        if self.bad_certificate():
+            return
+        if urlsplit(self.path).path != SSR_PATH:
+            self.send(404, status(404, "NotFound", "the server could not find the requested resource"))
+            return
+        user = self.user()
+        if not user:
+            self.forbidden('create resource "selfsubjectreviews" in API group "authentication.k8s.io"', "selfsubjectreviews.authentication.k8s.io")
+            return
+        self.send(201, {"kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+                        "metadata": {"creationTimestamp": None},
+                        "status": {"userInfo": {"username": user[0], "groups": user[1]}}})
+
+
+class Apiserver:
+    """What the apiserver stand-in answers, built from its flags."""
+
+    def __init__(self, flags: dict[str, str]) -> None:
+        self.flags = flags
+        version = RELEASE["version"]
+        self.version = {"major": "1", "minor": version.split(".")[1], "gitVersion": f"v{version}",
+                        "gitTreeState": "clean", "goVersion": "khwtui stand-in (python3)", "platform": "linux/amd64"}
+        group = {"groupVersion": "authentication.k8s.io/v1", "version": "v1"}
+        address = f"{flags.get('advertise-address', flags.get('bind-address', '0.0.0.0'))}:{flags.get('secure-port', '6443')}"
+        self.discovery = {
+            "/api": {"kind": "APIVersions", "versions": ["v1"],
+                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}]},
+            "/apis": {"kind": "APIGroupList", "apiVersion": "v1",
+                      "groups": [{"name": "authentication.k8s.io", "versions": [group], "preferredVersion": group}]},
+            "/apis/authentication.k8s.io/v1": {
+                "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "authentication.k8s.io/v1",
+                "resources": [{"name": "selfsubjectreviews", "singularName": "selfsubjectreview", "namespaced": False,
+                               "kind": "SelfSubjectReview", "verbs": ["create"]}]},
+        }
+
+    def public(self, path: str) -> tuple[int, dict | str]:
+        if path == "/version":
+            return 200, self.version
+        if path == "/livez":
+            return 200, "ok"
+        problem = self.etcd_problem()
+        return (500, f"[-]etcd failed: {problem}\n{path[1:]} check failed\n") if problem else (200, "ok")
+
+    def etcd_problem(self) -> str | None:
+        """None when one of --etcd-servers answers /health as healthy over TLS with the etcd client certificate."""
+        context = ssl.create_default_context(cafile=self.flags["etcd-cafile"])
+        context.load_cert_chain(self.flags["etcd-certfile"], self.flags["etcd-keyfile"])
+        problem = "no etcd server"
+        for server in self.flags["etcd-servers"].split(","):
+            try:
+                with urllib.request.urlopen(server.rstrip("/") + "/health", context=context, timeout=2) as answer:
+                    if json.load(answer).get("health") == "true":
+                        return None
+                    problem = f"{server} is not healthy"
+            except (OSError, ValueError) as exc:
+                problem = f"{server}: {exc}"
+        return problem
+
+
+class TlsServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: tuple) -> None:
+        print(f"kube-apiserver: TLS handshake or request from {client_address[0]} failed: {sys.exc_info()[1]}",
+              file=sys.stderr, flush=True)
+
+
+VERIFY_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+VERDICT = threading.local()  # per connection (one thread each, which also runs its handshake)
+
+
+@VERIFY_CALLBACK
+def record_verdict(preverify_ok: int, store: int) -> int:
+    """OpenSSL's verdict on each certificate of the client's chain, kept for the request; the
+    handshake goes on either way."""
+    VERDICT.verified = getattr(VERDICT, "verified", True) and bool(preverify_ok)
+    return 1
+
+
+def request_client_certificates(context: ssl.SSLContext) -> None:
+    """Go's tls.RequestClientCert, as the real apiserver serves: ask for a client certificate and
+    never fail the handshake over it, so a bad one gets 401 rather than a TLS alert. Python's ssl
+    cannot say that, so the callback goes to OpenSSL directly: the SSL_CTX pointer is the first
+    field of CPython's SSLContext object, and SSL_CTX_set_verify comes from the libssl _ssl uses."""
+    libssl = ctypes.CDLL(getattr(ssl._ssl, "__file__", None))
+    libssl.SSL_CTX_set_verify.argtypes = [ctypes.c_void_p, ctypes.c_int, VERIFY_CALLBACK]
+    ssl_ctx = ctypes.c_void_p.from_address(id(context) + object.__basicsize__).value
+    libssl.SSL_CTX_set_verify(ssl_ctx, 1, record_verdict)  # SSL_VERIFY_PEER: ask, do not require
+
+
+def run_apiserver(flags: dict[str, str]) -> None:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(flags["tls-cert-file"], flags["tls-private-key-file"])
+    context.load_verify_locations(flags["client-ca-file"])
+    request_client_certificates(context)  # anonymous requests are allowed; a bad certificate gets 401
+    host, port = flags.get("bind-address", "0.0.0.0"), int(flags.get("secure-port", "6443"))
+    TlsServer.address_family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    try:
+        server = TlsServer((host, port), ApiHandler)
+    except OSError as exc:
+        raise Refused(f"failed to listen on {host}:{port}: {exc.strerror}") from None
+    server.api = Apiserver(flags)
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    announce(f"serving securely on {host}:{port}")
+    server.serve_forever()
+
+
+def stay_up(flags: dict[str, str]) -> None:
+    announce("flags and files accepted")
+    while True:
+        signal.pause()
+
+
+def announce(what: str) -> None:
+    print(f"{os.path.basename(sys.argv[0])} stand-in v{RELEASE['version']}: {what}", file=sys.stderr, flush=True)
+
+
+RUNNERS: dict[str, Callable[[dict[str, str]], None]] = {"kube-apiserver": run_apiserver, "kube-controller-manager": stay_up, "kube-scheduler": stay_up}
+
+
+def main() -> None:
+    program = os.path.basename(sys.argv[0])
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        if RELEASE is None:
+            raise Refused("no release baked in: install the bytes of tests.standins.build(version)")
+        if program not in RELEASE["programs"]:
+            raise Refused(f"stands in for {', '.join(sorted(RELEASE['programs']))}; start it under one of those names")
+        spec = RELEASE["programs"][program]
+        flags = parse(spec, sys.argv[1:])
+        validate(spec, flags)
+        RUNNERS[program](flags)
+    except Refused as exc:
+        print(f"{program}: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

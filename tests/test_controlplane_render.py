@@ -1,0 +1,377 @@
+"""Control-plane node files: every KTHW flag with its value from the config, for every minor;
+nothing a minor removed; the scheduler config and the RBAC manifest per minor; and which unit a
+changed file restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shlex
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from standins import build
+from standins.flags import MINORS, PROGRAMS
+
+from khwtui import config
+from khwtui.controlplane_files import (
+    BINARIES,
+    SCHEDULER_CONFIG,
+    UNITS,
+    apiserver_unit,
+    control_plane_files,
+    controller_manager_unit,
+    rbac_manifest,
+    scheduler_config,
+    scheduler_unit,
+    unit_inputs,
+    unit_path,
+)
+from khwtui.encryption import load_or_create_key
+from khwtui.errors import StateError
+from khwtui.nodefiles import Artifacts
+from khwtui.pki import Pki
+from khwtui.remote import RunResult
+from khwtui.render import NodeFile
+from khwtui.stages.control_plane import ControlPlaneStage, health_codes, unit_states
+from khwtui.topology import Node, Topology
+
+D = "/var/lib/kubernetes"
+LOCAL = {
+    "cluster": {"name": "cp-test"},
+    "provider": {"kind": "local"},
+    "topology": {"controllers": 3, "workers": 1},
+    "network": {
+        "node_cidr": "192.168.50.0/24",
+        "cluster_cidr": "172.20.0.0/16",
+        "service_cidr": "10.96.0.0/20",
+        "dns_ip": "10.96.0.10",
+        "api_port": 8443,
+    },
+    "pki": {"key_type": "ecdsa-p256"},
+}
+KTHW_ADMISSION = "NamespaceLifecycle,NodeRestriction,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota"
+FINE_GRAINED = {"nodes/configz", "nodes/healthz", "nodes/pods"}
+
+
+def topology(minor: int = 36, controllers: int = 3) -> Topology:
+    raw = {**LOCAL, "cluster": {"name": "cp-test", "kubernetes_version": f"1.{minor}.2"},
+           "versions": {"crictl": f"1.{minor}.0"}, "topology": {"controllers": controllers, "workers": 1}}
+    return Topology(config.from_dict(raw))
+
+
+def exec_flags(unit: str) -> tuple[str, dict[str, str]]:
+    """(program, {flag: value}) from ExecStart=, continuation lines joined; every flag is --name=value."""
+    (line,) = [line for line in unit.replace("\\\n", " ").splitlines() if line.startswith("ExecStart=")]
+    program, *words = shlex.split(line.removeprefix("ExecStart="))
+    assert all(w.startswith("--") and "=" in w for w in words), words
+    flags = dict(w[2:].split("=", 1) for w in words)
+    assert len(flags) == len(words), "a flag is given twice"
+    return program, flags
+
+
+def kthw_apiserver(node_ip: str, etcd: str, count: int) -> dict[str, str]:
+    """KTHW Lab 08's kube-apiserver flags for LOCAL, written out by hand."""
+    return {
+        "advertise-address": node_ip, "allow-privileged": "true", "apiserver-count": str(count),
+        "audit-log-maxage": "30", "audit-log-maxbackup": "3", "audit-log-maxsize": "100",
+        "audit-log-path": "/var/log/audit.log", "authorization-mode": "Node,RBAC", "bind-address": "0.0.0.0",
+        "client-ca-file": f"{D}/ca.pem", "enable-admission-plugins": KTHW_ADMISSION,
+        "etcd-cafile": f"{D}/ca.pem", "etcd-certfile": f"{D}/kubernetes.pem", "etcd-keyfile": f"{D}/kubernetes-key.pem",
+        "etcd-servers": etcd, "event-ttl": "1h", "encryption-provider-config": f"{D}/encryption-config.yaml",
+        "kubelet-certificate-authority": f"{D}/ca.pem", "kubelet-client-certificate": f"{D}/kubernetes.pem",
+        "kubelet-client-key": f"{D}/kubernetes-key.pem", "runtime-config": "api/all=true", "secure-port": "8443",
+        "service-account-key-file": f"{D}/service-account.pem",
+        "service-account-signing-key-file": f"{D}/service-account-key.pem",
+        "service-account-issuer": "https://192.168.50.2:8443", "service-cluster-ip-range": "10.96.0.0/20",
+        "service-node-port-range": "30000-32767", "tls-cert-file": f"{D}/kubernetes.pem",
+        "tls-private-key-file": f"{D}/kubernetes-key.pem", "v": "2",
+    }
+
+
+KTHW_CONTROLLER_MANAGER = {
+    "bind-address": "0.0.0.0", "cluster-cidr": "172.20.0.0/16", "cluster-name": "cp-test",
+    "cluster-signing-cert-file": f"{D}/ca.pem", "cluster-signing-key-file": f"{D}/ca-key.pem",
+    "kubeconfig": f"{D}/kube-controller-manager.kubeconfig", "leader-elect": "true", "root-ca-file": f"{D}/ca.pem",
+    "service-account-private-key-file": f"{D}/service-account-key.pem", "service-cluster-ip-range": "10.96.0.0/20",
+    "use-service-account-credentials": "true", "v": "2",
+}
+
+
+def rendered_units(topo: Topology) -> dict[str, str]:
+    return {
+        "kube-apiserver": apiserver_unit(topo, topo.controllers[0]),
+        "kube-controller-manager": controller_manager_unit(topo),
+        "kube-scheduler": scheduler_unit(),
+    }
+
+
+# --- the units, per minor ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("minor", MINORS)
+def test_each_unit_carries_exactly_the_kthw_flags_with_values_from_the_config(minor: int) -> None:
+    topo = topology(minor)
+    units = rendered_units(topo)
+    etcd = "https://192.168.50.10:2379,https://192.168.50.11:2379,https://192.168.50.12:2379"
+    assert exec_flags(units["kube-apiserver"]) == ("/usr/local/bin/kube-apiserver", kthw_apiserver("192.168.50.10", etcd, 3))
+    assert exec_flags(units["kube-controller-manager"]) == ("/usr/local/bin/kube-controller-manager", KTHW_CONTROLLER_MANAGER)
+    assert exec_flags(units["kube-scheduler"]) == ("/usr/local/bin/kube-scheduler", {"config": SCHEDULER_CONFIG, "v": "2"})
+
+
+@pytest.mark.parametrize("minor", MINORS)
+def test_every_rendered_flag_exists_in_that_minor_and_every_required_one_is_there(minor: int) -> None:
+    for program, unit in rendered_units(topology(minor)).items():
+        _, flags = exec_flags(unit)
+        inventory = PROGRAMS[program]
+        assert set(flags) <= set(inventory.accepted(minor)), f"{program} 1.{minor}: unknown {set(flags) - set(inventory.accepted(minor))}"
+        assert not set(flags) & set(inventory.removed(minor)), f"{program} 1.{minor} passes a removed flag"
+        assert set(inventory.required) <= set(flags), f"{program} 1.{minor} lacks {set(inventory.required) - set(flags)}"
+
+
+def test_the_inventory_knows_flags_that_a_minor_added_or_removed() -> None:
+    """What makes the per-minor check above bite: the lists really differ between minors."""
+    apiserver = PROGRAMS["kube-apiserver"]
+    assert "tls-curve-preferences" not in apiserver.accepted(35) and "tls-curve-preferences" in apiserver.accepted(36)
+    assert "min-compatibility-version" not in apiserver.accepted(34) and "min-compatibility-version" in apiserver.accepted(35)
+    assert apiserver.removed(34)["kubelet-https"] == 22 and "kubelet-https" not in apiserver.accepted(37)
+
+
+@pytest.mark.parametrize("controllers", [1, 3, 7])
+def test_apiserver_count_and_etcd_servers_follow_the_number_of_controllers(controllers: int) -> None:
+    topo = topology(controllers=controllers)
+    ips = [f"192.168.50.{10 + i}" for i in range(controllers)]
+    for node, ip in zip(topo.controllers, ips, strict=True):
+        _, flags = exec_flags(apiserver_unit(topo, node))
+        assert flags["advertise-address"] == ip
+        assert flags["apiserver-count"] == str(controllers)
+        assert flags["etcd-servers"].split(",") == [f"https://{i}:2379" for i in ips]
+
+
+def test_without_the_api_address_the_apiserver_unit_is_refused_with_the_fix() -> None:
+    topo = Topology(config.from_dict({"cluster": {"name": "gcp-early"}}))  # gcp: no static address yet
+    with pytest.raises(StateError, match="service-account issuer.*run the compute stage first"):
+        apiserver_unit(topo, topo.controllers[0])
+
+
+def test_the_scheduler_reads_a_v1_config_that_names_its_kubeconfig() -> None:
+    doc = yaml.safe_load(scheduler_config())
+    assert doc == {
+        "apiVersion": "kubescheduler.config.k8s.io/v1",
+        "kind": "KubeSchedulerConfiguration",
+        "clientConnection": {"kubeconfig": f"{D}/kube-scheduler.kubeconfig"},
+        "leaderElection": {"leaderElect": True},
+    }
+
+
+# --- RBAC -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("minor", MINORS)
+def test_the_kubelet_api_role_grants_the_fine_grained_subresources_only_from_1_36(minor: int) -> None:
+    role, binding = yaml.safe_load_all(rbac_manifest(topology(minor)))
+    assert role["kind"] == "ClusterRole" and role["metadata"]["name"] == "system:kube-apiserver-to-kubelet"
+    assert role["metadata"]["annotations"] == {"rbac.authorization.kubernetes.io/autoupdate": "true"}
+    assert role["metadata"]["labels"] == {"kubernetes.io/bootstrapping": "rbac-defaults"}
+    (rule,) = role["rules"]
+    kthw = {"nodes/proxy", "nodes/stats", "nodes/log", "nodes/spec", "nodes/metrics"}
+    assert set(rule["resources"]) == (kthw | FINE_GRAINED if minor >= 36 else kthw)
+    assert rule["apiGroups"] == [""] and rule["verbs"] == ["*"]
+    assert binding["kind"] == "ClusterRoleBinding" and binding["metadata"]["name"] == "system:kube-apiserver"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:kube-apiserver-to-kubelet"}
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "kubernetes"}]
+
+
+# --- the files a controller gets and what a change restarts -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> list[NodeFile]:
+    topo = topology()
+    folder = tmp_path_factory.mktemp("pki")
+    pki = Pki(folder, topo.config)
+    pki.ensure(topo)
+    binaries = [NodeFile(f"/usr/local/bin/{name}", name.encode(), 0o755) for name in BINARIES]
+    return binaries + control_plane_files(Artifacts(topo, pki, load_or_create_key(folder)), topo.controllers[0])
+
+
+def test_a_controller_gets_credentials_units_and_config_with_private_modes(files: list[NodeFile]) -> None:
+    modes = {f.path: f.mode for f in files}
+    assert {unit_path(u) for u in UNITS} | {SCHEDULER_CONFIG} <= set(modes)
+    secret = [f"{D}/ca-key.pem", f"{D}/kubernetes-key.pem", f"{D}/service-account-key.pem", f"{D}/encryption-config.yaml",
+              f"{D}/kube-controller-manager.kubeconfig", f"{D}/kube-scheduler.kubeconfig"]
+    assert all(modes[path] == 0o600 for path in secret)
+    assert all(f.owner == f.group == "root" for f in files)
+
+
+def test_each_unit_restarts_for_exactly_the_files_it_reads(files: list[NodeFile]) -> None:
+    assert unit_inputs("kube-apiserver", files) == {
+        unit_path("kube-apiserver"), "/usr/local/bin/kube-apiserver", f"{D}/ca.pem", f"{D}/kubernetes.pem",
+        f"{D}/kubernetes-key.pem", f"{D}/service-account.pem", f"{D}/service-account-key.pem", f"{D}/encryption-config.yaml",
+    }
+    assert unit_inputs("kube-controller-manager", files) == {
+        unit_path("kube-controller-manager"), "/usr/local/bin/kube-controller-manager", f"{D}/ca.pem", f"{D}/ca-key.pem",
+        f"{D}/kube-controller-manager.kubeconfig", f"{D}/service-account-key.pem",
+    }
+    assert unit_inputs("kube-scheduler", files) == {
+        unit_path("kube-scheduler"), "/usr/local/bin/kube-scheduler", SCHEDULER_CONFIG, f"{D}/kube-scheduler.kubeconfig",
+    }
+
+
+# --- the stage's reading of node output ---------------------------------------------------------
+
+
+def test_health_codes_read_one_status_per_line_and_count_silence_as_000() -> None:
+    assert health_codes("200\n500\n") == {"livez": "200", "readyz": "500"}
+    assert health_codes("000\n") == {"livez": "000", "readyz": "000"}
+
+
+def test_unit_states_read_systemctl_show_blocks() -> None:
+    out = ("Id=kube-apiserver.service\nActiveState=active\nNRestarts=0\n\n"
+           "Id=kube-controller-manager.service\nActiveState=activating\nNRestarts=3\n\n"
+           "Id=kube-scheduler.service\nActiveState=failed\nNRestarts=5\n")
+    assert unit_states(out) == {"kube-apiserver": ("active", "0"), "kube-controller-manager": ("activating", "3"),
+                                "kube-scheduler": ("failed", "5")}
+
+
+
+# --- the stage on simulated controllers (the real run goes over SSH to nspawn nodes) -------------
+
+
+class FakeController:
+    """A controller as the stage sees it through RunContext: placed files, units, a curl that answers."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, int]] = {}
+        self.commands: list[str] = []
+        self.states = dict.fromkeys(UNITS, ("active", "0"))
+        self.health = ["200\n200\n"]  # answers in turn; the last one repeats
+        self.restarts = ["0"]  # kube-controller-manager's NRestarts in turn; the last one repeats
+
+    def answer(self, command: str) -> RunResult:
+        self.commands.append(command)
+        if command.startswith("/usr/bin/curl"):
+            return RunResult(0, self.health.pop(0) if len(self.health) > 1 else self.health[0], "")
+        if command.startswith("systemctl show"):
+            self.states["kube-controller-manager"] = ("active", self.restarts.pop(0) if len(self.restarts) > 1 else self.restarts[0])
+            blocks = [f"Id={u}.service\nActiveState={s}\nNRestarts={n}\n" for u, (s, n) in self.states.items()]
+            return RunResult(0, "\n".join(blocks), "")
+        if command.startswith("systemctl is-active"):
+            failed = any(s != "active" for s, _ in self.states.values())
+            return RunResult(3 if failed else 0, "".join(f"{s}\n" for s, _ in self.states.values()), "")
+        return RunResult(0, "", "")
+
+    def changes(self) -> list[str]:
+        """The state-changing commands since the last call (curl and state queries left out)."""
+        done = [c for c in self.commands if c.startswith("systemctl") and not c.startswith(("systemctl show", "systemctl is-active"))]
+        self.commands.clear()
+        return done
+
+
+@dataclass
+class FakeRun:
+    config: config.Config
+    topo: Topology
+    artifacts: Artifacts
+    nodes: dict[str, FakeController]
+    stage: str = "control-plane"
+
+    def log(self, node: str, line: str, stream: str = "out") -> None:
+        pass
+
+    def record_unit(self, node: str, unit: str) -> None:
+        pass
+
+    async def each(self, nodes: Iterable[Node], work: Callable[[Node], Awaitable[object]]) -> list[object]:
+        return list(await asyncio.gather(*(work(node) for node in nodes)))
+
+    async def sh(self, node: str, command: str, *, sudo: bool = True, timeout: float | None = 300, check: bool = True) -> RunResult:
+        return self.nodes[node].answer(command)
+
+    async def drifted(self, node: str, files: list[NodeFile]) -> list[NodeFile]:
+        return [f for f in files if self.nodes[node].files.get(f.path) != (f.content, f.mode)]
+
+    async def place(self, node: str, files: list[NodeFile]) -> list[str]:
+        changed = await self.drifted(node, files)
+        self.nodes[node].files.update({f.path: (f.content, f.mode) for f in changed})
+        return [f.path for f in changed]
+
+
+@pytest.fixture
+def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRun:
+    """One controller; the kube-* binaries come from a file:// release folder with pinned sums."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    release = tmp_path / "release" / "v1.36.2"
+    release.mkdir(parents=True)
+    sums = {}
+    for name in BINARIES:
+        data = build("1.36.2") if name in PROGRAMS else b"kubectl stand-in"
+        (release / name).write_bytes(data)
+        sums[name] = hashlib.sha256(data).hexdigest()
+    raw = {**LOCAL, "cluster": {"name": "cp-test", "kubernetes_version": "1.36.2"}, "topology": {"controllers": 1, "workers": 1},
+           "binaries": {"urls": {"kubernetes": f"file://{tmp_path}/release/v{{version}}/{{name}}"}, "sha256": sums}}
+    cfg = config.from_dict(raw)
+    topo = Topology(cfg)
+    pki = Pki(tmp_path / "pki", cfg)
+    pki.ensure(topo)
+    artifacts = Artifacts(topo, pki, load_or_create_key(tmp_path / "pki"))
+    return FakeRun(cfg, topo, artifacts, {node.name: FakeController() for node in topo.controllers})
+
+
+async def test_the_stage_installs_everything_then_restarts_only_units_whose_inputs_changed(fake_run: FakeRun) -> None:
+    stage = ControlPlaneStage()
+    node = fake_run.nodes["controller-0"]
+    await stage.apply(fake_run)
+    assert node.files["/usr/local/bin/kube-apiserver"] == (build("1.36.2"), 0o755)
+    assert node.changes() == ["systemctl daemon-reload", "systemctl enable kube-apiserver kube-controller-manager kube-scheduler",
+                              "systemctl restart kube-apiserver", "systemctl restart kube-controller-manager",
+                              "systemctl restart kube-scheduler"]
+
+    await stage.apply(fake_run)  # nothing changed: no reload, no restart
+    assert node.changes() == ["systemctl enable kube-apiserver kube-controller-manager kube-scheduler",
+                              "systemctl start kube-apiserver", "systemctl start kube-controller-manager",
+                              "systemctl start kube-scheduler"]
+
+    node.files[f"{D}/kube-scheduler.kubeconfig"] = (b"edited by hand", 0o600)
+    await stage.apply(fake_run)
+    assert node.changes() == ["systemctl enable kube-apiserver kube-controller-manager kube-scheduler",
+                              "systemctl start kube-apiserver", "systemctl start kube-controller-manager",
+                              "systemctl restart kube-scheduler"]
+
+
+async def test_the_stage_waits_until_health_and_restart_counts_hold_still(fake_run: FakeRun) -> None:
+    node = fake_run.nodes["controller-0"]
+    node.health = ["000\n000\n", "200\n500\n", "200\n200\n"]
+    await ControlPlaneStage().apply(fake_run)
+    polls = [c for c in node.commands if c.startswith("/usr/bin/curl")]
+    assert len(polls) == 4  # two unhealthy answers, then the same healthy state twice
+    assert polls[0].endswith("--cacert /var/lib/kubernetes/ca.pem --write-out '%{http_code}\\n' --output /dev/null "
+                             "https://127.0.0.1:8443/livez --output /dev/null https://127.0.0.1:8443/readyz")
+
+
+async def test_a_unit_that_keeps_restarting_is_waited_out(fake_run: FakeRun) -> None:
+    node = fake_run.nodes["controller-0"]
+    node.restarts = ["1", "2", "3"]  # refused its flags twice more, then stays up
+    await ControlPlaneStage().apply(fake_run)
+    assert len([c for c in node.commands if c.startswith("systemctl show")]) == 4
+
+
+async def test_check_reports_files_units_and_health_per_controller_with_evidence(fake_run: FakeRun) -> None:
+    stage = ControlPlaneStage()
+    before = await stage.check(fake_run)
+    assert [(o.check, o.result) for o in before] == [("control-plane files", "failed"), ("control-plane units active", "passed"),
+                                                     ("apiserver /livez and /readyz", "passed")]
+    await stage.apply(fake_run)
+    node = fake_run.nodes["controller-0"]
+    assert {o.result for o in await stage.check(fake_run)} == {"passed"}
+    node.states["kube-scheduler"] = ("failed", "4")
+    node.health = ["200\n500\n"]
+    after = {o.check: o for o in await stage.check(fake_run)}
+    assert after["control-plane units active"].result == "failed"
+    assert "failed" in after["control-plane units active"].evidence
+    assert after["apiserver /livez and /readyz"].result == "failed"
+    assert after["apiserver /livez and /readyz"].evidence.endswith("/livez 200, /readyz 500")
+    assert all(o.node == "controller-0" for o in after.values())
