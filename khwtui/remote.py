@@ -1,0 +1,387 @@
+"""Commands and files on nodes over SSH (asyncssh): one connection per host, reused.
+
+Host keys: every connection trusts exactly the host's pinned key (known_hosts built from it alone,
+no ~/.ssh/config, no agent); another key stops with HostKeyMismatch before anything is sent.
+
+Channels: OpenSSH refuses channels beyond MaxSessions (default 10) per connection, so each host's
+channels — command, helper and SFTP alike — share one semaphore of `max_channels` (< 10).
+
+Commands run detached (templates/remote-run.sh.j2): without a pty, OpenSSH neither kills a remote
+command when its channel closes nor lets a client resume it after a drop. So run() gives each
+command a fresh run id; the node starts it with setsid only if the id's directory (an atomic mkdir
+in ~/.khwtui/runs) does not exist yet, and keeps its output, process group and exit status there.
+One channel follows the output files; after a drop the client reconnects (exponential backoff with
+jitter, within `reconnect_deadline`) and re-attaches to the same id from the last line it saw, so
+the command runs exactly once and no line is shown twice. A cancel or timeout kills the process
+group over the (re)connected session. Commands run with bash, from the login user's home.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import random
+import shlex
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TypeVar
+
+import asyncssh
+import jinja2
+
+from khwtui.errors import EXIT_FAILED, KhwError
+
+LineSink = Callable[[str, str, str], None]  # (node name, stream "out"|"err"|"cmd", line)
+
+MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: channels per connection
+MAX_COMMAND = 100_000  # the command travels as one argv string; Linux caps those at 128 KiB
+OPEN_RETRIES = 20  # channel opens refused while sshd still frees a just-closed session (see _slot_not_yet_free)
+TAIL_LINES = 20  # output lines kept for errors
+KEEPALIVE = 5.0  # seconds; 3 missed replies mark a silently dead connection as dropped
+STAGING = ".khwtui/put"  # private (0700) upload folder in the login user's home
+
+T = TypeVar("T")
+
+_TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("khwtui", "templates"),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+_TEMPLATES.filters["q"] = lambda value: shlex.quote(str(value))
+
+_STAT = """if [ -f "$1" ]; then
+  printf '%s %s\\n' "$(sha256sum <"$1" | cut -c1-64)" "$(stat -c '%a %U %G' "$1")"
+fi"""
+
+# Installs next to the target, then renames: readers see the old file or the new one, never a part.
+# A retry after a drop finds the upload gone and the target already in place.
+_INSTALL = """set -e
+src=$1 dst=$2 sum=$6
+if [ ! -e "$src" ] && [ "$(sha256sum 2>/dev/null <"$dst" | cut -c1-64)" = "$sum" ]; then exit 0; fi
+tmp="$(dirname "$dst")/.$(basename "$dst").$7"
+trap 'rm -f "$src" "$tmp"' EXIT
+mkdir -p "$(dirname "$dst")"
+install -m "$3" -o "$4" -g "$5" "$src" "$tmp"
+mv -f "$tmp" "$dst"
+"""
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str  # node name, used in log events
+    address: str
+    port: int
+    user: str
+    host_key: str  # pinned "ssh-ed25519 AAAA..." (OpenSSH public key text); empty is refused
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_status: int
+    stdout: str
+    stderr: str
+
+
+class RemoteError(KhwError):
+    """A node could not be reached or did not do what was asked."""
+
+    exit_code = EXIT_FAILED
+
+
+class HostKeyMismatch(RemoteError):
+    """The node presented a key other than the pinned one; nothing was sent to it."""
+
+
+class CommandFailed(RemoteError):
+    """A command exited non-zero; carries its last output lines as evidence."""
+
+    def __init__(self, host: str, command: str, exit_status: int, lines: tuple[str, ...]) -> None:
+        self.host, self.command, self.exit_status, self.lines = host, command, exit_status, lines
+        last = f"; last output: {lines[-1]}" if lines else ""
+        super().__init__(f"{host}: `{_short(command)}` exited with status {exit_status}{last}")
+
+
+class CommandTimeout(RemoteError):
+    """A command ran past its timeout; it was stopped on the node."""
+
+    def __init__(self, host: str, command: str, timeout: float, lines: tuple[str, ...]) -> None:
+        self.host, self.command, self.timeout, self.lines = host, command, timeout, lines
+        super().__init__(f"{host}: `{_short(command)}` did not finish within {timeout:g} s and was stopped")
+
+
+def _short(command: str) -> str:
+    """The command's first line, cut to 80 characters, for one-line messages."""
+    text = command.strip()
+    first = text.splitlines()[0] if text else ""
+    return first if first == text and len(first) <= 80 else first[:77] + "..."
+
+
+def _slot_not_yet_free(exc: Exception) -> bool:
+    """sshd frees a session slot a loop pass after the channel's close, so an open sent right after a
+    close can be refused although we stay below MaxSessions. Nothing ran then: retrying is safe."""
+    return isinstance(exc, asyncssh.ChannelOpenError) and exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
+
+
+def _known_hosts(host: Host) -> tuple[asyncssh.SSHKnownHosts, str]:
+    """known_hosts holding only the pinned key, and that key's fingerprint."""
+    if not host.host_key.strip():
+        raise RemoteError(f"{host.name}: no pinned host key; the provider must record the node's key first")
+    try:
+        fingerprint = asyncssh.import_public_key(host.host_key).get_fingerprint()
+    except (asyncssh.KeyImportError, ValueError) as exc:
+        raise RemoteError(f"{host.name}: host_key is not an OpenSSH public key ({exc})") from None
+    pattern = host.address if host.port == 22 else f"[{host.address}]:{host.port}"
+    return asyncssh.import_known_hosts(f"{pattern} {host.host_key.strip()}\n"), fingerprint
+
+
+@dataclass
+class _Link:
+    """One host's connection, replaced after a drop; `slots` bounds its open channels."""
+
+    host: Host
+    slots: asyncio.Semaphore
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    conn: asyncssh.SSHClientConnection | None = None
+
+
+@dataclass
+class _Job:
+    """One run() in flight: its run id and the complete lines seen per stream, where a re-attach resumes."""
+
+    host: Host
+    command: str
+    sudo: bool
+    input: bytes
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    lines: dict[str, list[str]] = field(default_factory=lambda: {"out": [], "err": []})
+    partial: dict[str, str] = field(default_factory=lambda: {"out": "", "err": ""})
+    recent: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
+    sent: bool = False  # the start script may have reached the node
+
+    def script(self, action: str) -> str:
+        return _TEMPLATES.get_template("remote-run.sh.j2").render(
+            action=action, run_id=self.run_id, command=self.command, sudo=self.sudo,
+            input_size=len(self.input), out_from=len(self.lines["out"]) + 1, err_from=len(self.lines["err"]) + 1)
+
+    def text(self, stream: str) -> str:
+        return "".join(f"{line}\n" for line in self.lines[stream]) + self.partial[stream]
+
+
+async def _checked(conn: asyncssh.SSHClientConnection, command: str, input: bytes = b"") -> str:
+    """Runs a short idempotent helper command; returns stdout, raises with stderr's last line."""
+    async with conn.create_process(command, input=input, encoding=None) as proc:  # waits for the full close,
+        result = await proc.wait()  # which frees the server's session slot (conn.run returns before it)
+    if result.exit_status is None:
+        raise asyncssh.ConnectionLost("channel closed without an exit status")
+    if result.exit_status != 0:
+        err = result.stderr.decode(errors="replace").strip().splitlines()
+        raise RemoteError(f"{_short(command)} failed with status {result.exit_status}: {err[-1] if err else ''}")
+    return result.stdout.decode(errors="replace")
+
+
+async def _upload(conn: asyncssh.SSHClientConnection, data: bytes, staged: str) -> None:
+    """Writes `data` to a file only the login user can read, in a folder only it can enter."""
+    async with conn.start_sftp_client() as sftp:
+        await sftp.makedirs(STAGING, attrs=asyncssh.SFTPAttrs(permissions=0o700), exist_ok=True)
+        for folder in (str(Path(STAGING).parent), STAGING):
+            await sftp.chmod(folder, 0o700)
+        async with sftp.open(staged, "wb", attrs=asyncssh.SFTPAttrs(permissions=0o600)) as f:
+            await f.write(data)
+
+
+class Remote:
+    """The SSH side of a run: commands and files on any number of hosts, one connection each."""
+
+    def __init__(self, client_key: Path, *, on_line: LineSink | None = None, max_channels: int = 8,
+                 connect_timeout: float = 15, reconnect_deadline: float = 60) -> None:
+        if not 1 <= max_channels < MAX_SESSIONS:
+            raise RemoteError(f"max_channels: {max_channels} is outside 1..{MAX_SESSIONS - 1}; "
+                              f"fix: stay below sshd's default MaxSessions {MAX_SESSIONS}")
+        try:
+            self._key = asyncssh.read_private_key(client_key)
+        except (OSError, asyncssh.KeyImportError) as exc:
+            raise RemoteError(f"SSH client key {client_key}: cannot read it ({exc})") from None
+        self._on_line = on_line
+        self._max_channels = max_channels
+        self._connect_timeout = connect_timeout
+        self._reconnect_deadline = reconnect_deadline
+        self._links: dict[Host, _Link] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+        self.reconnects = 0
+
+    async def run(self, host: Host, command: str, *, sudo: bool = False, timeout: float | None = None,
+                  check: bool = True, input: bytes | None = None) -> RunResult:
+        """Runs `command` once on `host`, streaming its lines to on_line; returns when it has ended.
+
+        Cancelling run() (or passing `timeout`) kills the remote process group before returning.
+        """
+        if len(command.encode()) > MAX_COMMAND:
+            raise RemoteError(f"{host.name}: command is over {MAX_COMMAND} bytes; fix: send it as input to `bash -s`")
+        job = _Job(host, command, sudo, input or b"")
+        for line in command.splitlines():
+            self._emit(host, "cmd", f"{'sudo ' if sudo else ''}{line}")
+        deadline = asyncio.timeout(timeout)
+        try:
+            async with deadline:
+                status = await self._on_host(host, partial(self._attach, job))
+        except asyncio.CancelledError:
+            await self._stop(job)
+            raise
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            await self._stop(job)
+            raise CommandTimeout(host.name, command, timeout or 0, tuple(job.recent)) from None
+        await self._finish(job, "finish")
+        result = RunResult(status, job.text("out"), job.text("err"))
+        if check and status != 0:
+            raise CommandFailed(host.name, command, status, tuple(job.recent))
+        return result
+
+    async def put(self, host: Host, data: bytes, path: str, *, mode: int = 0o644, owner: str = "root",
+                  group: str = "root") -> bool:
+        """Places `data` at `path` with mode and owner; True if it changed anything.
+
+        Compares the existing file's sha256, mode and owner first, so an unchanged file costs one
+        short command. Uploads by SFTP to a private temp path, then `sudo -n install` next to the
+        target and renames it into place, atomically.
+        """
+        if not path.startswith("/") or not 0 <= mode <= 0o7777:
+            raise RemoteError(f"{host.name}: put({path!r}, mode={mode:o}) needs an absolute path and a mode in 0..7777")
+        digest = hashlib.sha256(data).hexdigest()
+        want = f"{digest} {mode:o} {owner} {group}"
+        stat = f"sudo -n sh -c {shlex.quote(_STAT)} khwtui-stat {shlex.quote(path)}"
+        if (await self._on_host(host, partial(_checked, command=stat))).strip() == want:
+            return False
+        self._emit(host, "cmd", f"put {path} ({len(data)} bytes, mode {mode:04o}, {owner}:{group})")
+        staged_id = uuid.uuid4().hex
+        staged = f"{STAGING}/{staged_id}"
+        await self._on_host(host, partial(_upload, data=data, staged=staged))
+        args = [staged, path, f"{mode:o}", owner, group, digest, f"khwtui-{staged_id}"]
+        install = f"sudo -n sh -c {shlex.quote(_INSTALL)} khwtui-put {shlex.join(args)}"
+        await self._on_host(host, partial(_checked, command=install))
+        return True
+
+    async def close(self) -> None:
+        """Waits for pending stops, then closes every connection."""
+        await asyncio.gather(*self._stopping, return_exceptions=True)
+        for link in self._links.values():
+            if link.conn is not None:
+                link.conn.close()
+                await link.conn.wait_closed()
+        self._links.clear()
+
+    def _emit(self, host: Host, stream: str, line: str) -> None:
+        if self._on_line is not None:
+            self._on_line(host.name, stream, line)
+
+    async def _on_host(self, host: Host, op: Callable[[asyncssh.SSHClientConnection], Awaitable[T]]) -> T:
+        """Runs `op` on the host's connection in one channel slot. After a drop it reconnects and runs
+        `op` again, so `op` must be safe to repeat (everything here is, by run id or by content)."""
+        link = self._links.setdefault(host, _Link(host, asyncio.Semaphore(self._max_channels)))
+        loop = asyncio.get_running_loop()
+        first_drop: float | None = None
+        refused = 0
+        while True:
+            conn = await self._connection(link)
+            try:
+                async with link.slots:
+                    return await op(conn)
+            except (OSError, asyncssh.Error) as exc:
+                if conn.is_closed():
+                    first_drop = loop.time() if first_drop is None else first_drop
+                    if loop.time() - first_drop > self._reconnect_deadline:
+                        raise RemoteError(f"{host.name}: connection keeps dropping ({exc})") from exc
+                elif _slot_not_yet_free(exc) and refused < OPEN_RETRIES:
+                    refused += 1
+                    await asyncio.sleep(0.02 * refused)
+                else:
+                    raise RemoteError(f"{host.name}: {exc}") from exc
+
+    async def _connection(self, link: _Link) -> asyncssh.SSHClientConnection:
+        async with link.lock:
+            if link.conn is None or link.conn.is_closed():
+                again = link.conn is not None
+                link.conn = await self._dial(link.host)
+                if again:
+                    self.reconnects += 1
+            return link.conn
+
+    async def _dial(self, host: Host) -> asyncssh.SSHClientConnection:
+        """Connects trusting only the pinned key, retrying transient failures with backoff."""
+        known, fingerprint = _known_hosts(host)
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self._reconnect_deadline
+        delay = 0.1
+        while True:
+            try:
+                return await asyncssh.connect(
+                    host.address, host.port, username=host.user, client_keys=[self._key], known_hosts=known,
+                    config=None, agent_path=None, connect_timeout=self._connect_timeout,
+                    keepalive_interval=KEEPALIVE, keepalive_count_max=3)
+            except asyncssh.HostKeyNotVerifiable:
+                raise HostKeyMismatch(
+                    f"{host.name} ({host.address}:{host.port}) presented a host key other than the pinned "
+                    f"{fingerprint}; nothing was sent; fix: re-pin the key only if the node was rebuilt") from None
+            except asyncssh.PermissionDenied:
+                raise RemoteError(f"{host.name}: {host.user}@{host.address}:{host.port} refused the cluster's "
+                                  f"SSH key; fix: install its public key for {host.user}") from None
+            except (OSError, asyncssh.Error) as exc:
+                left = give_up - loop.time()
+                if left <= 0:
+                    raise RemoteError(f"{host.name}: cannot connect to {host.address}:{host.port} within "
+                                      f"{self._reconnect_deadline:g} s ({exc or type(exc).__name__})") from None
+                await asyncio.sleep(min(left, random.uniform(delay / 2, delay)))
+                delay = min(delay * 2, 5.0)
+
+    async def _attach(self, job: _Job, conn: asyncssh.SSHClientConnection) -> int:
+        """Starts the run if the node has not yet, and streams it from where we left off."""
+        job.sent = True
+        async with conn.create_process(job.script("attach"), encoding=None) as proc:
+            if job.input:  # no EOF: the node reads its EOF as "client gone"
+                with contextlib.suppress(BrokenPipeError):  # the run may already be over (input unread)
+                    proc.stdin.write(job.input)
+            tails = await asyncio.gather(self._pump(job, proc.stdout, "out"), self._pump(job, proc.stderr, "err"))
+            done = await proc.wait()
+        if done.exit_status is None:
+            raise asyncssh.ConnectionLost(f"run channel closed without an exit status ({done.exit_signal})")
+        for stream, tail in zip(("out", "err"), tails):
+            job.partial[stream] = tail
+            if tail:
+                job.recent.append(tail)
+                self._emit(job.host, stream, tail)
+        return done.exit_status
+
+    async def _pump(self, job: _Job, reader: asyncssh.SSHReader[bytes], stream: str) -> str:
+        """Emits complete lines; returns a last line without newline, kept back until the run ends."""
+        async for raw in reader:
+            if not raw.endswith(b"\n"):
+                return raw.decode(errors="replace")
+            line = raw[:-1].decode(errors="replace")
+            job.lines[stream].append(line)
+            job.recent.append(line)
+            self._emit(job.host, stream, line)
+        return ""
+
+    async def _stop(self, job: _Job) -> None:
+        """Kills the run's process group, shielded: a second cancel cannot leave it running."""
+        if not job.sent:
+            return
+        task = asyncio.ensure_future(self._finish(job, "stop"))
+        self._stopping.add(task)
+        task.add_done_callback(self._stopping.discard)
+        await asyncio.shield(task)
+
+    async def _finish(self, job: _Job, action: str) -> None:
+        """Stops and/or removes the run's files on the node; a failure is shown, not raised, as the
+        command's own outcome is already known."""
+        try:
+            await self._on_host(job.host, partial(_checked, command=job.script(action)))
+        except RemoteError as exc:
+            self._emit(job.host, "err", f"khwtui: could not {action} run {job.run_id}: {exc}")
