@@ -1,0 +1,446 @@
+"""The `gcp` provider: KTHW's compute resources on Compute Engine, with the real client library.
+
+Nothing is kept locally: every run reads what exists back from the API, so a lost state folder
+changes nothing. Every create reads first: a resource of this cluster with the wanted spec is
+adopted; one with another spec, or one another cluster owns, stops the run before anything is
+created (ownership: gcp_resources). Host keys come from guest attributes and are pinned before
+ensure() returns. Teardown finds the cluster's resources by label, description and name prefix
+(no state needed) and deletes them in dependency order, never touching another cluster's.
+
+The seam for running this path on real local nodes is the fake's InstanceBacking (tests/fakegce):
+the provider only sees instances, their addresses and their published host keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Coroutine, Iterable, TypeVar
+
+import asyncssh
+from google.api_core import exceptions
+from google.api_core.retry import if_exception_type
+from google.api_core.retry_async import AsyncRetry
+from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+
+from khwtui import gcloud_settings
+from khwtui.config import Config
+from khwtui.errors import KhwError
+from khwtui.providers import gcp_api, gcp_resources
+from khwtui.providers.base import LogFn, NodeEndpoint, Plan, PlannedResource, PreflightError
+from khwtui.providers.gcp_api import CALL_ERRORS, KINDS, GceApi, GceError, describe, last
+from khwtui.providers.gcp_resources import LABEL, Wanted, differences, owner_of
+from khwtui.topology import Topology
+from khwtui.waiting import poll
+
+T = TypeVar("T")
+HOSTKEY_DEADLINE = 300.0  # the guest agent publishes host keys within a minute of boot
+BOOT_DEADLINE = 300.0
+API_ERRORS = (*CALL_ERRORS, GceError)
+# deletion order: users before what they use
+TEARDOWN_ORDER = (
+    ("forwardingRules",),
+    ("targetPools", "backendServices"),
+    ("httpHealthChecks", "healthChecks"),
+    ("instanceGroups",),
+    ("instances",),
+    ("disks",),
+    ("addresses",),
+    ("routes",),
+    ("firewalls",),
+    ("subnetworks",),
+    ("networks",),
+)
+LABEL_ONLY = ("instances", "disks")  # named after nodes ("controller-0"): found by label alone
+
+
+class ResourceConflict(KhwError):
+    """An existing resource cannot be adopted: one line per resource, naming what to change."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class Doomed:
+    """A resource teardown deletes."""
+
+    collection: str
+    name: str
+    detail: str
+
+
+class GcpProvider:
+    kind = "gcp"
+
+    def __init__(self, config: Config, topo: Topology, state_dir: Path, client_public_key: str) -> None:
+        # state_dir is unused: GCE itself is the record of what exists.
+        self.config = config
+        self.topo = topo
+        self.settings = gcloud_settings.resolve(config)
+        self.desired = gcp_resources.desired(config, topo, self.settings, client_public_key)
+        self._api: GceApi | None = None
+        self._address: str | None = None
+
+    # --- plan (offline) ---------------------------------------------------------------------
+
+    def plan(self) -> Plan:
+        """Every resource ensure() would create or adopt, and the hourly cost; no API call."""
+        planned = tuple(PlannedResource(w.noun, w.name, w.detail) for w in self.desired.all())
+        s = self.settings
+        where = f"project {s.project or '(unset)'}, region {s.region}, zone {s.zone}"
+        hourly, notes = estimate(self.config, len(self.desired.instances), s.region)
+        return Plan(planned, hourly, (where, *notes))
+
+    # --- preflight ----------------------------------------------------------------------------
+
+    async def preflight(self) -> None:
+        """Credentials, project, API, OS Login, image, machine type and quota, before any create."""
+        api = self._connect()
+        project = await self._reach(api)
+        problems = _os_login(project, api.project)
+        found = await asyncio.gather(self._image_problems(api), self._capacity_problems(api))
+        problems += [line for lines in found for line in lines]
+        if problems:
+            raise PreflightError(problems)
+
+    def _connect(self) -> GceApi:
+        """The API client; PreflightError when there are no credentials or no project."""
+        if self._api is not None:
+            return self._api
+        problems = []
+        creds, adc_project = None, None
+        try:
+            creds, adc_project = gcp_api.credentials(self.config.gcp.api_endpoint)
+        except DefaultCredentialsError as error:
+            why = f" ({describe(error)})" if os.environ.get("GOOGLE_APPLICATION_CREDENTIALS") else ""
+            problems.append(
+                f"no Google credentials (Application Default Credentials){why}; fix: run "
+                "`gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service-account key file"
+            )
+        project = self.settings.project or adc_project
+        if not project:
+            problems.append("gcp.project: no GCP project is set; fix: set gcp.project in the config, or CLOUDSDK_CORE_PROJECT")
+        if problems or creds is None:
+            raise PreflightError(problems)
+        s = self.settings
+        self._api = GceApi(project, s.region, s.zone, self.config.gcp.api_endpoint, creds)
+        return self._api
+
+    async def _reach(self, api: GceApi) -> Any:
+        try:
+            return await api.project_info()
+        except GoogleAuthError as error:
+            fix = "run `gcloud auth application-default login` again, or check GOOGLE_APPLICATION_CREDENTIALS"
+            raise PreflightError([f"Google credentials were refused ({describe(error)}); fix: {fix}"]) from None
+        except API_ERRORS as error:
+            fix = f"check gcp.project, enable the API (gcloud services enable compute.googleapis.com --project {api.project}) and the network path"
+            raise PreflightError([f"gcp.project: the Compute API of project {api.project} did not answer ({describe(error)}); fix: {fix}"]) from None
+
+    async def _image_problems(self, api: GceApi) -> list[str]:
+        g = self.config.gcp
+        _, problems = await _read_or_problem(
+            api.image_family(g.image_project, g.image_family),
+            "gcp.image_family",
+            f"project {g.image_project} has no image family {g.image_family}",
+            f"pick a family from `gcloud compute images list --project {g.image_project}`, e.g. debian-12",
+        )
+        return problems
+
+    async def _capacity_problems(self, api: GceApi) -> list[str]:
+        """The machine type exists in the zone, the zone is in the region, and quota suffices."""
+        g, s = self.config.gcp, self.settings
+        machine, problems = await _read_or_problem(
+            api.machine_type(g.machine_type),
+            "gcp.machine_type",
+            f"{g.machine_type} does not exist in zone {s.zone}",
+            f"pick one from `gcloud compute machine-types list --zones {s.zone}`, e.g. e2-standard-2",
+        )
+        region, more = await _read_or_problem(api.region_info(), "gcp.region", f"there is no region {s.region}", "use a region such as us-west1")
+        problems += more
+        if region is not None and s.zone not in {last(z) for z in region.zones}:
+            problems.append(f"gcp.zone: zone {s.zone} is not in region {s.region}; fix: use a zone of {s.region}, e.g. {s.region}-c")
+        if machine is not None and region is not None:
+            problems += await self._quota_problems(api, machine.guest_cpus, region)
+        return problems
+
+    async def _quota_problems(self, api: GceApi, cpus: int, region: Any) -> list[str]:
+        """Headroom for what ensure() still has to create (what exists is already counted)."""
+        try:
+            existing = {i.name for i in await api.list("instances", self._label_filter())}
+            address = await api.get("addresses", self.topo.names.address)
+        except API_ERRORS as error:
+            return [f"quota: could not read what exists ({describe(error)}); fix: check the credentials' Compute permissions"]
+        missing = sum(1 for n in self.topo.nodes if n.name not in existing)
+        needed = {"CPUS": cpus * missing, "INSTANCES": missing, "IN_USE_ADDRESSES": missing, "STATIC_ADDRESSES": 0 if address else 1}
+        quotas = {q.metric: q for q in region.quotas}
+        problems = []
+        for metric, amount in needed.items():
+            quota = quotas.get(metric)
+            if quota is not None and amount and quota.usage + amount > quota.limit:
+                problems.append(
+                    f"quota {metric} of region {self.settings.region}: {amount:g} more needed, {max(quota.limit - quota.usage, 0):g} of {quota.limit:g} free; "
+                    f"fix: request more {metric} quota (console: IAM & Admin > Quotas) or use fewer or smaller nodes"
+                )
+        return problems
+
+    # --- ensure -------------------------------------------------------------------------------
+
+    async def ensure(self, log: LogFn) -> list[NodeEndpoint]:
+        """Create or adopt network, subnet, firewalls, address and instances; pin host keys."""
+        await self.preflight()
+        api = self._connect()
+        wanted = self.desired.all()
+        found = await gather_all(api.get(w.collection, w.name) for w in wanted)
+        refusals = [line for w, res in zip(wanted, found, strict=True) if res is not None for line in self._refusals(w, res)]
+        if refusals:
+            raise ResourceConflict(refusals)
+        existing = {(w.collection, w.name) for w, res in zip(wanted, found, strict=True) if res is not None}
+        d = self.desired
+        await self._make(api, d.network, existing, log)
+        await self._make(api, d.subnet, existing, log)
+        await gather_all(self._make(api, w, existing, log) for w in (*d.firewalls, d.address))
+        endpoints = await gather_all(self._node(api, w, existing, log) for w in d.instances)
+        await self._read_address(api)
+        return endpoints
+
+    def _refusals(self, wanted: Wanted, found: Any) -> list[str]:
+        """Why an existing resource cannot be adopted: another owner, or another spec."""
+        owner = owner_of(found)
+        if owner != self.config.cluster.name:
+            who = f"cluster {owner}" if owner else f"no khwtui cluster (it has no {LABEL} label or description)"
+            return [
+                f"{wanted.setting}: {wanted.noun} {wanted.name} already exists and belongs to {who}; "
+                f"khwtui never adopts or deletes it; fix: choose another {wanted.setting}"
+            ]
+        return [
+            f"{wanted.noun} {wanted.name} exists with {diff.field} {diff.found}, wanted {diff.wanted}; "
+            "fix: set the config back, or run `khwtui down` and `khwtui up` to rebuild it"
+            for diff in differences(wanted, found)
+        ]
+
+    async def _make(self, api: GceApi, wanted: Wanted, existing: set[tuple[str, str]], log: LogFn) -> None:
+        what = f"{wanted.noun} {wanted.name}"
+        if (wanted.collection, wanted.name) in existing:
+            log(f"{what}: exists, adopted")
+            return
+        try:
+            await api.insert(wanted.collection, wanted.resource)
+        except exceptions.Conflict:  # made since we read: an interrupted run's insert still finishing
+            found = await _wait_for(lambda: api.get(wanted.collection, wanted.name), f"{what} to appear")
+            if refusals := self._refusals(wanted, found):
+                raise ResourceConflict(refusals) from None
+            log(f"{what}: appeared meanwhile, adopted")
+            return
+        log(f"{what}: created ({wanted.detail})")
+
+    async def _node(self, api: GceApi, wanted: Wanted, existing: set[tuple[str, str]], log: LogFn) -> NodeEndpoint:
+        await self._make(api, wanted, existing, log)
+        instance = await _wait_for(lambda: self._running(api, wanted.name), f"instance {wanted.name} to run", BOOT_DEADLINE)
+        key = await self._published_host_key(api, wanted.name)
+        log(f"{wanted.name}: host key {asyncssh.import_public_key(key).get_fingerprint()} pinned from guest attributes")
+        return self._endpoint(wanted.name, instance, key)
+
+    async def _running(self, api: GceApi, name: str) -> Any | None:
+        """The instance once RUNNING; None while it boots; an error for any other status."""
+        instance = await api.get("instances", name)
+        if instance is None or instance.status in ("PROVISIONING", "STAGING"):
+            return None
+        if instance.status != "RUNNING":
+            zone = self.settings.zone
+            raise GceError(
+                f"instance {name} is {instance.status}; fix: start it (gcloud compute instances start {name} --zone {zone}) or run `khwtui down`"
+            )
+        return instance
+
+    async def _published_host_key(self, api: GceApi, name: str) -> str:
+        """Poll guest attributes with backoff until the agent publishes; keep only ed25519."""
+
+        async def published() -> dict[str, str]:
+            keys = await api.host_keys(name)
+            if keys is None:
+                raise _NotPublished(name)
+            return keys
+
+        retry = AsyncRetry(predicate=if_exception_type(_NotPublished), initial=1.0, maximum=10.0, multiplier=1.5, timeout=HOSTKEY_DEADLINE)
+        try:
+            keys = await retry(published)()
+        except exceptions.RetryError:
+            raise GceError(
+                f"instance {name} published no SSH host keys in guest attributes within {HOSTKEY_DEADLINE:.0f} s; "
+                "khwtui never connects to an unpinned key; fix: use an image with the Google guest agent (e.g. debian-12)"
+            ) from None
+        key = ed25519_key(keys)
+        if key is None:
+            raise GceError(
+                f"instance {name} published no valid ssh-ed25519 host key (found: {', '.join(sorted(keys)) or 'none'}); "
+                "khwtui pins ed25519 keys only; fix: use an image whose sshd has an ed25519 host key"
+            )
+        return key
+
+    def _endpoint(self, name: str, instance: Any, host_key: str) -> NodeEndpoint:
+        nic = instance.network_interfaces[0]
+        external = nic.access_configs[0].nat_i_p if nic.access_configs else None
+        node = self.topo.node(name)
+        return NodeEndpoint(name, node.role, nic.network_i_p, external, external or nic.network_i_p, self.config.ssh.port, host_key)
+
+    # --- what exists --------------------------------------------------------------------------
+
+    async def nodes(self) -> list[NodeEndpoint]:
+        """The running instances of this cluster whose ed25519 host key is published."""
+        api = self._connect()
+        instances = {i.name: i for i in await api.list("instances", self._label_filter())}
+        await self._read_address(api)
+
+        async def endpoint(name: str) -> NodeEndpoint | None:
+            instance = instances.get(name)
+            if instance is None or instance.status != "RUNNING":
+                return None
+            key = ed25519_key(await api.host_keys(name) or {})
+            return self._endpoint(name, instance, key) if key else None
+
+        found = await gather_all(endpoint(n.name) for n in self.topo.nodes)
+        return [ep for ep in found if ep is not None]
+
+    def api_address(self) -> str | None:
+        """The static address as ensure() or nodes() read it, else as saved in state."""
+        return self._address or self.topo.api_address
+
+    async def _read_address(self, api: GceApi) -> None:
+        address = await api.get("addresses", self.topo.names.address)
+        self._address = address.address if address is not None and owner_of(address) == self.config.cluster.name else None
+
+    def _label_filter(self) -> str:
+        return f"labels.{LABEL}={self.config.cluster.name}"
+
+    # --- teardown -----------------------------------------------------------------------------
+
+    def teardown_plan(self) -> list[PlannedResource]:
+        """What teardown() deletes now, read from the API, in deletion order."""
+        groups = _blocking(lambda: self._doomed(self._connect()))
+        return [PlannedResource(KINDS[d.collection].noun, d.name, d.detail) for group in groups for d in group]
+
+    async def teardown(self, log: LogFn) -> None:
+        """Delete the cluster's resources group by group, waiting on each; gone already is fine."""
+        api = self._connect()
+        for group in await self._doomed(api):
+            await gather_all(self._delete(api, d, log) for d in group)
+
+    async def _delete(self, api: GceApi, doomed: Doomed, log: LogFn) -> None:
+        deleted = await api.delete(doomed.collection, doomed.name)
+        log(f"{KINDS[doomed.collection].noun} {doomed.name}: {'deleted' if deleted else 'already gone'}")
+
+    async def _doomed(self, api: GceApi) -> list[list[Doomed]]:
+        """The cluster's resources, grouped in TEARDOWN_ORDER."""
+        collections = [c for group in TEARDOWN_ORDER for c in group]
+        listed = dict(zip(collections, await gather_all(self._owned(api, c) for c in collections), strict=True))
+        with_instances = {last(d.source) for i in listed["instances"] for d in i.disks if d.auto_delete}
+        listed["disks"] = [disk for disk in listed["disks"] if disk.name not in with_instances]
+        where = {"global": "global", "region": f"region {api.region}", "zone": f"zone {api.zone}"}
+        return [
+            [Doomed(c, r.name, where[KINDS[c].scope]) for c in group for r in listed[c]]
+            for group in TEARDOWN_ORDER
+        ]
+
+    async def _owned(self, api: GceApi, collection: str) -> list[Any]:
+        """This cluster's resources of a collection: its label or description, or (for kinds
+        that carry no label) a name khwtui derives from the cluster name; never another's."""
+        if collection in LABEL_ONLY:
+            return await api.list(collection, self._label_filter())
+        cluster = self.config.cluster.name
+        network = self.topo.names.network
+
+        def ours(resource: Any) -> bool:
+            owner = owner_of(resource)
+            if owner is not None:
+                return owner == cluster
+            return resource.name == network or resource.name.startswith(f"{network}-")
+
+        return [r for r in await api.list(collection) if ours(r)]
+
+
+class _NotPublished(Exception):
+    """Guest attributes have no host keys yet (a 404 until the agent writes them)."""
+
+
+def ed25519_key(keys: dict[str, str]) -> str | None:
+    """"ssh-ed25519 <base64>" from published host keys, if there is a valid one."""
+    blob = (keys.get("ssh-ed25519") or "").split()
+    if not blob:
+        return None
+    try:
+        key = asyncssh.import_public_key(f"ssh-ed25519 {blob[0]}")
+    except (asyncssh.KeyImportError, ValueError):
+        return None
+    return f"ssh-ed25519 {blob[0]}" if key.algorithm == b"ssh-ed25519" else None
+
+
+def estimate(config: Config, nodes: int, region: str) -> tuple[float | None, list[str]]:
+    """Hourly cost of the nodes, their external addresses and disks, and the unused static
+    address, from the price table shipped in the package (its date and region in the notes)."""
+    prices = tomllib.loads((resources.files("khwtui") / "data" / "gcp_prices.toml").read_text())
+    hours, g = prices["hours_per_month"], config.gcp
+    basis = f"list prices of {prices['region']} as of {prices['as_of']} ({prices['source']})"
+    notes = [] if region == prices["region"] else [f"prices are {prices['region']}'s; {region} may differ"]
+    machine = prices["machine_types"].get(g.machine_type)
+    if machine is None:
+        return None, [f"no estimate: the price table has no {g.machine_type} ({basis})", *notes]
+    disk = prices["disk_gb_month"]["pd-standard"] * g.disk_gb / hours
+    hourly = nodes * (machine + prices["hourly"]["external_ip_in_use"] + disk) + prices["hourly"]["static_ip_unused"]
+    notes.insert(0, f"estimate ${hourly:.3f}/h, about ${hourly * hours:.0f}/month ({hours} h), {basis}")
+    notes.append(f"the frontend stage's forwarding rule adds ${prices['hourly']['forwarding_rule']}/h")
+    return hourly, notes
+
+
+def _os_login(project: Any, name: str) -> list[str]:
+    metadata = {item.key: item.value for item in project.common_instance_metadata.items}
+    if metadata.get("enable-oslogin", "").upper() != "TRUE":
+        return []
+    return [
+        f"project {name} sets enable-oslogin=TRUE: OS Login is required there (an organisation policy can enforce it over "
+        "the instances' enable-oslogin=FALSE) and it ignores the ssh-keys khwtui logs in with; fix: use a project without "
+        "it, or remove it (gcloud compute project-info remove-metadata --keys=enable-oslogin)"
+    ]
+
+
+async def _read_or_problem(read: Awaitable[T], key: str, missing: str, fix: str) -> tuple[T | None, list[str]]:
+    """(what `read` returns, []) or (None, [one line naming `key`, the problem and the fix])."""
+    try:
+        return await read, []
+    except exceptions.NotFound:
+        return None, [f"{key}: {missing}; fix: {fix}"]
+    except API_ERRORS as error:
+        return None, [f"{key}: {describe(error)}; fix: {fix}"]
+
+
+async def _wait_for(check: Callable[[], Awaitable[T | None]], what: str, timeout: float = gcp_api.OPERATION_DEADLINE) -> T:
+    try:
+        return await poll(check, timeout=timeout, interval=1.0, what=what)
+    except TimeoutError as error:
+        raise GceError(f"{error}; fix: run again once GCE has finished") from None
+
+
+async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
+    """Run all to the end (none left running behind a failure), then raise what failed:
+    one error as it is, several as one message with a line each."""
+    results = await asyncio.gather(*aws, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if not errors:
+        return results  # type: ignore[return-value]
+    unexpected = [e for e in errors if not isinstance(e, KhwError)]
+    if unexpected or len(errors) == 1:
+        raise (unexpected or errors)[0]
+    combined = GceError("\n".join(str(e) for e in errors))
+    combined.exit_code = max(e.exit_code for e in errors)  # type: ignore[attr-defined]
+    raise combined
+
+
+def _blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine from sync code, in a thread of its own (this one may run a loop)."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gcp-sync") as runner:
+        return runner.submit(asyncio.run, make()).result()

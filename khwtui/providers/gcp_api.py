@@ -1,0 +1,326 @@
+"""A thin async layer over the sync google-cloud-compute clients, for the gcp provider.
+
+Why it exists (reference/gcp-and-ssh.md): the library is sync-only, so every call runs in a
+small thread pool of its own (8 threads: the requests pool keeps 10 connections per host, and
+asyncio's default executor is shared and only cpu+4 threads wide); `ExtendedOperation.result()`
+ignores `api_endpoint`, so operations are waited on here with the zone/region/global operations
+clients built with the same options; 429 and 5xx are retried with google.api_core's jittered
+exponential backoff, and every insert or delete carries one requestId for all its retries, so a
+retried call whose first reply was lost is carried out once.
+
+Credentials: Application Default Credentials, except that an `api_endpoint` on a loopback
+address (127.0.0.0/8: the test fake) gets anonymous credentials, so no test ever needs or
+reads real ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable
+from urllib.parse import urlparse
+
+import google.auth
+import requests
+from google.api_core import exceptions
+from google.api_core.client_options import ClientOptions
+from google.api_core.retry import if_exception_type
+from google.api_core.retry_async import AsyncRetry
+from google.auth.credentials import AnonymousCredentials, Credentials
+from google.auth.exceptions import GoogleAuthError
+from google.auth.transport.requests import AuthorizedSession
+from google.cloud import compute_v1
+
+from khwtui.errors import EXIT_FAILED, KhwError
+
+MAX_IN_FLIGHT = 8
+CALL_TIMEOUT = 60.0  # one HTTP request
+WAIT_CALL_TIMEOUT = 150.0  # operations.wait blocks up to ~2 min on the server
+OPERATION_DEADLINE = 900.0  # one operation, start to DONE
+CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
+DEFAULT_BASE = "https://compute.googleapis.com"
+# 429 and 5xx: jittered exponential backoff (0.5 s doubling to 16 s) within 2 minutes
+TRANSIENT_RETRY = AsyncRetry(
+    predicate=if_exception_type(
+        exceptions.TooManyRequests,
+        exceptions.InternalServerError,
+        exceptions.BadGateway,
+        exceptions.ServiceUnavailable,
+        exceptions.GatewayTimeout,
+    ),
+    initial=0.5,
+    maximum=16.0,
+    multiplier=2.0,
+    timeout=120.0,
+)
+# what a call can raise once retries are spent: the API's errors, the network's, the credentials'
+CALL_ERRORS = (exceptions.GoogleAPICallError, exceptions.RetryError, requests.RequestException, GoogleAuthError)
+QUOTA = re.compile(r"Quota '([A-Z0-9_]+)' exceeded")
+
+
+class GceError(KhwError):
+    """A Compute API call or operation failed; the message carries the API's own words."""
+
+    exit_code = EXIT_FAILED
+
+
+class OperationFailed(GceError):
+    """An accepted operation ended DONE with errors (`errors[].message` in the text)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One Compute collection: the client serving it, its scope, and the request field naming
+    one resource (`arg`; an insert sends the body as `<arg>_resource`)."""
+
+    noun: str
+    collection: str
+    client: str
+    scope: str  # global | region | zone
+    arg: str
+
+
+KINDS: dict[str, Kind] = {
+    k.collection: k
+    for k in (
+        Kind("network", "networks", "NetworksClient", "global", "network"),
+        Kind("subnet", "subnetworks", "SubnetworksClient", "region", "subnetwork"),
+        Kind("firewall", "firewalls", "FirewallsClient", "global", "firewall"),
+        Kind("route", "routes", "RoutesClient", "global", "route"),
+        Kind("address", "addresses", "AddressesClient", "region", "address"),
+        Kind("instance", "instances", "InstancesClient", "zone", "instance"),
+        Kind("disk", "disks", "DisksClient", "zone", "disk"),
+        Kind("forwarding rule", "forwardingRules", "ForwardingRulesClient", "region", "forwarding_rule"),
+        Kind("target pool", "targetPools", "TargetPoolsClient", "region", "target_pool"),
+        Kind("backend service", "backendServices", "RegionBackendServicesClient", "region", "backend_service"),
+        Kind("health check", "healthChecks", "RegionHealthChecksClient", "region", "health_check"),
+        Kind("legacy health check", "httpHealthChecks", "", "global", "http_health_check"),
+        Kind("instance group", "instanceGroups", "InstanceGroupsClient", "zone", "instance_group"),
+    )
+}
+
+
+def is_loopback(endpoint: str) -> bool:
+    """Whether `endpoint` is a URL on a literal 127.0.0.0/8 address."""
+    try:
+        return ipaddress.ip_address(urlparse(endpoint).hostname or "").is_loopback
+    except ValueError:
+        return False
+
+
+def credentials(endpoint: str) -> tuple[Credentials, str | None]:
+    """(credentials, the project they carry): anonymous only for a loopback endpoint, else ADC.
+
+    Raises google.auth.exceptions.DefaultCredentialsError when no ADC is set up.
+    """
+    if endpoint and is_loopback(endpoint):
+        return AnonymousCredentials(), None
+    return google.auth.default(scopes=[CLOUD_PLATFORM])
+
+
+def describe(error: BaseException) -> str:
+    """One line from an API error: the `errors[].message` texts when the API sent them."""
+    if isinstance(error, exceptions.RetryError) and error.cause is not None:
+        return f"{describe(error.cause)} (still failing after retries)"
+    text = str(error) or type(error).__name__
+    if isinstance(error, exceptions.GoogleAPICallError):
+        messages = [e.get("message", "") if isinstance(e, dict) else getattr(e, "message", "") for e in error.errors or []]
+        text = "; ".join(m for m in messages if m) or error.message
+    return " ".join(text.split())
+
+
+def failure(what: str, error: BaseException, region: str) -> GceError:
+    """The error to raise for `what` failing; a quota error names the quota and the fix."""
+    detail = describe(error)
+    message = f"{what} failed: {detail}"
+    if quota := QUOTA.search(detail):
+        message += f"; fix: raise the {quota[1]} quota of region {region} (console: IAM & Admin > Quotas) or use fewer or smaller nodes"
+    if isinstance(error, OperationFailed):
+        return OperationFailed(message, error.status)
+    return GceError(message)
+
+
+def last(url: str) -> str:
+    """The last path segment of a resource URL (its name)."""
+    return url.rstrip("/").rsplit("/", 1)[-1]
+
+
+@dataclass(frozen=True)
+class RawResource:
+    """A resource read over raw REST (no typed message exists for it)."""
+
+    name: str
+    description: str = ""
+
+
+class LegacyHttpHealthChecks:
+    """Global httpHealthChecks, which google-cloud-compute lacks (KTHW's target pool needs one):
+    the same list/delete surface as a generated client, over AuthorizedSession."""
+
+    def __init__(self, session: AuthorizedSession, base: str) -> None:
+        self._session = session
+        self._base = base
+
+    def list(self, request: dict, retry: object = None, timeout: float = CALL_TIMEOUT) -> list[RawResource]:
+        url = f"{self._base}/compute/v1/projects/{request['project']}/global/httpHealthChecks"
+        found: list[RawResource] = []
+        token = ""
+        while True:
+            page = self._send("GET", url, timeout, {"pageToken": token} if token else None).json()
+            found += [RawResource(i["name"], i.get("description", "")) for i in page.get("items", [])]
+            token = page.get("nextPageToken", "")
+            if not token:
+                return found
+
+    def delete_unary(self, request: dict, retry: object = None, timeout: float = CALL_TIMEOUT) -> compute_v1.Operation:
+        url = f"{self._base}/compute/v1/projects/{request['project']}/global/httpHealthChecks/{request['http_health_check']}"
+        reply = self._send("DELETE", url, timeout, {"requestId": request["request_id"]})
+        return compute_v1.Operation.from_json(reply.text, ignore_unknown_fields=True)
+
+    def _send(self, method: str, url: str, timeout: float, params: dict | None) -> Any:
+        reply = self._session.request(method, url, params=params, timeout=timeout)
+        if reply.status_code >= 400:
+            raise exceptions.from_http_response(reply)
+        return reply
+
+
+class GceApi:
+    """The Compute API of one project, region and zone, called from asyncio."""
+
+    def __init__(self, project: str, region: str, zone: str, endpoint: str, creds: Credentials) -> None:
+        self.project, self.region, self.zone = project, region, zone
+        self._options = ClientOptions(api_endpoint=endpoint) if endpoint else None
+        self._creds = creds
+        self._base = endpoint.rstrip("/") if endpoint else DEFAULT_BASE
+        self._clients: dict[str, Any] = {}
+        self._pool = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="gce-api")
+
+    # --- resources --------------------------------------------------------------------------
+
+    async def get(self, collection: str, name: str) -> Any | None:
+        """The resource, or None when it does not exist."""
+        kind = KINDS[collection]
+        try:
+            return await self.call(self._client(kind).get, request={**self._where(kind), kind.arg: name})
+        except exceptions.NotFound:
+            return None
+        except CALL_ERRORS as error:
+            raise failure(f"reading {kind.noun} {name}", error, self.region) from None
+
+    async def list(self, collection: str, filter: str = "") -> list[Any]:
+        """Every resource of the collection in this project/region/zone (all pages)."""
+        kind = KINDS[collection]
+        request = {**self._where(kind), **({"filter": filter} if filter else {})}
+        try:
+            return await self.call(_all_pages, self._client(kind).list, request=request)
+        except CALL_ERRORS as error:
+            raise failure(f"listing {kind.collection}", error, self.region) from None
+
+    async def insert(self, collection: str, resource: Any) -> None:
+        """Insert and wait until DONE. A 409 (the name is taken) is raised as Conflict."""
+        kind = KINDS[collection]
+        request = {**self._where(kind), f"{kind.arg}_resource": resource, "request_id": str(uuid.uuid4())}
+        what = f"creating {kind.noun} {resource.name}"
+        try:
+            operation = await self.call(self._client(kind).insert_unary, request=request)
+            await self.wait(operation)
+        except exceptions.Conflict:
+            raise
+        except (*CALL_ERRORS, OperationFailed) as error:
+            raise failure(what, error, self.region) from None
+
+    async def delete(self, collection: str, name: str) -> bool:
+        """Delete and wait until DONE; False when it was already gone."""
+        kind = KINDS[collection]
+        request = {**self._where(kind), kind.arg: name, "request_id": str(uuid.uuid4())}
+        try:
+            operation = await self.call(self._client(kind).delete_unary, request=request)
+            await self.wait(operation)
+        except exceptions.NotFound:
+            return False
+        except (*CALL_ERRORS, OperationFailed) as error:
+            if isinstance(error, OperationFailed) and error.status == 404:
+                return False
+            raise failure(f"deleting {kind.noun} {name}", error, self.region) from None
+        return True
+
+    async def host_keys(self, instance: str) -> dict[str, str] | None:
+        """The SSH host keys the guest agent published (type -> base64), None until it has."""
+        request = compute_v1.GetGuestAttributesInstanceRequest(
+            project=self.project, zone=self.zone, instance=instance, query_path="hostkeys/"
+        )
+        try:
+            found = await self.call(self._client(KINDS["instances"]).get_guest_attributes, request=request)
+        except exceptions.NotFound:
+            return None
+        except CALL_ERRORS as error:
+            raise failure(f"reading the host keys of instance {instance}", error, self.region) from None
+        return {i.key: i.value for i in found.query_value.items if i.namespace == "hostkeys"}
+
+    # --- what preflight reads (the library's errors raised as they are) ---------------------
+
+    async def project_info(self) -> compute_v1.Project:
+        return await self.call(self._client_of("ProjectsClient").get, project=self.project)
+
+    async def region_info(self) -> compute_v1.Region:
+        return await self.call(self._client_of("RegionsClient").get, project=self.project, region=self.region)
+
+    async def machine_type(self, name: str) -> compute_v1.MachineType:
+        client = self._client_of("MachineTypesClient")
+        return await self.call(client.get, project=self.project, zone=self.zone, machine_type=name)
+
+    async def image_family(self, project: str, family: str) -> compute_v1.Image:
+        return await self.call(self._client_of("ImagesClient").get_from_family, project=project, family=family)
+
+    # --- calls and operations ---------------------------------------------------------------
+
+    async def call(self, fn: Callable[..., Any], *args: Any, timeout: float = CALL_TIMEOUT, **kwargs: Any) -> Any:
+        """Run one sync client call in the pool; 429/5xx retried (same request, same requestId)."""
+        loop = asyncio.get_running_loop()
+        attempt = partial(fn, *args, retry=None, timeout=timeout, **kwargs)
+        return await TRANSIENT_RETRY(lambda: loop.run_in_executor(self._pool, attempt))()
+
+    async def wait(self, operation: compute_v1.Operation) -> None:
+        """Wait with the operations client of the operation's scope; raise its errors."""
+        if operation.zone:
+            client, where = self._client_of("ZoneOperationsClient"), {"zone": last(operation.zone)}
+        elif operation.region:
+            client, where = self._client_of("RegionOperationsClient"), {"region": last(operation.region)}
+        else:
+            client, where = self._client_of("GlobalOperationsClient"), {}
+        deadline = asyncio.get_running_loop().time() + OPERATION_DEADLINE
+        while operation.status != compute_v1.Operation.Status.DONE:
+            if asyncio.get_running_loop().time() > deadline:
+                raise GceError(f"operation {operation.name} still runs after {OPERATION_DEADLINE:.0f} s; fix: run again, khwtui adopts what it finished")
+            request = {"project": self.project, **where, "operation": operation.name}
+            operation = await self.call(client.wait, request=request, timeout=WAIT_CALL_TIMEOUT)
+        if operation.error.errors:
+            messages = "; ".join(e.message or e.code for e in operation.error.errors)
+            raise OperationFailed(messages, operation.http_error_status_code or 400)
+
+    def _where(self, kind: Kind) -> dict[str, str]:
+        scope = {"global": {}, "region": {"region": self.region}, "zone": {"zone": self.zone}}[kind.scope]
+        return {"project": self.project, **scope}
+
+    def _client(self, kind: Kind) -> Any:
+        if not kind.client:
+            return self._clients.setdefault(kind.collection, LegacyHttpHealthChecks(AuthorizedSession(self._creds), self._base))
+        return self._client_of(kind.client)
+
+    def _client_of(self, name: str) -> Any:
+        if name not in self._clients:
+            self._clients[name] = getattr(compute_v1, name)(credentials=self._creds, client_options=self._options)
+        return self._clients[name]
+
+
+def _all_pages(list_method: Callable[..., Any], **kwargs: Any) -> list[Any]:
+    return list(list_method(**kwargs))

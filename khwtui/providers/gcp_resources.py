@@ -1,0 +1,244 @@
+"""The compute resources a cluster wants on GCE, as compute_v1 objects, and how to judge one found.
+
+Built only from the config, the topology (every name, address and pod CIDR) and the resolved
+project/region/zone, so `plan` and `ensure` cannot disagree. KTHW's lab 03 on a current image:
+custom-mode network, one subnet, an internal and an external firewall rule, a regional static
+address, and one instance per node with IP forwarding, tags [cluster, role], a pinned internal
+address, an external NAT address, and metadata for SSH (ssh-keys, OS Login off) and for
+publishing host keys (guest attributes on, which only works when set at creation).
+
+Ownership: label khwtui-cluster=<cluster> where GCE has labels (instances, their boot disks,
+addresses), the description "khwtui-cluster=<cluster>" elsewhere.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from google.cloud import compute_v1 as c
+
+from khwtui.config import Config
+from khwtui.gcloud_settings import GcpSettings
+from khwtui.providers.gcp_api import KINDS, last
+from khwtui.topology import Node, Topology
+
+LABEL = "khwtui-cluster"
+MARKER = re.compile(r"khwtui-cluster=([a-z][-a-z0-9]*)")
+# gcloud's aliases compute-rw, storage-ro, service-management, service-control, logging-write, monitoring
+SCOPES = (
+    "https://www.googleapis.com/auth/compute",
+    "https://www.googleapis.com/auth/devstorage.read_only",
+    "https://www.googleapis.com/auth/service.management.readonly",
+    "https://www.googleapis.com/auth/servicecontrol",
+    "https://www.googleapis.com/auth/logging.write",
+    "https://www.googleapis.com/auth/monitoring",
+)
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """One resource to create or adopt."""
+
+    collection: str
+    resource: Any  # the compute_v1 message sent on insert
+    detail: str  # one line for plans and logs
+    setting: str  # the setting that changes its name, should another cluster own that name
+
+    @property
+    def name(self) -> str:
+        return self.resource.name
+
+    @property
+    def noun(self) -> str:
+        return KINDS[self.collection].noun
+
+
+@dataclass(frozen=True)
+class Desired:
+    network: Wanted
+    subnet: Wanted
+    firewalls: tuple[Wanted, ...]
+    address: Wanted
+    instances: tuple[Wanted, ...]
+
+    def all(self) -> list[Wanted]:
+        """In creation order."""
+        return [self.network, self.subnet, *self.firewalls, self.address, *self.instances]
+
+
+def marker(cluster: str) -> str:
+    return f"{LABEL}={cluster}"
+
+
+def owner_of(resource: Any) -> str | None:
+    """The cluster a resource belongs to, from its label or its description; None if neither."""
+    labels = getattr(resource, "labels", None) or {}
+    if LABEL in labels:
+        return labels[LABEL]
+    found = MARKER.fullmatch(getattr(resource, "description", "") or "")
+    return found[1] if found else None
+
+
+def desired(config: Config, topo: Topology, settings: GcpSettings, client_public_key: str) -> Desired:
+    names, cluster = topo.names, config.cluster.name
+    region, zone = settings.region, settings.zone
+    network_url = f"global/networks/{names.network}"  # partial URLs: the project is the request's
+    subnet_url = f"regions/{region}/subnetworks/{names.subnet}"
+    net = config.network
+    internal = _firewall(
+        names.allow_internal, network_url, cluster, [c.Allowed(I_p_protocol=p) for p in ("tcp", "udp", "icmp")], [net.node_cidr, net.cluster_cidr]
+    )
+    ports = sorted({str(config.ssh.port), str(net.api_port)}, key=int)
+    external = _firewall(
+        names.allow_external, network_url, cluster, [c.Allowed(I_p_protocol="tcp", ports=ports), c.Allowed(I_p_protocol="icmp")], list(config.gcp.admin_cidrs)
+    )
+    return Desired(
+        network=Wanted(
+            "networks",
+            c.Network(name=names.network, auto_create_subnetworks=False, description=marker(cluster)),
+            "custom subnet mode",
+            "cluster.name",
+        ),
+        subnet=Wanted(
+            "subnetworks",
+            c.Subnetwork(name=names.subnet, network=network_url, ip_cidr_range=net.node_cidr, description=marker(cluster)),
+            f"{net.node_cidr} in {region}",
+            "cluster.name",
+        ),
+        firewalls=(internal, external),
+        address=Wanted(
+            "addresses",
+            c.Address(name=names.address, address_type="EXTERNAL", labels={LABEL: cluster}),
+            f"static external IPv4 in {region}, the API endpoint",
+            "cluster.name",
+        ),
+        instances=tuple(_instance(config, node, zone, subnet_url, client_public_key) for node in topo.nodes),
+    )
+
+
+def _firewall(name: str, network_url: str, cluster: str, allowed: list[c.Allowed], sources: list[str]) -> Wanted:
+    rule = c.Firewall(
+        name=name, network=network_url, direction="INGRESS", allowed=allowed, source_ranges=sources, description=marker(cluster)
+    )
+    return Wanted("firewalls", rule, f"{', '.join(_allowed(rule))} from {', '.join(sources)}", "cluster.name")
+
+
+def _instance(config: Config, node: Node, zone: str, subnet_url: str, client_public_key: str) -> Wanted:
+    g, cluster = config.gcp, config.cluster.name
+    metadata = {"pod-cidr": node.pod_cidr} if node.pod_cidr else {}
+    metadata |= {
+        "ssh-keys": f"{config.ssh.user}:{client_public_key.strip()}",
+        "enable-oslogin": "FALSE",
+        "enable-guest-attributes": "TRUE",
+    }
+    instance = c.Instance(
+        name=node.name,
+        machine_type=f"zones/{zone}/machineTypes/{g.machine_type}",
+        can_ip_forward=True,
+        tags=c.Tags(items=[cluster, node.role]),
+        labels={LABEL: cluster},
+        metadata=c.Metadata(items=[c.Items(key=k, value=v) for k, v in metadata.items()]),
+        disks=[
+            c.AttachedDisk(
+                boot=True,
+                auto_delete=True,
+                type_="PERSISTENT",
+                initialize_params=c.AttachedDiskInitializeParams(
+                    source_image=f"projects/{g.image_project}/global/images/family/{g.image_family}",
+                    disk_size_gb=g.disk_gb,
+                    labels={LABEL: cluster},
+                ),
+            )
+        ],
+        network_interfaces=[
+            c.NetworkInterface(
+                subnetwork=subnet_url,
+                network_i_p=node.internal_ip,
+                access_configs=[c.AccessConfig(name="external-nat", type_="ONE_TO_ONE_NAT")],
+            )
+        ],
+        service_accounts=[c.ServiceAccount(email="default", scopes=list(SCOPES))],
+    )
+    pods = f", pods {node.pod_cidr}" if node.pod_cidr else ""
+    detail = f"{node.role}, {g.machine_type}, {g.image_project}/{g.image_family}, {g.disk_gb} GB disk, {node.internal_ip}{pods}, {zone}"
+    return Wanted("instances", instance, detail, "topology.name_prefix")
+
+
+# --- judging what exists ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Difference:
+    field: str
+    wanted: str
+    found: str
+
+
+@dataclass(frozen=True)
+class Field:
+    """A field that must match for an existing resource to be adopted (REST name, reader)."""
+
+    name: str
+    read: Callable[[Any], object]
+    fits: Callable[[object, object], bool] = operator.eq  # (wanted, found)
+
+
+def _allowed(rule: c.Firewall) -> list[str]:
+    return sorted(f"{a.I_p_protocol}:{','.join(a.ports)}" if a.ports else a.I_p_protocol for a in rule.allowed)
+
+
+def _metadata(key: str) -> Callable[[c.Instance], str]:
+    return lambda i: next((item.value for item in i.metadata.items if item.key == key), "")
+
+
+def _lines_include(wanted: object, found: object) -> bool:
+    """ssh-keys may hold more keys than ours (gcloud adds its own); ours must be one line."""
+    return str(wanted) in str(found).splitlines()
+
+
+FIELDS: dict[str, tuple[Field, ...]] = {
+    "networks": (Field("autoCreateSubnetworks", lambda n: n.auto_create_subnetworks),),
+    "subnetworks": (
+        Field("network", lambda s: last(s.network)),
+        Field("ipCidrRange", lambda s: s.ip_cidr_range),
+    ),
+    "firewalls": (
+        Field("network", lambda f: last(f.network)),
+        Field("direction", lambda f: f.direction or "INGRESS"),
+        Field("allowed", _allowed),
+        Field("sourceRanges", lambda f: sorted(f.source_ranges)),
+        Field("targetTags", lambda f: sorted(f.target_tags)),
+    ),
+    "addresses": (Field("addressType", lambda a: a.address_type or "EXTERNAL"),),
+    "instances": (
+        Field("machineType", lambda i: last(i.machine_type)),
+        Field("canIpForward", lambda i: i.can_ip_forward),
+        Field("tags", lambda i: sorted(i.tags.items)),
+        Field("networkInterfaces[0].subnetwork", lambda i: last(i.network_interfaces[0].subnetwork) if i.network_interfaces else ""),
+        Field("networkInterfaces[0].networkIP", lambda i: i.network_interfaces[0].network_i_p if i.network_interfaces else ""),
+        Field("disks[0].autoDelete", lambda i: i.disks[0].auto_delete if i.disks else False),
+        Field("metadata.pod-cidr", _metadata("pod-cidr")),
+        Field("metadata.enable-oslogin", lambda i: _metadata("enable-oslogin")(i).upper()),
+        Field("metadata.enable-guest-attributes", lambda i: _metadata("enable-guest-attributes")(i).upper()),
+        Field("metadata.ssh-keys", _metadata("ssh-keys"), _lines_include),
+    ),
+}
+
+
+def differences(wanted: Wanted, found: Any) -> list[Difference]:
+    """Every field where an existing resource differs from the wanted one."""
+    out = []
+    for field in FIELDS[wanted.collection]:
+        want, have = field.read(wanted.resource), field.read(found)
+        if not field.fits(want, have):
+            out.append(Difference(field.name, _show(want), _show(have)))
+    return out
+
+
+def _show(value: object) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return str(value) if value not in ("", None) else "(none)"
