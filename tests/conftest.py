@@ -34,11 +34,26 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 @pytest.fixture(scope="session")
 def release_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
-    """The test mirror's release tree served on 127.0.0.1: {"versions", "binaries", "tree", "server"}."""
+    """The test mirror served on 127.0.0.1: Debian's etcd/containerd/runc/CNI in upstream layouts plus
+    the kube-* stand-ins for K8S_VERSION. {"versions", "binaries", "tree", "server"}."""
+    from localcluster import K8S_VERSION, publish_standins
     from mirror import default_cache
     from mirror.server import MirrorServer
     from mirror.tarballs import build_release_tree
 
     tree = build_release_tree(tmp_path_factory.mktemp("releases"), default_cache())
     with MirrorServer(tree.root) as server:
-        yield {**tree.config(server.url), "tree": tree, "server": server}
+        config = tree.config(server.url)
+        url, sums = publish_standins(tree.root, server.url, K8S_VERSION)
+        config["binaries"]["urls"]["kubernetes"] = url
+        config["binaries"]["sha256"].update(sums)
+        yield {**config, "tree": tree, "server": server}
+
+
+@pytest.fixture(scope="session")
+def apt_repo(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - mirror.aptrepo.AptRepo
+    """The signed apt repository the nodes install OS packages (and the stand-ins' python3) from."""
+    from mirror import default_cache
+    from mirror.aptrepo import NODE_PACKAGES, build_apt_repo
+
+    return build_apt_repo(tmp_path_factory.mktemp("apt"), default_cache(), list(NODE_PACKAGES))

@@ -6,6 +6,8 @@ them); the cluster's host prefix is registered with the janitor so a crashed run
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import itertools
 import os
 import subprocess
@@ -19,6 +21,9 @@ import tomli_w
 
 from khwtui.providers import nspawn
 from khwtui.providers.local import cluster_prefix
+
+STANDINS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
+KUBE_TEMPLATE = "kubernetes/v{version}/bin/linux/{arch}/{name}"
 
 K8S_VERSION = "1.35.4"  # the last minor that accepts containerd 1.x (Debian 12 ships 1.6)
 _subnets = itertools.count(1)
@@ -42,17 +47,51 @@ def local_config(name: str, controllers: int, workers: int, mirror: dict, **extr
     return raw
 
 
+def publish_standins(root: Path, base_url: str, version: str) -> tuple[str, dict[str, str]]:
+    """Put the stand-in harness on the mirror as every kube-* release binary (and as kubectl, which
+    the control plane installs but nothing here runs). Returns ([binaries.urls] kubernetes, sums)."""
+    from standins import build
+
+    data = build(version)
+    sums = {}
+    for name in (*STANDINS, "kubectl"):
+        path = root / KUBE_TEMPLATE.format(version=version, arch="amd64", name=name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        sums[name] = hashlib.sha256(data).hexdigest()
+    return f"{base_url}/{KUBE_TEMPLATE}", sums
+
+
 @dataclass
 class LocalCluster:
+    """`apt`: an AptRepo to serve to the nodes on the bridge's host address (local.apt_mirror)."""
+
     root: Path
     raw: dict
+    apt: object | None = None
     prefix: str = field(init=False)
+    servers: list = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.config_path.write_text(tomli_w.dumps(self.raw))
         self.prefix = cluster_prefix(self.raw["cluster"]["name"], self.state_dir)
         janitor.register(self.prefix)
+        if self.apt is not None:
+            self._serve_apt()
+        self.config_path.write_text(tomli_w.dumps(self.raw))
+
+    def _serve_apt(self) -> None:
+        """The bridge is made here with the provider's own primitive (ensure() adopts it), so the
+        repository can listen on the host side of it before the first node boots."""
+        from mirror.server import MirrorServer
+
+        net = ipaddress.IPv4Network(self.raw["network"]["node_cidr"])
+        gateway = str(net.network_address + 1)
+        nspawn.ensure_bridge(nspawn.Names(self.prefix).bridge, f"{gateway}/{net.prefixlen}")
+        server = MirrorServer(self.apt.path, host=gateway)  # type: ignore[union-attr]
+        server.__enter__()
+        self.servers.append(server)
+        self.raw.setdefault("local", {}).update({"apt_mirror": server.url, "apt_key": str(self.apt.keyring)})  # type: ignore[union-attr]
 
     @property
     def config_path(self) -> Path:
@@ -62,10 +101,10 @@ class LocalCluster:
     def state_dir(self) -> Path:
         return self.root / "state"
 
-    def khwtui(self, *args: str, timeout: float = 600, input: str | None = None) -> subprocess.CompletedProcess[str]:
-        """Run the real CLI in a subprocess; stdout and stderr are captured as text."""
+    def khwtui(self, *args: str, timeout: float = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI in a subprocess (no terminal); stdout and stderr are captured as text."""
         command = [sys.executable, "-m", "khwtui", *args, "--config", str(self.config_path), "--state-dir", str(self.state_dir)]
-        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, input=input, stdin=None if input else subprocess.DEVNULL)
+        return subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
         command = [sys.executable, "-m", "khwtui", *args, "--config", str(self.config_path), "--state-dir", str(self.state_dir)]
@@ -84,6 +123,9 @@ class LocalCluster:
         """Tear down through the CLI; whatever is left is the janitor's (and the test's failure)."""
         if (self.state_dir / "state.toml").exists():
             self.khwtui("down", "--yes", timeout=300)
+        for server in self.servers:
+            server.__exit__(None, None, None)
+        nspawn.remove([o for o in self.host_objects() if o.kind == "link"], lambda line: None)
 
 
 def keyscan(address: str) -> str:
