@@ -13,7 +13,8 @@ in ~/.khwtui/runs) does not exist yet, and keeps its output, process group and e
 One channel follows the output files; after a drop the client reconnects (exponential backoff with
 jitter, within `reconnect_deadline`) and re-attaches to the same id from the last line it saw, so
 the command runs exactly once and no line is shown twice. A cancel or timeout kills the process
-group over the (re)connected session. Commands run with bash, from the login user's home.
+group over the (re)connected session. Commands run with bash, from the login user's home; they
+show in the node's process list, so secrets travel as `input` or by put(), never in the command.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from khwtui.errors import EXIT_FAILED, KhwError
 LineSink = Callable[[str, str, str], None]  # (node name, stream "out"|"err"|"cmd", line)
 
 MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: channels per connection
-MAX_COMMAND = 100_000  # the command travels as one argv string; Linux caps those at 128 KiB
-OPEN_RETRIES = 20  # channel opens refused while sshd still frees a just-closed session (see _slot_not_yet_free)
+MAX_ARG = 131_072  # sshd runs the script as one `sh -c` argument; Linux caps an argument at 128 KiB
+OPEN_RETRIES = 20  # channel opens refused while sshd still frees a just-closed session (see _on_host)
 TAIL_LINES = 20  # output lines kept for errors
 KEEPALIVE = 5.0  # seconds; 3 missed replies mark a silently dead connection as dropped
 STAGING = ".khwtui/put"  # private (0700) upload folder in the login user's home
@@ -122,12 +123,6 @@ def _short(command: str) -> str:
     return first if first == text and len(first) <= 80 else first[:77] + "..."
 
 
-def _slot_not_yet_free(exc: Exception) -> bool:
-    """sshd frees a session slot a loop pass after the channel's close, so an open sent right after a
-    close can be refused although we stay below MaxSessions. Nothing ran then: retrying is safe."""
-    return isinstance(exc, asyncssh.ChannelOpenError) and exc.code == asyncssh.OPEN_ADMINISTRATIVELY_PROHIBITED
-
-
 def _known_hosts(host: Host) -> tuple[asyncssh.SSHKnownHosts, str]:
     """known_hosts holding only the pinned key, and that key's fingerprint."""
     if not host.host_key.strip():
@@ -146,8 +141,8 @@ class _Link:
 
     host: Host
     slots: asyncio.Semaphore
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     conn: asyncssh.SSHClientConnection | None = None
+    dialing: asyncio.Future[asyncssh.SSHClientConnection] | None = None
 
 
 @dataclass
@@ -173,15 +168,16 @@ class _Job:
         return "".join(f"{line}\n" for line in self.lines[stream]) + self.partial[stream]
 
 
-async def _checked(conn: asyncssh.SSHClientConnection, command: str, input: bytes = b"") -> str:
-    """Runs a short idempotent helper command; returns stdout, raises with stderr's last line."""
-    async with conn.create_process(command, input=input, encoding=None) as proc:  # waits for the full close,
-        result = await proc.wait()  # which frees the server's session slot (conn.run returns before it)
+async def _checked(conn: asyncssh.SSHClientConnection, command: str, what: str) -> str:
+    """Runs a short idempotent helper command; returns stdout, raises naming `what` with stderr's last line."""
+    async with conn.create_process(command, encoding=None) as proc:  # waits for the full close, which
+        proc.stdin.write_eof()
+        result = await proc.wait()  # frees the server's session slot (conn.run returns before it)
     if result.exit_status is None:
         raise asyncssh.ConnectionLost("channel closed without an exit status")
     if result.exit_status != 0:
         err = result.stderr.decode(errors="replace").strip().splitlines()
-        raise RemoteError(f"{_short(command)} failed with status {result.exit_status}: {err[-1] if err else ''}")
+        raise RemoteError(f"{what} failed with status {result.exit_status}: {err[-1] if err else ''}")
     return result.stdout.decode(errors="replace")
 
 
@@ -221,9 +217,10 @@ class Remote:
 
         Cancelling run() (or passing `timeout`) kills the remote process group before returning.
         """
-        if len(command.encode()) > MAX_COMMAND:
-            raise RemoteError(f"{host.name}: command is over {MAX_COMMAND} bytes; fix: send it as input to `bash -s`")
         job = _Job(host, command, sudo, input or b"")
+        if len(job.script("attach").encode()) >= MAX_ARG:
+            raise RemoteError(f"{host.name}: command `{_short(command)}` is too long for one SSH exec "
+                              f"(128 KiB once quoted); fix: pass it as input to `bash -s`")
         for line in command.splitlines():
             self._emit(host, "cmd", f"{'sudo ' if sudo else ''}{line}")
         deadline = asyncio.timeout(timeout)
@@ -257,7 +254,7 @@ class Remote:
         digest = hashlib.sha256(data).hexdigest()
         want = f"{digest} {mode:o} {owner} {group}"
         stat = f"sudo -n sh -c {shlex.quote(_STAT)} khwtui-stat {shlex.quote(path)}"
-        if (await self._on_host(host, partial(_checked, command=stat))).strip() == want:
+        if (await self._on_host(host, partial(_checked, command=stat, what=f"{host.name}: reading {path}"))).strip() == want:
             return False
         self._emit(host, "cmd", f"put {path} ({len(data)} bytes, mode {mode:04o}, {owner}:{group})")
         staged_id = uuid.uuid4().hex
@@ -265,13 +262,15 @@ class Remote:
         await self._on_host(host, partial(_upload, data=data, staged=staged))
         args = [staged, path, f"{mode:o}", owner, group, digest, f"khwtui-{staged_id}"]
         install = f"sudo -n sh -c {shlex.quote(_INSTALL)} khwtui-put {shlex.join(args)}"
-        await self._on_host(host, partial(_checked, command=install))
+        await self._on_host(host, partial(_checked, command=install, what=f"{host.name}: installing {path}"))
         return True
 
     async def close(self) -> None:
         """Waits for pending stops, then closes every connection."""
         await asyncio.gather(*self._stopping, return_exceptions=True)
         for link in self._links.values():
+            if link.dialing is not None:
+                link.dialing.cancel()
             if link.conn is not None:
                 link.conn.close()
                 await link.conn.wait_closed()
@@ -298,20 +297,32 @@ class Remote:
                     first_drop = loop.time() if first_drop is None else first_drop
                     if loop.time() - first_drop > self._reconnect_deadline:
                         raise RemoteError(f"{host.name}: connection keeps dropping ({exc})") from exc
-                elif _slot_not_yet_free(exc) and refused < OPEN_RETRIES:
+                elif isinstance(exc, asyncssh.ChannelOpenError) and refused < OPEN_RETRIES:
+                    # sshd frees a session slot a loop pass after the channel's close, so an open sent
+                    # right after a close can be refused ("no more sessions") although we stay below
+                    # MaxSessions. Nothing ran: retry.
                     refused += 1
                     await asyncio.sleep(0.02 * refused)
                 else:
                     raise RemoteError(f"{host.name}: {exc}") from exc
 
     async def _connection(self, link: _Link) -> asyncssh.SSHClientConnection:
-        async with link.lock:
-            if link.conn is None or link.conn.is_closed():
-                again = link.conn is not None
-                link.conn = await self._dial(link.host)
-                if again:
-                    self.reconnects += 1
+        """The host's live connection. One dial at a time per host, shared by every caller: when the
+        host is down, they all fail together after one reconnect_deadline, not one after another."""
+        if link.conn is not None and not link.conn.is_closed():
             return link.conn
+        if link.dialing is None:
+            link.dialing = asyncio.ensure_future(self._dial(link.host))
+            link.dialing.add_done_callback(partial(self._dialed, link))
+        return await asyncio.shield(link.dialing)
+
+    def _dialed(self, link: _Link, dialing: asyncio.Future[asyncssh.SSHClientConnection]) -> None:
+        link.dialing = None
+        if dialing.cancelled() or dialing.exception() is not None:
+            return
+        if link.conn is not None:
+            self.reconnects += 1
+        link.conn = dialing.result()
 
     async def _dial(self, host: Host) -> asyncssh.SSHClientConnection:
         """Connects trusting only the pinned key, retrying transient failures with backoff."""
@@ -382,6 +393,6 @@ class Remote:
         """Stops and/or removes the run's files on the node; a failure is shown, not raised, as the
         command's own outcome is already known."""
         try:
-            await self._on_host(job.host, partial(_checked, command=job.script(action)))
+            await self._on_host(job.host, partial(_checked, command=job.script(action), what=f"{job.host.name}: {action} run {job.run_id}"))
         except RemoteError as exc:
-            self._emit(job.host, "err", f"khwtui: could not {action} run {job.run_id}: {exc}")
+            self._emit(job.host, "err", f"khwtui: {exc}")
