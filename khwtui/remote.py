@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import asyncssh
-import jinja2
 
 from khwtui.errors import EXIT_FAILED, KhwError
+from khwtui.render import render
 
 LineSink = Callable[[str, str, str], None]  # (node name, stream "out"|"err"|"cmd", line)
 
@@ -47,14 +47,6 @@ KEEPALIVE = 5.0  # seconds; 3 missed replies mark a silently dead connection as 
 STAGING = ".khwtui/put"  # private (0700) upload folder in the login user's home
 
 T = TypeVar("T")
-
-_TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("khwtui", "templates"),
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    autoescape=False,
-)
-_TEMPLATES.filters["q"] = lambda value: shlex.quote(str(value))
 
 _STAT = """if [ -f "$1" ]; then
   printf '%s %s\\n' "$(sha256sum <"$1" | cut -c1-64)" "$(stat -c '%a %U %G' "$1")"
@@ -160,9 +152,9 @@ class _Job:
     sent: bool = False  # the start script may have reached the node
 
     def script(self, action: str) -> str:
-        return _TEMPLATES.get_template("remote-run.sh.j2").render(
-            action=action, run_id=self.run_id, command=self.command, sudo=self.sudo,
-            input_size=len(self.input), out_from=len(self.lines["out"]) + 1, err_from=len(self.lines["err"]) + 1)
+        return render("remote-run.sh.j2", q=shlex.quote, action=action, run_id=self.run_id,
+                      command=self.command, sudo=self.sudo, input_size=len(self.input),
+                      out_from=len(self.lines["out"]) + 1, err_from=len(self.lines["err"]) + 1)
 
     def text(self, stream: str) -> str:
         return "".join(f"{line}\n" for line in self.lines[stream]) + self.partial[stream]
@@ -250,11 +242,13 @@ class Remote:
         target and renames it into place, atomically.
         """
         if not path.startswith("/") or not 0 <= mode <= 0o7777:
-            raise RemoteError(f"{host.name}: put({path!r}, mode={mode:o}) needs an absolute path and a mode in 0..7777")
+            raise RemoteError(f"{host.name}: put({path!r}, mode={mode:o}) needs an absolute path and a mode "
+                              "in 0..7777")
         digest = hashlib.sha256(data).hexdigest()
         want = f"{digest} {mode:o} {owner} {group}"
         stat = f"sudo -n sh -c {shlex.quote(_STAT)} khwtui-stat {shlex.quote(path)}"
-        if (await self._on_host(host, partial(_checked, command=stat, what=f"{host.name}: reading {path}"))).strip() == want:
+        have = await self._on_host(host, partial(_checked, command=stat, what=f"{host.name}: reading {path}"))
+        if have.strip() == want:
             return False
         self._emit(host, "cmd", f"put {path} ({len(data)} bytes, mode {mode:04o}, {owner}:{group})")
         staged_id = uuid.uuid4().hex
@@ -393,6 +387,7 @@ class Remote:
         """Stops and/or removes the run's files on the node; a failure is shown, not raised, as the
         command's own outcome is already known."""
         try:
-            await self._on_host(job.host, partial(_checked, command=job.script(action), what=f"{job.host.name}: {action} run {job.run_id}"))
+            what = f"{job.host.name}: {action} run {job.run_id}"
+            await self._on_host(job.host, partial(_checked, command=job.script(action), what=what))
         except RemoteError as exc:
             self._emit(job.host, "err", f"khwtui: {exc}")
