@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from khwtui.context import Cluster
-from khwtui.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNVERIFIED, KhwError, UsageError
+from khwtui.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNVERIFIED, EXIT_USAGE, KhwError, UsageError
 from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, NodeChanged, RunFinished, Sink, StageChanged
 from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, StageInfo, stage_class
@@ -79,6 +79,10 @@ class Engine:
                 self._interrupt(run)
                 sink(RunFinished(EXIT_INTERRUPTED, "interrupted; run again to resume", self.clock()))
                 return EXIT_INTERRUPTED
+            except KhwError as exc:  # bad config, credentials or state: exit 2 with its one-line fix
+                self._interrupt(run, str(exc).splitlines()[0])
+                sink(RunFinished(exc.exit_code, str(exc), self.clock()))
+                raise
             finally:
                 await run.close()
 
@@ -179,7 +183,9 @@ class Engine:
                 return outcomes
             await stage.apply(run)
             return await stage.check(run)
-        except Exception as exc:  # noqa: BLE001 - any failure inside a stage fails that stage, not the run
+        except Exception as exc:  # noqa: BLE001 - any failure inside a stage fails that stage, not the run...
+            if isinstance(exc, KhwError) and exc.exit_code == EXIT_USAGE:
+                raise  # ...except what no stage can fix (config, credentials, state): the run stops, exit 2
             run.log("", f"{run.stage} failed: {type(exc).__name__}: {exc}", "err")
             return [Outcome.failed("apply", getattr(exc, "host", ""), _evidence(exc))]
 
@@ -192,11 +198,11 @@ class Engine:
         for o in outcomes:
             run.emit(CheckResult(run.stage, o.check, o.result, o.node, o.evidence, self.clock()))
 
-    def _interrupt(self, run: RunContext) -> None:
+    def _interrupt(self, run: RunContext, detail: str = "interrupted") -> None:
         if run.stage:
             record = self.cluster.state.stage(run.stage)
             if record.status == RUNNING:
-                record.status, record.detail = PENDING, "interrupted"
+                record.status, record.detail = PENDING, detail
                 self._transition(run, run.stage)
 
 

@@ -1,7 +1,9 @@
 """What stands behind an instance: its reachable address and its real SSH host keys.
 
-A test can back instances with local nspawn nodes by passing its own InstanceBacking; without
-one, GeneratedBacking gives each instance a loopback address and a freshly generated key.
+A test can back instances with local nspawn nodes by passing its own InstanceBacking (see
+tests/gcp_backing.py); without one, GeneratedBacking gives each instance a loopback address and a
+freshly generated key. A backing that needs the instance's metadata (ssh-keys) reads it from
+FakeCompute.instance_metadata, as a guest agent reads the metadata server.
 """
 
 from __future__ import annotations

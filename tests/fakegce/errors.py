@@ -84,6 +84,13 @@ def guest_attribute_missing(query_path: str) -> ApiError:
     return ApiError(404, f"The resource '{query_path}' of type 'Guest Attribute' was not found.")
 
 
+class ReplyLost(ApiError):
+    """A 503 sent instead of the reply of a mutating call that was carried out."""
+
+    def __init__(self) -> None:
+        super().__init__(503, "The service is currently unavailable.")
+
+
 def for_status(status: int, path: str) -> ApiError:
     """The reply GCE gives with this status, for faults injected on `path`."""
     if status == 404:

@@ -1,4 +1,4 @@
-"""Injected trouble: queued per-path faults, random 429/503 by rate, lost replies.
+"""Injected trouble: queued per-path faults, random 429/503 by rate, lost replies (queued or by rate).
 
 The random draws come from one seeded generator, so a test that sends the same requests in
 the same order sees the same faults.
@@ -14,12 +14,17 @@ from dataclasses import dataclass
 from .errors import ApiError, OpError, for_status
 
 
+@dataclass(frozen=True)
+class LostReply:
+    """The call is carried out, then its reply is replaced by a 503."""
+
+
 @dataclass
 class _Queued:
     method: str
     pattern: re.Pattern[str]
     left: int
-    fault: int | OpError  # an HTTP status to answer with, or an error the operation ends with
+    fault: int | OpError | LostReply  # an HTTP status to answer with, an error the operation ends with, or a lost reply
 
 
 class Faults:
@@ -30,7 +35,7 @@ class Faults:
         self._queued: list[_Queued] = []
         self._lock = threading.Lock()
 
-    def queue(self, method: str, path_regex: str, fault: int | OpError, times: int) -> None:
+    def queue(self, method: str, path_regex: str, fault: int | OpError | LostReply, times: int) -> None:
         with self._lock:
             self._queued.append(_Queued(method.upper(), re.compile(path_regex), times, fault))
 
@@ -47,12 +52,14 @@ class Faults:
         with self._lock:
             return self._take(method, path, OpError)  # type: ignore[return-value]
 
-    def lose_reply(self) -> bool:
-        """Whether to drop the reply of a mutating call that was carried out."""
+    def lose_reply(self, method: str, path: str) -> bool:
+        """Whether to drop the reply of a mutating call that was carried out: queued first, else by rate."""
         with self._lock:
+            if self._take(method, path, LostReply) is not None:
+                return True
             return bool(self._lose_rate) and self._random.random() < self._lose_rate
 
-    def _take(self, method: str, path: str, kind: type) -> int | OpError | None:
+    def _take(self, method: str, path: str, kind: type) -> int | OpError | LostReply | None:
         for entry in self._queued:
             if entry.left and entry.method == method and isinstance(entry.fault, kind) and entry.pattern.search(path):
                 entry.left -= 1

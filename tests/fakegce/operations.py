@@ -158,6 +158,11 @@ class Operations:
             peak = max(peak, running)
         return peak
 
+    def durations(self) -> list[tuple[str, float]]:
+        """(kind, seconds from start to DONE) of every operation that is DONE, in start order."""
+        done = sorted((op for op in self._ops.values() if op.done), key=lambda op: op.started)
+        return [(op.kind, op.ends - op.started) for op in done]
+
     def _work_done(self, op: Operation) -> None:
         op.work_ended = time.monotonic()
         self._notify()

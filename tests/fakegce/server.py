@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .api import Api, Call
 from .backing import InstanceBacking
-from .errors import ApiError, OpError, for_status
-from .faults import Faults
+from .errors import ApiError, OpError, ReplyLost
+from .faults import Faults, LostReply
 from .store import Store
 
 
@@ -26,6 +26,7 @@ class Recorded:
     query: dict[str, str]
     body: dict | None
     status: int
+    lost_reply: bool = False  # carried out, but answered with a 503 (lose_reply_rate, lose_replies)
 
 
 class FakeCompute:
@@ -100,9 +101,22 @@ class FakeCompute:
         """The most operations of `kind` ("<collection>.<verb>") ever running at once."""
         return self._store.max_in_flight(kind)
 
+    def operation_seconds(self) -> list[tuple[str, float]]:
+        """(kind, seconds from start to DONE) of every finished operation, e.g. ("instances.insert", 2.0)."""
+        return self._store.operation_seconds()
+
+    def instance_metadata(self, name: str) -> dict[str, str]:
+        """What the metadata server tells instance `name` about itself (its metadata items by key),
+        from the moment its insert is accepted: a backing reads ssh-keys here, as a guest agent would."""
+        return self._store.metadata(name)
+
     def inject(self, method: str, path_regex: str, status: int, times: int = 1) -> None:
         """Answer the next `times` matching requests with `status` and GCE's body for it."""
         self._faults.queue(method, path_regex, status, times)
+
+    def lose_replies(self, method: str, path_regex: str, times: int = 1) -> None:
+        """Carry out the next `times` matching mutating calls, then answer each with a 503."""
+        self._faults.queue(method, path_regex, LostReply(), times)
 
     def inject_op_error(
         self, method: str, path_regex: str, code: str, message: str, status: int = 400, times: int = 1
@@ -115,15 +129,16 @@ class FakeCompute:
         parts = urlsplit(target)
         query = dict(parse_qsl(parts.query))
         body: dict | None = None
+        lost = False
         try:
             body = _json(raw_body)
             status, reply = 200, self._answer(method, parts.path, query, body or {})
         except ApiError as error:
-            status, reply = error.status, error.body()
+            status, reply, lost = error.status, error.body(), isinstance(error, ReplyLost)
         except Exception as bug:  # a fault in the fake itself: make it loud, not a dropped connection
             status, reply = 500, ApiError(500, f"fakegce failed: {bug!r}").body()
         with self._lock:
-            self.requests.append(Recorded(method, parts.path, query, body, status))
+            self.requests.append(Recorded(method, parts.path, query, body, status, lost))
         return status, reply
 
     def _answer(self, method: str, path: str, query: dict[str, str], body: dict) -> dict:
@@ -132,8 +147,8 @@ class FakeCompute:
         route, params = self._api.route(method, path)
         fail = self._faults.op_error(method, path) if route.mutating else None
         reply = self._api.call(route, Call(params, query, body, fail))
-        if route.mutating and self._faults.lose_reply():
-            raise for_status(503, path)
+        if route.mutating and self._faults.lose_reply(method, path):
+            raise ReplyLost()
         return reply
 
 

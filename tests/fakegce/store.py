@@ -123,6 +123,15 @@ class Store:
             record = self._shown("instances", scope, name)
             return record.host_keys if time.monotonic() >= record.ready_at + self._hostkey_delay else None
 
+    def metadata(self, name: str) -> dict[str, str]:
+        """The metadata items of the instance `name` by key, as the metadata server serves them to
+        the instance itself: from the moment its insert is accepted (its guest reads them while it boots)."""
+        with self._changed:
+            found = [r for r in self.records("instances") if r.name == name]
+            if len(found) != 1:
+                raise KeyError(f"{len(found)} instances are named {name!r}")
+            return {item["key"]: item["value"] for item in found[0].body["metadata"]["items"]}
+
     def usage(self, region: str) -> dict[str, float]:
         """Regional quota in use, counting resources still being created."""
         with self._changed:
@@ -153,6 +162,11 @@ class Store:
     def max_in_flight(self, kind: str) -> int:
         with self._changed:
             return self._ops.max_in_flight(kind)
+
+    def operation_seconds(self) -> list[tuple[str, float]]:
+        with self._changed:
+            self._tick()
+            return self._ops.durations()
 
     def stop(self) -> None:
         """Release blocked waits and finish the backing's work."""

@@ -1,0 +1,111 @@
+"""Real machines behind the fake Compute API: each GCE instance boots as a local nspawn node.
+
+NodeBacking is a fakegce InstanceBacking built on the local provider's own node machinery: a
+LocalProvider whose topology holds just that instance makes the node (overlay over the cached
+Debian root, its own network namespace on the bridge, the login user, a freshly generated host
+key) and waits until sshd answers with that key. The node's address is the instance's networkIP
+on a bridge whose host side is the node CIDR's first address, so natIP, networkIP and the SSH
+endpoint are all that one address. Like a guest agent, the backing reads the instance's own
+metadata (`ssh-keys`: "user:key" lines) to create the login user with its client key.
+
+Every host object carries one "kt..." test prefix (the janitor's family), so a crashed run is
+swept; `close()` removes them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import re
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from khwtui import config as config_mod
+from khwtui.providers import nspawn
+from khwtui.providers.local import LocalProvider
+from khwtui.providers.nspawn import HostObject, Names
+from khwtui.topology import Node
+
+Metadata = Callable[[str], dict[str, str]]  # instance name -> its metadata items by key
+
+
+@dataclass(frozen=True)
+class Machines:
+    """The topology a LocalProvider is given: it reads nothing of it but `nodes`."""
+
+    nodes: tuple[Node, ...]
+
+
+class NodeBacking:
+    """create(name, network_ip) boots a node and returns (its address, {"ssh-ed25519": key})."""
+
+    def __init__(self, root: Path, prefix: str, node_cidr: str, metadata: Metadata, ssh_port: int = 22) -> None:
+        self.root = root
+        self.names = Names(prefix)
+        self.node_cidr = ipaddress.IPv4Network(node_cidr)
+        self._metadata = metadata
+        self._ssh_port = ssh_port
+        # With no nodes, ensure() makes exactly the shared parts: node root, bridge, guard rules.
+        asyncio.run(self._provider(".shared", (), "khwtui", "").ensure(_quiet))
+
+    def create(self, name: str, network_ip: str) -> tuple[str, dict[str, str]]:
+        if ipaddress.IPv4Address(network_ip) not in self.node_cidr:
+            raise ValueError(f"instance {name}: networkIP {network_ip} is outside the node CIDR {self.node_cidr}")
+        user, keys = login(name, self._metadata(name).get("ssh-keys", ""))
+        node = Node(name, "instance", 0, network_ip)
+        [endpoint] = asyncio.run(self._provider(name, (node,), user, "\n".join(keys)).ensure(_quiet))
+        return endpoint.ssh_host, {"ssh-ed25519": endpoint.host_key.split()[1]}
+
+    def delete(self, name: str) -> None:
+        """Stop the node and remove its host objects and disk; the bridge stays for the others."""
+        folder = self._folder(name)
+        nspawn.remove([o for o in nspawn.discover(re.escape(self.names.prefix)) if self._of(name, o)], _quiet)
+        if folder.exists():
+            nspawn.unmount_under(folder)
+            shutil.rmtree(folder)
+
+    def close(self) -> None:
+        """Remove every host object of the prefix: the nodes still running, the bridge, the rules."""
+        nspawn.remove(nspawn.discover(re.escape(self.names.prefix)), _quiet)
+
+    def _provider(self, name: str, nodes: tuple[Node, ...], user: str, client_keys: str) -> LocalProvider:
+        raw = {
+            "provider": {"kind": "local"},
+            "local": {"outbound": False},
+            "network": {"node_cidr": str(self.node_cidr)},
+            "ssh": {"user": user, "port": self._ssh_port},
+        }
+        config = config_mod.from_dict(raw)
+        return LocalProvider(config, Machines(nodes), self._folder(name), client_keys, prefix=self.names.prefix)  # type: ignore[arg-type]
+
+    def _folder(self, name: str) -> Path:
+        return self.root / name
+
+    def _of(self, name: str, obj: HostObject) -> bool:
+        """Whether a host object of the prefix belongs to instance `name`'s node."""
+        machine = self.names.machine(name)
+        if obj.kind in ("machine", "netns"):
+            return obj.name == machine
+        if obj.kind == "cgroup":
+            return Path(obj.name).name == machine
+        if obj.kind == "mount":
+            return Path(obj.name).is_relative_to(self._folder(name).resolve())
+        return obj.kind == "link" and obj.name == self.names.veth(name)
+
+
+def login(instance: str, ssh_keys: str) -> tuple[str, list[str]]:
+    """The one login user of GCE's `ssh-keys` metadata ("user:key" lines) and its keys."""
+    by_user: dict[str, list[str]] = {}
+    for line in filter(None, map(str.strip, ssh_keys.splitlines())):
+        user, _, key = line.partition(":")
+        by_user.setdefault(user, []).append(key.strip())
+    if len(by_user) != 1:
+        raise ValueError(f"instance {instance}: ssh-keys names {sorted(by_user) or 'no user'}; this backing makes exactly one login user")
+    [(user, keys)] = by_user.items()
+    return user, keys
+
+
+def _quiet(line: str) -> None:
+    """The node machinery's progress lines; the test reads the nodes themselves instead."""
