@@ -23,9 +23,23 @@ def _open(args: argparse.Namespace) -> Cluster:
 
 
 def plan(args: argparse.Namespace) -> int:
+    from khwtui.providers.factory import make_provider
+
     cluster = _open(args)
     print(plan_text(cluster.config, cluster.topology))
+    print("")
+    print(provider_plan_text(make_provider(cluster, public_key="").plan()))
     return EXIT_OK
+
+
+def provider_plan_text(plan: object) -> str:
+    """The provider's resources to create (or adopt) and, for cloud providers, the cost estimate."""
+    rows = [(r.kind, r.name, r.detail) for r in plan.resources]  # type: ignore[attr-defined]
+    out = [f"Resources to create ({len(rows)})", table(("kind", "name", "detail"), rows)]
+    if plan.hourly_usd:  # type: ignore[attr-defined]
+        out.append(f"Estimated cost: ${plan.hourly_usd:.3f}/hour")  # type: ignore[attr-defined]
+    out += [f"note: {note}" for note in plan.notes]  # type: ignore[attr-defined]
+    return "\n".join(out)
 
 
 def settings_rows(config: Config) -> list[tuple[str, str, str]]:
@@ -82,11 +96,6 @@ def plan_text(config: Config, topo: Topology) -> str:
     if config.provider.kind == "gcp" and "0.0.0.0/0" in config.gcp.admin_cidrs:
         out += ["warning: gcp.admin_cidrs allows 0.0.0.0/0: SSH and the API are open to the internet; list your own address"]
     out += [f"kubernetes service: {topo.kubernetes_service_ip} · cluster DNS: {config.network.dns_ip} · domain: {config.network.cluster_domain}", ""]
-    if config.provider.kind == "gcp":
-        resources = [(kind, name) for kind, name in topo.names.all().items()]
-        resources += [("route", name) for name in topo.route_names().values()]
-        resources += [("instance", n.name) for n in topo.nodes]
-        out += ["Cloud resources (names)", table(("kind", "name"), resources), ""]
     certs = [(s.name, s.cn, s.org or "-", ", ".join(s.dns + s.ips) or "-") for s in cert_specs(topo)]
     out += ["Certificates", table(("name", "CN", "O", "SANs"), certs), ""]
     kubeconfigs = [(k.name, k.user, k.server) for k in kubeconfig_specs(topo)]
@@ -198,4 +207,30 @@ def down(args: argparse.Namespace) -> int:
         asyncio.run(provider.teardown(print))
         forget_nodes(cluster)
     print(f"deleted {len(plan)} resources")
+    return EXIT_OK
+
+
+# --- kubeconfig -------------------------------------------------------------------------------
+
+
+def kubeconfig(args: argparse.Namespace) -> int:
+    """The path of your admin kubeconfig; with --merge, merged into ~/.kube/config after a backup."""
+    from khwtui.errors import StateError
+    from khwtui.stages.admin_access import admin_kubeconfig_path, merge_into
+
+    cluster = _open(args)
+    path = admin_kubeconfig_path(cluster.state_dir)
+    if not path.is_file():
+        raise StateError(f"no admin kubeconfig at {path} yet; fix: run `khwtui up --until admin-access`")
+    if not args.merge:
+        print(path)
+        return EXIT_OK
+    merged = merge_into(path, Path.home() / ".kube" / "config")
+    if not merged.changed:
+        print(f"{merged.target} already holds context {merged.context}; nothing changed")
+    else:
+        backup = f" (backup of the old file: {merged.backup})" if merged.backup else ""
+        print(f"merged context {merged.context} into {merged.target}{backup}")
+    if not merged.current:
+        print(f"switch to it with: kubectl config use-context {merged.context}")
     return EXIT_OK

@@ -6,10 +6,14 @@ from khwtui.context import Cluster
 from khwtui.sshkey import client_key
 
 
-def make_provider(cluster: Cluster):  # noqa: ANN201 - providers.base.Provider
-    """The provider object for this cluster; imports only the module it needs."""
+def make_provider(cluster: Cluster, public_key: str | None = None):  # noqa: ANN201 - providers.base.Provider
+    """The provider object for this cluster; imports only the module it needs.
+
+    `public_key=""` is for planning only: nothing is written (the SSH key is made on first real use).
+    """
     kind = cluster.config.provider.kind
-    _, public_key = client_key(cluster.state_dir.ssh_dir, f"khwtui@{cluster.config.cluster.name}")
+    if public_key is None:
+        _, public_key = client_key(cluster.state_dir.ssh_dir, f"khwtui@{cluster.config.cluster.name}")
     if kind == "local":
         from khwtui.providers.local import LocalProvider
 
