@@ -1,46 +1,94 @@
-"""Live health: one round of every done stage's cheap probe, with latencies, as events.
+"""Live health: one round of every done stage's cheap probe, each result with its latency.
 
 The TUI runs rounds on an interval; `khwtui status` runs one. A round never overlaps another
-(the caller awaits it), and each stage's probe sends a fixed, small number of commands per node.
+(the caller awaits it). Each stage's probe costs a fixed number of commands per node (at most
+one per stage on each node it concerns) or a few API requests, whatever the cluster size, so a
+round costs the same per node on 3 nodes or 300.
+
+Latency: a probe that works node by node (through `run.each`) gets each node's own time; a
+cluster-wide probe (an API request, a NodePort) gets the time of the whole stage's probe.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from khwtui.context import Cluster
 from khwtui.errors import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED
-from khwtui.events import FAILED, UNVERIFIED, HealthChanged, RunFinished, Sink
+from khwtui.events import (
+    FAILED,
+    RUNNING,
+    UNVERIFIED,
+    Event,
+    HealthChanged,
+    NodeChanged,
+    RunFinished,
+    Sink,
+)
 from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, stage_class
+from khwtui.stages.base import Stage
 
 DONE = ("passed", "unverified")
 
 
+class NodeTimer:
+    """Times each node's part of a probe from the node transitions `run.each` emits, and keeps
+    those transitions out of the event stream: a health round must not repaint the build's node tree."""
+
+    def __init__(self, forward: Sink, clock: Callable[[], float]) -> None:
+        self.forward, self.clock = forward, clock
+        self.started: dict[str, float] = {}
+        self.took: dict[str, float] = {}
+
+    def __call__(self, event: Event) -> None:
+        if not isinstance(event, NodeChanged):
+            self.forward(event)
+        elif event.status == RUNNING:
+            self.started[event.node] = self.clock()
+        elif event.node in self.started:
+            self.took[event.node] = self.clock() - self.started.pop(event.node)
+
+
 async def probe_round(run: RunContext, clock: Callable[[], float] = time.monotonic) -> list[HealthChanged]:
-    """Probe every stage that is done; each outcome becomes a HealthChanged event."""
+    """Probe every stage that is done; each outcome becomes a HealthChanged event (also emitted)."""
+    due = [(info.name, cls) for info in STAGES if run.state.stage(info.name).status in DONE and (cls := stage_class(info.name))]
+    if due:
+        run.remote  # noqa: B018 - made here, so the probes' copy of the context shares (and never leaks) it
     events: list[HealthChanged] = []
-    for info in STAGES:
-        cls = stage_class(info.name)
-        if cls is None or run.state.stage(info.name).status not in DONE:
-            continue
-        run.stage = info.name
-        started = clock()
-        try:
-            outcomes = await cls().probe(run)
-        except Exception as exc:  # noqa: BLE001 - a probe that cannot run is a failed probe
-            outcomes = []
-            events.append(HealthChanged(info.name, FAILED, getattr(exc, "host", ""), None, f"{type(exc).__name__}: {exc}", run.clock()))
-        latency = (clock() - started) * 1000
-        for o in outcomes:
-            events.append(HealthChanged(f"{info.name}:{o.check}", o.result, o.node, latency, o.evidence.splitlines()[-1] if o.evidence else "", run.clock()))
+    for name, cls in due:
+        events += await probe_stage(run, name, cls(), clock)
     for event in events:
         run.emit(event)
     return events
 
 
+async def probe_stage(run: RunContext, name: str, stage: Stage, clock: Callable[[], float] = time.monotonic) -> list[HealthChanged]:
+    """One stage's probe as HealthChanged events named "<stage>:<check>"; a probe that raises is a failed probe."""
+    timer = NodeTimer(run.emit, clock)
+    probing = dataclasses.replace(run, emit=timer, stage=name)
+    started = clock()
+    try:
+        outcomes = await stage.probe(probing)
+    except Exception as exc:  # noqa: BLE001 - a probe that cannot run is a failed probe
+        detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+        return [HealthChanged(name, FAILED, getattr(exc, "host", ""), _ms(clock() - started), detail, run.clock())]
+    whole = clock() - started
+    return [
+        HealthChanged(f"{name}:{o.check}", o.result, o.node, _ms(timer.took.get(o.node, whole)),
+                      o.evidence.strip().splitlines()[-1] if o.evidence.strip() else "", run.clock())
+        for o in outcomes
+    ]
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 1)
+
+
 def exit_code(events: list[HealthChanged]) -> int:
+    """DESIGN.md: 0 healthy, 1 something failed, 3 something could not be verified."""
     results = {e.result for e in events}
     if FAILED in results:
         return EXIT_FAILED
@@ -50,15 +98,22 @@ def exit_code(events: list[HealthChanged]) -> int:
 
 
 async def probe_once(cluster: Cluster, sink: Sink) -> int:
-    """`khwtui status`: one round, then the exit code of DESIGN.md (0 healthy, 1 failed, 3 unverified)."""
+    """`khwtui status`: one round, then the exit code. Only the results reach `sink`; the commands
+    the probes ran still go to each node's log file."""
     from khwtui.providers.factory import make_provider
     from khwtui.remote_factory import make_remote
 
-    run = RunContext(cluster, sink, make_provider(cluster), lambda log: make_remote(cluster, log))
+    def results_only(event: Event) -> None:
+        if isinstance(event, (HealthChanged, RunFinished)):
+            sink(event)
+
+    run = RunContext(cluster, results_only, make_provider(cluster), lambda log: make_remote(cluster, log))
     try:
         events = await probe_round(run)
     finally:
         await run.close()
     code = exit_code(events)
-    sink(RunFinished(code, f"{len(events)} probes", time.time()))
+    failed = sum(e.result == FAILED for e in events)
+    unverified = sum(e.result == UNVERIFIED for e in events)
+    sink(RunFinished(code, f"{len(events)} probes, {failed} failed, {unverified} unverified", time.time()))
     return code

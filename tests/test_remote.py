@@ -1,38 +1,48 @@
-"""remote.py against a real OpenSSH sshd on 127.0.0.1 (default MaxSessions 10), logging in a
-non-root user with passwordless sudo (tests/sshd_host.py)."""
+"""remote.py against real OpenSSH on local nspawn nodes (tests/nodehost.py), logged in as the
+non-root user with passwordless sudo that the local provider sets up; sshd keeps its default
+MaxSessions (10). Nothing here runs on the test machine itself."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import asyncssh
 import pytest
+from nodehost import NodeHost, node_hosts
 
-from khwtui.remote import (CommandFailed, CommandTimeout, Host, HostKeyMismatch, Remote, RemoteError,
-                           RunResult)
-from sshd_host import SshdHost, missing_prerequisites, sshd_host
+from khwtui.remote import (
+    CommandFailed,
+    CommandTimeout,
+    Host,
+    HostKeyMismatch,
+    Remote,
+    RemoteError,
+    RunResult,
+)
 
 pytestmark = pytest.mark.integration
+FILES = "/opt/remote-test"  # where the put() tests place files on the node
 
 
 @pytest.fixture(scope="module")
-def sshd() -> Iterator[SshdHost]:
-    problem = missing_prerequisites()
-    if problem and os.environ.get("CI") != "true":
-        pytest.skip(problem)
-    with sshd_host() as host:
-        yield host
+def nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[NodeHost, NodeHost]]:
+    """controller-0 (every test's host) and worker-0 (another node, for the host key test)."""
+    with node_hosts(tmp_path_factory.mktemp("remote")) as pair:
+        yield pair
+
+
+@pytest.fixture(scope="module")
+def node(nodes: tuple[NodeHost, NodeHost]) -> NodeHost:
+    return nodes[0]
 
 
 @pytest.fixture
-def host(sshd: SshdHost) -> Host:
-    return Host("node-0", "127.0.0.1", sshd.port, sshd.user, sshd.host_key)
+def host(node: NodeHost) -> Host:
+    return Host("node-0", node.address, node.port, node.user, node.host_key)
 
 
 @pytest.fixture
@@ -41,8 +51,8 @@ def lines() -> list[tuple[str, str, str]]:
 
 
 @pytest.fixture
-async def remote(sshd: SshdHost, lines: list[tuple[str, str, str]]) -> AsyncIterator[Remote]:
-    r = Remote(sshd.client_key, on_line=lambda *line: lines.append(line))
+async def remote(node: NodeHost, lines: list[tuple[str, str, str]]) -> AsyncIterator[Remote]:
+    r = Remote(node.client_key, on_line=lambda *line: lines.append(line))
     yield r
     await r.close()
 
@@ -78,13 +88,17 @@ async def test_lines_arrive_while_the_command_still_runs(remote, host, lines):
     assert (await task).stdout == "first\nsecond\n"
 
 
-async def test_thirty_concurrent_runs_share_one_connection_under_max_sessions(remote, host, sshd):
+async def test_thirty_concurrent_runs_share_one_connection_under_max_sessions(remote, host, node):
+    assert node.sshd_setting("maxsessions") == "10"  # OpenSSH's default, left alone by the provider
+    logins, serving = node.log().count("Accepted publickey"), set(node.serving_pids())
+    await remote.run(host, "true")
+    (connection,) = set(node.serving_pids()) - serving
     peak, done = 0, threading.Event()
 
     def sample() -> None:  # in a thread: reading /proc must not stall the runs
         nonlocal peak
         while not done.wait(0.002):
-            peak = max(peak, sshd.open_channels())
+            peak = max(peak, node.open_channels(connection))
 
     sampler = threading.Thread(target=sample)
     sampler.start()
@@ -95,38 +109,38 @@ async def test_thirty_concurrent_runs_share_one_connection_under_max_sessions(re
         sampler.join()
     assert [r.stdout for r in results] == [f"{i}\n" for i in range(30)]
     assert 2 <= peak <= 8  # the default max_channels
-    assert len(sshd.connections()) == 1
+    assert node.log().count("Accepted publickey") == logins + 1  # one connection, reused
     assert remote.reconnects == 0
 
 
-async def test_a_cut_connection_reconnects_and_the_command_runs_exactly_once(remote, host, sshd, lines):
-    log = sshd.home / "cut.log"
-    log.unlink(missing_ok=True)
+async def test_a_cut_connection_reconnects_and_the_command_runs_exactly_once(remote, host, node, lines):
+    log = f"{node.home}/cut.log"
+    node.path(log).unlink(missing_ok=True)
     task = asyncio.create_task(remote.run(host, f"echo ran >> {log}; echo before; sleep 1; echo after"))
     await poll(lambda: "before" in stream(lines, "out"), "the command to start")
-    assert sshd.kill_sessions()
+    assert node.kill_sessions()
     result = await task
-    assert log.read_text() == "ran\n"
+    assert node.path(log).read_text() == "ran\n"
     assert remote.reconnects >= 1
     assert result.stdout == "before\nafter\n"
     assert stream(lines, "out") == ["before", "after"]
 
 
-async def test_cancelling_a_run_leaves_no_process_on_the_node(remote, host, sshd, lines):
+async def test_cancelling_a_run_leaves_no_process_on_the_node(remote, host, node, lines):
     task = asyncio.create_task(remote.run(host, "echo started; sleep 600"))
     await poll(lambda: "started" in stream(lines, "out"), "the command to start")
-    assert sshd.running(["sleep", "600"])
+    assert node.running(["sleep", "600"])
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert sshd.running(["sleep", "600"]) == []
+    assert node.running(["sleep", "600"]) == []
 
 
-async def test_a_timeout_raises_and_stops_the_remote_process_even_under_sudo(remote, host, sshd, lines):
+async def test_a_timeout_raises_and_stops_the_remote_process_even_under_sudo(remote, host, node, lines):
     with pytest.raises(CommandTimeout, match=r"node-0: `echo up; sleep 600` did not finish within 1 s"):
         await remote.run(host, "echo up; sleep 600", sudo=True, timeout=1)
     assert stream(lines, "out") == ["up"]
-    assert sshd.running(["sleep", "600"]) == []
+    assert node.running(["sleep", "600"]) == []
 
 
 async def test_a_failed_command_raises_with_its_last_output_lines(remote, host):
@@ -144,78 +158,79 @@ async def test_input_bytes_reach_the_command_unchanged(remote, host):
     assert result.stdout == hashlib.sha256(data).hexdigest() + "\n"
 
 
-async def test_sudo_runs_as_root_and_without_it_as_the_login_user(remote, host, sshd):
+async def test_sudo_runs_as_root_and_without_it_as_the_login_user(remote, host, node):
     assert (await remote.run(host, "id -un", sudo=True)).stdout == "root\n"
-    assert (await remote.run(host, "id -un")).stdout == f"{sshd.user}\n"
+    assert (await remote.run(host, "id -un")).stdout == f"{node.user}\n"
 
 
-async def test_finished_runs_leave_only_an_end_marker(remote, host, sshd):
+async def test_finished_runs_leave_only_an_end_marker(remote, host, node):
     await remote.run(host, "echo x", input=b"data")
-    runs = sshd.home / ".khwtui" / "runs"
+    runs = node.path(node.home) / ".khwtui" / "runs"
     assert (runs.stat().st_mode & 0o777, runs.parent.stat().st_mode & 0o777) == (0o700, 0o700)
     assert {p.name for p in runs.rglob("*") if p.is_file()} == {"end"}
 
 
-async def test_put_installs_the_exact_bytes_mode_and_owner(remote, host, sshd, lines):
-    target = sshd.root / "files" / "etc" / "unit.conf"
+async def test_put_installs_the_exact_bytes_mode_and_owner(remote, host, node, lines):
+    target = f"{FILES}/etc/unit.conf"
     data = b"\x00\xffbinary\nline two\n"
-    assert await remote.put(host, data, str(target), mode=0o640, owner=sshd.user, group="root") is True
-    st = target.stat()
-    assert (target.read_bytes(), st.st_mode & 0o7777, st.st_uid, st.st_gid) == (data, 0o640, sshd.uid, 0)
-    assert list((sshd.home / ".khwtui" / "put").iterdir()) == []
-    assert stream(lines, "cmd") == [f"put {target} (18 bytes, mode 0640, {sshd.user}:root)"]
+    assert await remote.put(host, data, target, mode=0o640, owner=node.user, group="root") is True
+    st = node.path(target).stat()
+    assert (node.path(target).read_bytes(), st.st_mode & 0o7777, st.st_uid, st.st_gid) == (data, 0o640, node.uid, 0)
+    assert list((node.path(node.home) / ".khwtui" / "put").iterdir()) == []
+    assert stream(lines, "cmd") == [f"put {target} (18 bytes, mode 0640, {node.user}:root)"]
 
 
-async def test_put_again_changes_nothing_until_something_differs(remote, host, sshd):
-    target = sshd.root / "files" / "again.conf"
-    assert await remote.put(host, b"v1\n", str(target)) is True
-    before = target.stat().st_mtime_ns
-    assert await remote.put(host, b"v1\n", str(target)) is False
-    assert target.stat().st_mtime_ns == before
-    assert await remote.put(host, b"v1\n", str(target), mode=0o600) is True
-    assert target.stat().st_mode & 0o7777 == 0o600
-    assert await remote.put(host, b"v2\n", str(target), mode=0o600) is True
-    assert target.read_bytes() == b"v2\n"
+async def test_put_again_changes_nothing_until_something_differs(remote, host, node):
+    target, file = f"{FILES}/again.conf", node.path(f"{FILES}/again.conf")
+    assert await remote.put(host, b"v1\n", target) is True
+    before = file.stat().st_mtime_ns
+    assert await remote.put(host, b"v1\n", target) is False
+    assert file.stat().st_mtime_ns == before
+    assert await remote.put(host, b"v1\n", target, mode=0o600) is True
+    assert file.stat().st_mode & 0o7777 == 0o600
+    assert await remote.put(host, b"v2\n", target, mode=0o600) is True
+    assert file.read_bytes() == b"v2\n"
 
 
-async def test_a_node_presenting_another_host_key_gets_nothing_sent(remote, host, sshd):
-    other = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
-    impostor = Host("node-0", host.address, host.port, host.user, other)
-    marker = sshd.home / "must-not-exist"
-    logins = sshd.log().count("Accepted publickey")
-    with pytest.raises(HostKeyMismatch, match=r"node-0 \(127\.0\.0\.1:\d+\) presented a host key other than "
-                                              r"the pinned SHA256:"):
+async def test_a_node_presenting_another_host_key_gets_nothing_sent(remote, host, nodes):
+    node, other = nodes  # node-0's pinned key, but the address answers with other's own key
+    impostor = Host("node-0", other.address, other.port, other.user, node.host_key)
+    marker = f"{other.home}/must-not-exist"
+    logins = other.log().count("Accepted publickey")
+    with pytest.raises(HostKeyMismatch, match=rf"node-0 \({re.escape(other.address)}:22\) presented a host key "
+                                              r"other than the pinned SHA256:"):
         await remote.run(impostor, f"touch {marker}")
     with pytest.raises(HostKeyMismatch):
-        await remote.put(impostor, b"x", str(marker))
-    assert not marker.exists()
-    assert sshd.log().count("Accepted publickey") == logins
+        await remote.put(impostor, b"x", marker)
+    assert not other.path(marker).exists()
+    assert other.log().count("Accepted publickey") == logins
 
 
-async def test_a_missing_or_malformed_host_key_is_refused_before_connecting(remote, host, sshd):
+async def test_a_missing_or_malformed_host_key_is_refused_before_connecting(remote, host, node):
     with pytest.raises(RemoteError, match="node-0: no pinned host key"):
         await remote.run(Host("node-0", host.address, host.port, host.user, ""), "true")
     with pytest.raises(RemoteError, match="node-0: host_key is not an OpenSSH public key"):
         await remote.run(Host("node-0", host.address, host.port, host.user, "ssh-ed25519 garbage"), "true")
 
 
-async def test_put_names_the_file_when_install_fails(remote, host, sshd):
-    target = sshd.root / "files" / "bad-owner.conf"
+async def test_put_names_the_file_when_install_fails(remote, host, node):
+    target = f"{FILES}/bad-owner.conf"
     with pytest.raises(RemoteError, match=f"node-0: installing {target} failed with status 1: .*nosuchuser"):
-        await remote.put(host, b"x", str(target), owner="nosuchuser")
-    assert not target.exists()
-    assert list((sshd.home / ".khwtui" / "put").iterdir()) == []
+        await remote.put(host, b"x", target, owner="nosuchuser")
+    assert not node.path(target).exists()
+    assert list((node.path(node.home) / ".khwtui" / "put").iterdir()) == []
 
 
-async def test_a_command_too_long_for_one_exec_is_refused_with_the_fix(remote, host, sshd):
+async def test_a_command_too_long_for_one_exec_is_refused_with_the_fix(remote, host, node):
+    logins = node.log().count("Accepted publickey")
     with pytest.raises(RemoteError, match="too long for one SSH exec .*fix: pass it as input to `bash -s`"):
         await remote.run(host, "echo " + "x" * 140_000)
-    assert sshd.connections() == []
+    assert node.log().count("Accepted publickey") == logins
 
 
-def test_channels_per_connection_must_stay_below_sshds_max_sessions(sshd):
+def test_channels_per_connection_must_stay_below_sshds_max_sessions(node):
     with pytest.raises(RemoteError, match=re.escape("max_channels: 10 is outside 1..9")):
-        Remote(sshd.client_key, max_channels=10)
+        Remote(node.client_key, max_channels=10)
 
 
 def test_an_unreadable_client_key_is_named(tmp_path: Path):

@@ -1,0 +1,203 @@
+"""frontend: the load balancer in front of every controller's apiserver (KTHW Lab 08's front end).
+
+local and machines: haproxy on the lb host, from the node's own apt sources, TCP passthrough
+with active TLS checks of each apiserver's /readyz. machines without an lb host: the first
+controller is the API endpoint, with a warning (no load balancer, not highly available). gcp:
+the provider makes the cloud load balancer (another issue); until it can, the stage fails
+saying so. The check is KTHW's: /version answered through the API endpoint from the operator's
+machine, plus, with haproxy, each controller's state as the load balancer sees it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import shlex
+from dataclasses import dataclass
+
+from khwtui.errors import StageFailed
+from khwtui.events import PASSED
+from khwtui.kubeapi import ApiClient, ApiError, Credentials
+from khwtui.render import NodeFile, render
+from khwtui.runctx import RunContext
+from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.rbac import CERT_NAME
+from khwtui.topology import Node, Topology
+from khwtui.waiting import poll
+
+UNIT = "haproxy"
+CONFIG = "/etc/haproxy/haproxy.cfg"
+CA_FILE = "/etc/haproxy/kubernetes-ca.pem"
+BACKEND = "kube-apiservers"
+STATS_PORT = 8404  # on the lb's loopback only
+STATS_PATH = "/stats"
+STATS = shlex.join(["/usr/bin/curl", "--silent", "--show-error", "--max-time", "5", f"http://127.0.0.1:{STATS_PORT}{STATS_PATH};csv"])
+INSTALL = (
+    "command -v haproxy >/dev/null && [ -x /usr/bin/curl ] || { apt-get update -q && "
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends haproxy curl; }"
+)
+SERVING_TIMEOUT = 120
+VERSION_CHECK = "/version through the load balancer"
+NOT_YET = "not implemented for gcp yet"
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One controller as haproxy sees it: UP/DOWN (or "UP 1/2" while changing) and its last check."""
+
+    name: str
+    status: str
+    check: str
+
+    @property
+    def healthy(self) -> bool:
+        return self.status == "UP" and self.check.startswith("L7OK")
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.status} ({self.check})"
+
+
+def haproxy_config(topo: Topology) -> str:
+    return render(
+        "haproxy.cfg.j2",
+        api_port=topo.config.network.api_port,
+        controllers=topo.controllers,
+        ca_file=CA_FILE,
+        cert_name=CERT_NAME,
+        stats_port=STATS_PORT,
+        stats_path=STATS_PATH,
+    )
+
+
+def lb_files(run: RunContext) -> list[NodeFile]:
+    return [NodeFile(CA_FILE, run.artifacts.pki.ca_pem()), NodeFile(CONFIG, haproxy_config(run.topo).encode())]
+
+
+def parse_backends(text: str) -> dict[str, Backend]:
+    """The controllers of our backend from haproxy's stats CSV (header "# pxname,svname,...")."""
+    rows = csv.DictReader(io.StringIO(text.removeprefix("# ")))
+    found = {}
+    for row in rows:
+        if row.get("pxname") == BACKEND and row.get("svname") not in ("BACKEND", "FRONTEND"):
+            last = row.get("last_chk") or row.get("check_desc") or ""
+            found[row["svname"]] = Backend(row["svname"], row.get("status", ""), f"{row.get('check_status', '')}: {last}".strip(": "))
+    return found
+
+
+class FrontendStage(Stage):
+    # --- check ------------------------------------------------------------------------------
+
+    async def check(self, run: RunContext) -> list[Outcome]:
+        unavailable = self._unavailable(run)
+        if unavailable:
+            return [unavailable]
+        lb = run.topo.lb
+        setup = list(await self._lb_outcomes(run, lb)) if lb else []
+        return setup + await self._serving_outcomes(run)
+
+    def _unavailable(self, run: RunContext) -> Outcome | None:
+        if run.config.provider.kind == "gcp" and not hasattr(run.provider, "ensure_frontend"):
+            return Outcome.failed("load balancer", evidence=NOT_YET)
+        if run.topo.api_url is None:
+            return Outcome.failed(VERSION_CHECK, evidence="the API endpoint address is not known yet; run the compute stage first")
+        return None
+
+    async def _lb_outcomes(self, run: RunContext, lb: Node) -> tuple[Outcome, Outcome]:
+        drift = await run.drifted(lb.name, lb_files(run))
+        files = (Outcome.failed("load balancer files", lb.name, "differ: " + ", ".join(f.path for f in drift)) if drift
+                 else Outcome.passed("load balancer files", lb.name, f"{CONFIG} and {CA_FILE} in place"))
+        result = await run.sh(lb.name, f"systemctl is-active {UNIT}", check=False, timeout=30)
+        make = Outcome.passed if result.exit_status == 0 else Outcome.failed
+        return files, make(f"{UNIT} active", lb.name, (result.stdout + result.stderr).strip())
+
+    async def _serving_outcomes(self, run: RunContext) -> list[Outcome]:
+        """Each controller as haproxy sees it (when there is an lb host), and /version through the endpoint."""
+        lb = run.topo.lb
+        if lb is None:
+            return [await self._version_outcome(run, {})]
+        backends, error = await self._backends(run, lb)
+        return [*self._backend_outcomes(run, backends, error), await self._version_outcome(run, backends)]
+
+    async def _backends(self, run: RunContext, lb: Node) -> tuple[dict[str, Backend], str]:
+        """Each controller's state from haproxy's stats page on the lb, or why it could not be read."""
+        result = await run.sh(lb.name, STATS, check=False, timeout=30)
+        if result.exit_status != 0:
+            return {}, f"$ {STATS}\n{result.stdout}{result.stderr}".rstrip()
+        return parse_backends(result.stdout), ""
+
+    def _backend_outcomes(self, run: RunContext, backends: dict[str, Backend], stats_error: str) -> list[Outcome]:
+        outcomes = []
+        for c in run.topo.controllers:
+            seen = backends.get(c.name)
+            if seen is None:
+                evidence = stats_error or f"{c.name} is not a server of haproxy's {BACKEND}"
+                outcomes.append(Outcome.failed("load balancer backend", c.name, evidence))
+            else:
+                make = Outcome.passed if seen.healthy else Outcome.failed
+                outcomes.append(make("load balancer backend", c.name, str(seen)))
+        return outcomes
+
+    async def _version_outcome(self, run: RunContext, backends: dict[str, Backend]) -> Outcome:
+        """KTHW's `curl --cacert ca.pem https://ADDRESS:6443/version`: anonymous (public-info-viewer)."""
+        wanted = f"v{run.config.cluster.kubernetes_version}"
+        client = ApiClient(Credentials(run.topo.api_url or "", run.artifacts.pki.ca_pem()))
+        try:
+            answer = await client.get("/version", absent_ok=False)
+        except ApiError as exc:
+            behind = "; ".join(str(b) for b in backends.values()) or ", ".join(c.name for c in run.topo.controllers)
+            return Outcome.failed(VERSION_CHECK, evidence=f"no apiserver answered: {exc}\nbehind it: {behind}")
+        version = answer.get("gitVersion") if isinstance(answer, dict) else None
+        if version != wanted:
+            return Outcome.failed(VERSION_CHECK, evidence=f"{client.server}/version answered {version!r}, wanted {wanted}")
+        note = f" — warning: {run.topo.api_endpoint_warning}" if run.topo.api_endpoint_warning else ""
+        return Outcome.passed(VERSION_CHECK, evidence=f"{client.server}/version: {version}{note}")
+
+    # --- apply ------------------------------------------------------------------------------
+
+    async def apply(self, run: RunContext) -> None:
+        if run.config.provider.kind == "gcp":
+            ensure = getattr(run.provider, "ensure_frontend", None)
+            if ensure is None:
+                raise StageFailed(f"frontend: {NOT_YET}")
+            await ensure(lambda line: run.log("", line))
+        elif run.topo.lb is not None:
+            await self._install(run, run.topo.lb)
+        else:
+            run.log("", f"warning: {run.topo.api_endpoint_warning}")
+        await self._wait_serving(run)
+
+    async def _install(self, run: RunContext, lb: Node) -> None:
+        await run.sh(lb.name, INSTALL, timeout=600)
+        changed = await run.place(lb.name, lb_files(run))
+        await run.sh(lb.name, shlex.join(["haproxy", "-c", "-q", "-f", CONFIG]))
+        await run.sh(lb.name, f"systemctl enable {UNIT}")
+        run.record_unit(lb.name, UNIT)
+        if changed:
+            run.log(lb.name, f"{UNIT}: configuration changed, reloading")
+            await run.sh(lb.name, f"systemctl reload-or-restart {UNIT}")
+        else:
+            await run.sh(lb.name, f"systemctl start {UNIT}")
+
+    async def _wait_serving(self, run: RunContext) -> None:
+        """Until every controller is UP behind haproxy (if there is one) and /version answers."""
+        problems: list[str] = []
+
+        async def serving() -> bool | None:
+            nonlocal problems
+            outcomes = await self._serving_outcomes(run)
+            problems = [f"{o.node + ': ' if o.node else ''}{o.evidence}" for o in outcomes if o.result != PASSED]
+            return None if problems else True
+
+        try:
+            await poll(serving, timeout=SERVING_TIMEOUT, interval=1.0, what="the load balancer to serve every apiserver")
+        except TimeoutError as exc:
+            raise StageFailed(str(exc), run.topo.lb.name if run.topo.lb else "", tuple(problems)) from None
+
+    # --- probe ------------------------------------------------------------------------------
+
+    async def probe(self, run: RunContext) -> list[Outcome]:
+        unavailable = self._unavailable(run)
+        return [unavailable] if unavailable else await self._serving_outcomes(run)
+
+
+STAGE = FrontendStage

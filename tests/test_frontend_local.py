@@ -1,0 +1,332 @@
+"""rbac, frontend and admin-access on one local 3 + 1 (+ lb) cluster (issue 5), with the kube-*
+stand-ins as the control plane and haproxy from the test apt repository as the load balancer.
+
+One cluster serves every test here, in file order: the build, the identities, a no-op rerun,
+the load balancer with apiservers stopped, then the control-plane mutations for two minors.
+
+Where each kubeconfig is checked through its own server URL: those pointing at the load balancer
+(each kubelet, kube-proxy, the operator's admin-user) from this machine with khwtui.kubeapi;
+those pointing at https://127.0.0.1:6443 (controller-manager, scheduler, the controllers' admin)
+on controller-0 itself, with the files khwtui placed there, by a python3 script run in the node's
+namespaces (python3 + python3-yaml are what the stand-ins need anyway).
+
+The mutations change what khwtui renders, not the node: the engine runs in this process with
+`controlplane_files.apiserver_unit` wrapped to alter controller-0's unit (a file edited on the
+node would just be put back as drift). Only controller-0 changes, so its failure is the one
+reported; the control plane's start deadline is shortened because a refusing apiserver never
+becomes healthy (it restarts every 5 s, which is what puts the refusal in its journal).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import subprocess
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import janitor
+import pytest
+import tomli_w
+from localcluster import K8S_VERSION, LocalCluster, local_config, publish_standins
+from test_etcd_local import node_file_mtimes
+from test_standins import KTHW_IDENTITY
+
+from khwtui import controlplane_files
+from khwtui.context import open_cluster
+from khwtui.engine import Engine
+from khwtui.headless import ConsoleSink
+from khwtui.kubeapi import ApiClient, Credentials
+from khwtui.stages import control_plane
+from khwtui.stages.frontend import STATS, parse_backends
+from khwtui.waiting import poll
+
+pytestmark = pytest.mark.integration
+
+CONTROLLERS = ("controller-0", "controller-1", "controller-2")
+CONTROL_PLANE_UNITS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+SECOND_VERSION = "1.34.6"  # another minor; like 1.35 it still accepts Debian's containerd 1.6
+RBAC_REASON = "ClusterRole (clusterroles): the API server does not serve rbac.authorization.k8s.io/v1 (its discovery lists authentication.k8s.io/v1)"
+SSR = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+NODE_REVIEW = r"""
+import base64, http.client, json, os, ssl, sys, tempfile, urllib.parse, yaml
+for path in sys.argv[1:]:
+    doc = yaml.safe_load(open(path))
+    ctx = next(c["context"] for c in doc["contexts"] if c["name"] == doc["current-context"])
+    cluster = next(c["cluster"] for c in doc["clusters"] if c["name"] == ctx["cluster"])
+    user = next(u["user"] for u in doc["users"] if u["name"] == ctx["user"])
+    tls = ssl.create_default_context(cadata=base64.b64decode(cluster["certificate-authority-data"]).decode())
+    with tempfile.TemporaryDirectory() as folder:
+        for name in ("client-certificate-data", "client-key-data"):
+            with open(os.path.join(folder, name), "wb") as out:
+                out.write(base64.b64decode(user[name]))
+        tls.load_cert_chain(os.path.join(folder, "client-certificate-data"), os.path.join(folder, "client-key-data"))
+    url = urllib.parse.urlsplit(cluster["server"])
+    connection = http.client.HTTPSConnection(url.hostname, url.port, context=tls, timeout=10)
+    body = json.dumps({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    connection.request("POST", "SSR", body=body, headers={"Content-Type": "application/json"})
+    answer = connection.getresponse()
+    print(json.dumps({"path": path, "server": cluster["server"], "status": answer.status, "review": json.loads(answer.read())}))
+""".replace("SSR", SSR)
+
+
+def on_node(c: LocalCluster, node: str, command: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`command` as root inside the node's namespaces (the test's own access; khwtui uses SSH)."""
+    pid = c.runtime()["nodes"][node]["init_pid"]
+    argv = ["nsenter", "-t", str(pid), "-m", "-u", "-i", "-n", "-p", "--", "sh", "-c", command]
+    return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=600, check=check)
+
+
+@dataclass
+class Built:
+    c: LocalCluster
+    until_frontend: subprocess.CompletedProcess[str]
+    admin_access: subprocess.CompletedProcess[str]
+
+    def checks(self, stage: str) -> list[tuple[str, str, str, str]]:
+        return [(k["check"], k["result"], k["node"], k["evidence"]) for k in self.c.state()["stages"][stage]["checks"]]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict, apt_repo) -> Iterator[Built]:
+    root = tmp_path_factory.mktemp("frontend")
+    c = LocalCluster(root / "c", local_config(f"t{janitor.new_prefix()}", 3, 1, release_mirror), apt=apt_repo)
+    try:
+        compute = c.khwtui("up", "--auto", "--until", "compute")
+        assert compute.returncode == 0, compute.stdout + compute.stderr
+        install = "apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends python3 python3-yaml"
+        with ThreadPoolExecutor() as pool:  # what the stand-ins run on; khwtui itself never installs it
+            list(pool.map(lambda node: on_node(c, node, install), CONTROLLERS))
+        until_frontend = c.khwtui("up", "--auto", "--until", "frontend")
+        admin_access = c.khwtui("up", "--auto", "--only", "admin-access")
+        yield Built(c, until_frontend, admin_access)
+    finally:
+        c.down()
+
+
+def lb_url(c: LocalCluster) -> str:
+    return f"https://{c.state()['nodes']['lb']['internal_ip']}:6443"
+
+
+def backend_states(c: LocalCluster) -> dict[str, str]:
+    """controller -> haproxy's status of it, read from the stats page on the lb."""
+    return {name: b.status for name, b in parse_backends(on_node(c, "lb", STATS).stdout).items()}
+
+
+async def wait_backends(c: LocalCluster, wanted: dict[str, str]) -> None:
+    """Poll haproxy until the named controllers have the wanted status (it checks every 2 s)."""
+
+    async def reached() -> bool | None:
+        states = backend_states(c)
+        return True if all(states.get(n) == s for n, s in wanted.items()) else None
+
+    await poll(reached, timeout=60, interval=0.5, what=f"haproxy to see {wanted}")
+
+
+# --- the build ---------------------------------------------------------------------------------------
+
+
+def test_until_frontend_is_unverified_only_for_rbac_and_admin_access_passes_by_self_subject_review(built: Built, apt_repo) -> None:
+    c, first, second = built.c, built.until_frontend, built.admin_access
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert second.returncode == 0, second.stdout + second.stderr
+    stages = {name: s["status"] for name, s in c.state()["stages"].items()}
+    assert stages == {"compute": "passed", "pki": "passed", "kubeconfigs": "passed", "encryption": "passed", "etcd": "passed",
+                      "control-plane": "passed", "rbac": "unverified", "frontend": "passed", "admin-access": "passed"}
+
+    assert built.checks("rbac") == [("clusterrole system:kube-apiserver-to-kubelet", "unverified", "", RBAC_REASON),
+                                    ("clusterrolebinding system:kube-apiserver", "unverified", "", RBAC_REASON)]
+    assert f"  ? rbac · clusterrole system:kube-apiserver-to-kubelet: {RBAC_REASON}" in first.stdout.splitlines()
+
+    etcd = [k for k in built.checks("etcd") if k[0] == "etcd member healthy"]
+    assert sorted(k[2] for k in etcd if k[1] == "passed") == list(CONTROLLERS)
+
+    frontend = {(k[0], k[2]): (k[1], k[3]) for k in built.checks("frontend")}
+    assert frontend[("/version through the load balancer", "")] == ("passed", f"{lb_url(c)}/version: v{K8S_VERSION}")
+    for node in CONTROLLERS:
+        assert frontend[("load balancer backend", node)] == ("passed", f"{node} UP (L7OK: Layer7 check passed)")
+    assert frontend[("haproxy active", "lb")] == ("passed", "active")
+    installed = on_node(c, "lb", "dpkg-query -W -f '${Version}' haproxy").stdout
+    assert installed == apt_repo.packages["haproxy"]  # by the stage's own apt-get, from the lb's apt source
+    assert any("/haproxy_" in path for path in c.servers[0].hits)
+
+    (review,) = [k for k in built.checks("admin-access") if k[0] == "SelfSubjectReview through the API endpoint"]
+    assert review[1:] == ("passed", "", f"{lb_url(c)} says you are 'admin' in system:masters, system:authenticated")
+
+    deep = c.khwtui("status", "--deep")
+    assert deep.returncode == 3, deep.stdout + deep.stderr  # the cluster as a whole: rbac stays unverified
+    assert "could not be verified here:" in deep.stdout and "✖" not in deep.stdout
+    probes = c.khwtui("status")  # the health panel's round: rbac has nothing cheap to probe
+    assert probes.returncode == 0, probes.stdout + probes.stderr
+    wanted = [f"✔ frontend:load balancer backend {node} " for node in CONTROLLERS]
+    wanted += ["✔ frontend:/version through the load balancer ", "✔ admin-access:SelfSubjectReview through the API endpoint "]
+    assert [w for w in wanted if not any(line.startswith(w) for line in probes.stdout.splitlines())] == []
+
+
+def test_every_control_plane_unit_is_active_with_a_stand_in_that_accepted_its_flags_and_files(built: Built) -> None:
+    for node in CONTROLLERS:
+        active = on_node(built.c, node, "systemctl is-active " + " ".join(CONTROL_PLANE_UNITS)).stdout.split()
+        assert active == ["active"] * 3
+        journal = on_node(built.c, node, "journalctl --no-pager -o cat " + " ".join(f"-u {u}" for u in CONTROL_PLANE_UNITS)).stdout
+        assert f"kube-apiserver stand-in v{K8S_VERSION}: serving securely on 0.0.0.0:6443" in journal
+        assert f"kube-controller-manager stand-in v{K8S_VERSION}: flags and files accepted" in journal
+        assert f"kube-scheduler stand-in v{K8S_VERSION}: flags and files accepted" in journal
+
+
+async def test_every_kubeconfig_reviews_itself_as_kthw_prescribes_through_its_own_server_url(built: Built) -> None:
+    c = built.c
+    folder = c.state_dir / "kubeconfigs"
+    seen = {}
+    for name in ("worker-0", "kube-proxy", "admin-user"):  # they point at the load balancer
+        api = ApiClient.from_kubeconfig(folder / f"{name}.kubeconfig")
+        assert api.server == lb_url(c)
+        seen[name] = await api.who_am_i()
+    placed = {"kube-controller-manager": "/var/lib/kubernetes/kube-controller-manager.kubeconfig",
+              "kube-scheduler": "/var/lib/kubernetes/kube-scheduler.kubeconfig", "admin": "/etc/kubernetes/admin.kubeconfig"}
+    out = on_node(c, "controller-0", "python3 - " + " ".join(placed.values()), stdin=NODE_REVIEW).stdout
+    answers = {a["path"]: a for a in map(json.loads, out.splitlines())}
+    for name, path in placed.items():
+        answer = answers[path]
+        assert (answer["server"], answer["status"]) == ("https://127.0.0.1:6443", 201)
+        info = answer["review"]["status"]["userInfo"]
+        seen[name] = (info["username"], info["groups"])
+    assert seen == {name: (user, [*groups, "system:authenticated"]) for name, (user, groups) in KTHW_IDENTITY.items() if name != "worker-1"}
+
+
+def unit_timestamps(c: LocalCluster) -> dict[str, str]:
+    stamps = {}
+    for name, node in c.state()["nodes"].items():
+        for unit in node.get("units", []):
+            stamps[f"{name}:{unit}"] = on_node(c, name, f"systemctl show -p ActiveEnterTimestamp,NRestarts,MainPID {unit}").stdout
+    return stamps
+
+
+def state_file_mtimes(c: LocalCluster) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for folder in ("kubeconfigs", "pki") for p in (c.state_dir / folder).iterdir()}
+
+
+def test_a_noop_rerun_rewrites_no_file_and_restarts_no_unit(built: Built) -> None:
+    c = built.c
+    files, units, local = node_file_mtimes(c), unit_timestamps(c), state_file_mtimes(c)
+    assert any(k.startswith("lb:") for k in files) and "lb:haproxy" in units and len(units) == 3 * 4 + 1
+    rerun = c.khwtui("up", "--auto", "--until", "frontend", "--json")
+    again = c.khwtui("up", "--auto", "--only", "admin-access", "--json")
+    assert (rerun.returncode, again.returncode) == (3, 0), rerun.stdout[-2000:] + again.stdout[-2000:]
+    events = [json.loads(line) for line in (rerun.stdout + again.stdout).splitlines()]
+    commands = [e["lines"][0] for e in events if e["kind"] == "log" and e["stream"] == "cmd"]
+    assert not [cmd for cmd in commands if cmd.startswith("put ") or "restart" in cmd or "reload" in cmd]
+    assert (node_file_mtimes(c), unit_timestamps(c), state_file_mtimes(c)) == (files, units, local)
+
+
+# --- the load balancer with apiservers down ---------------------------------------------------------------
+
+
+async def versions_through_lb(c: LocalCluster, times: int) -> list[str]:
+    ca = (c.state_dir / "pki" / "ca.pem").read_bytes()
+    api = ApiClient(Credentials(lb_url(c), ca))
+    return [(await api.get("/version", absent_ok=False))["gitVersion"] for _ in range(times)]  # type: ignore[index]
+
+
+def frontend_checks(c: LocalCluster) -> dict[tuple[str, str], tuple[str, str]]:
+    deep = c.khwtui("status", "--deep", "--json")
+    assert deep.returncode == 1, deep.stdout[-2000:] + deep.stderr
+    events = [json.loads(line) for line in deep.stdout.splitlines()]
+    return {(e["check"], e["node"]): (e["result"], e["evidence"]) for e in events if e["kind"] == "check" and e["stage"] == "frontend"}
+
+
+async def test_the_load_balancer_answers_without_one_apiserver_and_names_every_controller_without_any(built: Built) -> None:
+    c = built.c
+    on_node(c, "controller-1", "systemctl stop kube-apiserver")
+    assert await versions_through_lb(c, 6) == [f"v{K8S_VERSION}"] * 6  # before haproxy notices: retried elsewhere
+    await wait_backends(c, {"controller-1": "DOWN"})
+    assert await versions_through_lb(c, 6) == [f"v{K8S_VERSION}"] * 6
+    checks = frontend_checks(c)
+    assert checks[("/version through the load balancer", "")][0] == "passed"
+    assert checks[("load balancer backend", "controller-1")] == ("failed", "controller-1 DOWN (L4CON: Connection refused)")
+    assert checks[("load balancer backend", "controller-0")][0] == "passed"
+
+    for node in ("controller-0", "controller-2"):
+        on_node(c, node, "systemctl stop kube-apiserver")
+    await wait_backends(c, dict.fromkeys(CONTROLLERS, "DOWN"))
+    result, evidence = frontend_checks(c)[("/version through the load balancer", "")]
+    assert result == "failed"
+    assert evidence.startswith(f"no apiserver answered: GET {lb_url(c)}/version: not reached:")
+    assert evidence.splitlines()[-1] == "behind it: " + "; ".join(f"{n} DOWN (L4CON: Connection refused)" for n in CONTROLLERS)
+
+    for node in CONTROLLERS:
+        on_node(c, node, "systemctl start kube-apiserver")
+    back = c.khwtui("up", "--auto", "--only", "frontend")  # waits until haproxy has every controller UP again
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert backend_states(c) == dict.fromkeys(CONTROLLERS, "UP")
+
+
+# --- control-plane mutations, two minors ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", params=[K8S_VERSION, SECOND_VERSION])
+def version(request: pytest.FixtureRequest, built: Built, release_mirror: dict) -> str:
+    """The cluster's config set to this Kubernetes version, its stand-ins published in the same mirror."""
+    raw = copy.deepcopy(built.c.raw)  # the mirror's [binaries] is shared with other tests: never edit it in place
+    if request.param != K8S_VERSION:
+        url, sums = publish_standins(release_mirror["tree"].root, release_mirror["server"].url, request.param)
+        raw["binaries"]["urls"]["kubernetes"] = url
+        raw["binaries"]["sha256"].update(sums)
+    raw["cluster"]["kubernetes_version"] = request.param
+    built.c.config_path.write_text(tomli_w.dumps(raw))
+    return request.param
+
+
+def drop_flag(name: str) -> Callable[[str], str]:
+    return lambda unit: "".join(line for line in unit.splitlines(keepends=True) if not line.strip().startswith(f"--{name}="))
+
+
+def add_flag(flag: str) -> Callable[[str], str]:
+    return lambda unit: unit.replace("kube-apiserver \\\n", f"kube-apiserver \\\n  {flag} \\\n", 1)
+
+
+def set_flag(name: str, value: str) -> Callable[[str], str]:
+    return lambda unit: "".join(f"  --{name}={value} \\\n" if line.strip().startswith(f"--{name}=") else line
+                                for line in unit.splitlines(keepends=True))
+
+
+async def control_plane_with(c: LocalCluster, monkeypatch: pytest.MonkeyPatch, mutate: Callable[[str], str]) -> tuple[int, str]:
+    """`up --auto --only control-plane` in this process, with controller-0's rendered apiserver unit mutated."""
+    real = controlplane_files.apiserver_unit
+
+    def rendered(topo, node):
+        unit = real(topo, node)
+        if node.index != 0:
+            return unit
+        assert mutate(unit) != unit, "the mutation changed nothing"
+        return mutate(unit)
+
+    monkeypatch.setattr(controlplane_files, "apiserver_unit", rendered)
+    monkeypatch.setattr(control_plane, "START_TIMEOUT", 8)  # a refusing unit restarts every 5 s (RestartSec=5)
+    out = io.StringIO()
+    code = await Engine(open_cluster(str(c.config_path), str(c.state_dir))).run(ConsoleSink(out), only=["control-plane"])
+    return code, out.getvalue()
+
+
+def assert_refused(code: int, out: str, line: str) -> None:
+    assert code == 1, out
+    failure = out.split("✖ control-plane · apply on controller-0", 1)
+    assert len(failure) == 2, out
+    assert line in failure[1], out
+
+
+async def test_an_apiserver_unit_missing_a_required_flag_fails_with_the_stand_ins_line(version: str, built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = await control_plane_with(built.c, monkeypatch, drop_flag("service-account-issuer"))
+    assert_refused(code, out, "kube-apiserver: missing required flag --service-account-issuer")
+
+
+async def test_an_apiserver_unit_with_a_removed_flag_fails_with_the_stand_ins_line(version: str, built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = await control_plane_with(built.c, monkeypatch, add_flag("--cloud-provider=gce"))
+    assert_refused(code, out, "kube-apiserver: unknown flag: --cloud-provider (removed in Kubernetes 1.33)")
+
+
+async def test_an_apiserver_unit_with_a_wrong_certificate_fails_with_the_stand_ins_line(version: str, built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out = await control_plane_with(built.c, monkeypatch, set_flag("tls-cert-file", "/var/lib/kubernetes/service-account.pem"))
+    assert_refused(code, out, "kube-apiserver: --tls-cert-file=/var/lib/kubernetes/service-account.pem does not match "
+                              "--tls-private-key-file=/var/lib/kubernetes/kubernetes-key.pem (KEY_VALUES_MISMATCH)")
