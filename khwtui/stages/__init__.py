@@ -28,14 +28,14 @@ STAGES: list[StageInfo] = [
     StageInfo("encryption", "encryption", "secrets encryption config with a key made once", (), "encryption"),
     StageInfo("etcd", "etcd", "TLS etcd cluster on the controllers, all members at once", ("compute", "pki"), "etcd"),
     StageInfo("control-plane", "control plane", "apiserver, controller-manager, scheduler", ("etcd", "kubeconfigs", "encryption"), "control_plane"),
-    StageInfo("rbac", "rbac", "apiserver-to-kubelet ClusterRole and binding", ("control-plane",)),
-    StageInfo("frontend", "frontend", "the load balancer in front of the apiservers", ("control-plane",)),
+    StageInfo("rbac", "rbac", "apiserver-to-kubelet ClusterRole and binding", ("control-plane",), "rbac"),
+    StageInfo("frontend", "frontend", "the load balancer in front of the apiservers", ("control-plane",), "frontend"),
     StageInfo("workers", "workers", "containerd, runc, CNI, kubelet, kube-proxy", ("frontend", "kubeconfigs")),
-    StageInfo("admin-access", "admin access", "your admin kubeconfig through the load balancer", ("frontend",)),
+    StageInfo("admin-access", "admin access", "your admin kubeconfig through the load balancer", ("frontend",), "admin_access"),
     StageInfo("routes", "routes", "pod CIDR routes between the workers", ("workers",)),
-    StageInfo("dns", "dns", "CoreDNS with forward, kube-dns service", ("routes", "admin-access")),
-    StageInfo("smoke", "smoke test", "encryption at rest, deployment, port-forward, logs, exec, NodePort", ("dns",)),
-    StageInfo("demo", "demo", "the multi-container TODO app", ("smoke",)),
+    StageInfo("dns", "dns", "CoreDNS with forward, kube-dns service", ("routes", "admin-access"), "dns"),
+    StageInfo("smoke", "smoke test", "encryption at rest, deployment, port-forward, logs, exec, NodePort", ("dns",), "smoke"),
+    StageInfo("demo", "demo", "the multi-container TODO app", ("smoke",), "demo"),
 ]
 
 
