@@ -40,6 +40,9 @@ def next_step(progress: Progress, cluster: str, state_dir: Path | None) -> tuple
         return PASSED, f"all {total} stages done — {cluster} is built"
     if done:
         return PENDING, f"{done} of {total} stages done — press r to resume"
+    torn = progress.teardown
+    if torn is not None and torn.status == PASSED and not done:
+        return PASSED, f"{cluster} is torn down ({torn.detail}) — press r to build it again"
     logs = f" · full logs in {tilde(state_dir / 'logs')}" if state_dir else ""
     return PENDING, f"nothing built yet — press r to build {cluster} ({total} stages){logs}"
 

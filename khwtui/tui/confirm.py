@@ -1,4 +1,4 @@
-"""Asks before quitting stops a running build (the next `up` resumes it)."""
+"""Asks before quitting stops a running build (the next `up` resumes it) or teardown."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
+
+from khwtui.tui.progress import TEARDOWN
 
 
 class ConfirmQuit(ModalScreen[bool]):
@@ -39,6 +41,8 @@ class ConfirmQuit(ModalScreen[bool]):
 
     @property
     def question(self) -> str:
+        if self.stage == TEARDOWN.name:
+            return "The teardown is running. Stop it and quit?\nWhat is left is deleted by the next teardown (d, or khwtui down)."
         running = f"Stage {self.stage} is running." if self.stage else "A build is running."
         return f"{running} Stop it and quit?\nThe next run resumes where this one stopped."
 

@@ -1,17 +1,28 @@
-"""What the TUI needs from the engine, in one place so the app never imports the engine.
+"""What the TUI needs from the rest of khwtui, in one place so the app never imports the engine.
 
 The engine (khwtui/engine.py) satisfies `EngineLike` structurally; tests use a fake that
-replays a recorded `--json` stream through the same sink.
+replays a recorded `--json` stream through the same sink. `Services` holds everything else the
+app can do besides building; each is optional, and a missing one is simply not offered.
+launch.py wires the real objects.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
-from khwtui.events import Sink
-from khwtui.stages import StageInfo  # one row of the stage checklist: name, title, description
+from khwtui.events import HealthChanged, Sink
+from khwtui.providers.base import PlannedResource
+from khwtui.stages import (
+    StageInfo,  # one row of the stage checklist: name, title, description
+)
 
-__all__ = ["EngineLike", "StageInfo"]
+if TYPE_CHECKING:
+    from khwtui.pki import CertRow
+
+__all__ = ["EngineLike", "Services", "ShellTarget", "StageInfo", "TeardownLike"]
 
 
 class EngineLike(Protocol):
@@ -33,3 +44,36 @@ class EngineLike(Protocol):
     def cancel(self) -> None:
         """Stop cleanly; the running `run()` then returns 130."""
         ...
+
+
+class TeardownLike(Protocol):
+    """What `khwtui down` uses: the provider's plan, and the deletion of exactly that plan."""
+
+    def teardown_plan(self) -> list[PlannedResource]: ...
+
+    async def teardown(self, log: Callable[[str], None]) -> None: ...
+
+
+@dataclass(frozen=True)
+class ShellTarget:
+    """How to log in to one node: its SSH endpoint, pinned host key and the cluster's client key."""
+
+    node: str
+    host: str
+    port: int
+    user: str
+    host_key: str  # "ssh-ed25519 AAAA..." as pinned in state; never shown
+    key_path: Path
+
+
+@dataclass(frozen=True)
+class Services:
+    """health: one probe round (khwtui.health.probe_round); certs: the `khwtui certs` rows;
+    teardown: the provider's plan and teardown; shell: a node's login (None: not reachable);
+    cost_per_hour: the running cost of a cloud cluster in USD (None: unknown)."""
+
+    health: Callable[[], Awaitable[list[HealthChanged]]] | None = None
+    certs: Callable[[], Sequence[CertRow]] | None = None
+    teardown: TeardownLike | None = None
+    shell: Callable[[str], ShellTarget | None] | None = None
+    cost_per_hour: Callable[[], float | None] | None = None

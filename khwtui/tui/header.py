@@ -1,8 +1,9 @@
-"""The top line: which cluster, where, which Kubernetes, how far along and for how long."""
+"""The top line: which cluster, where, which Kubernetes, how far along, whether it is healthy,
+for how long, and (cloud providers) what it costs per hour."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from rich.table import Table
 from rich.text import Text
@@ -10,7 +11,7 @@ from textual.widget import Widget
 
 from khwtui.config import Config
 from khwtui.events import FAILED, PASSED, RUNNING, UNVERIFIED
-from khwtui.tui.marks import STAGE_MARKS, duration, status_style
+from khwtui.tui.marks import NODE_MARKS, STAGE_MARKS, duration, status_style
 from khwtui.tui.progress import Progress
 
 
@@ -34,12 +35,21 @@ class BuildHeader(Widget):
     }
     """
 
-    def __init__(self, config: Config, progress: Progress, clock: Callable[[], float], *, running: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        config: Config,
+        progress: Progress,
+        clock: Callable[[], float],
+        *,
+        running: Callable[[], bool],
+        cost: Callable[[], float | None] | None = None,
+    ) -> None:
         super().__init__(id="header")
         self._config = config
         self._progress = progress
         self._clock = clock
         self._is_running = running
+        self._cost = cost
 
     def left(self, room: int) -> str:
         """The identity line; it drops the program's name when room is short."""
@@ -64,10 +74,28 @@ class BuildHeader(Widget):
         unverified = p.count(UNVERIFIED)
         if unverified:
             parts.append(Text(f"{STAGE_MARKS[UNVERIFIED]} {unverified} unverified", style=status_style(UNVERIFIED, variables)))
+        health = self.health
+        if health is not None:
+            parts.append(health)
         elapsed = p.elapsed(self._clock())
         if elapsed is not None:
             parts.append(Text(duration(elapsed)))
+        cost = self._cost() if self._cost is not None else None
+        if cost is not None:
+            parts.append(Text(f"${cost:.2f}/h"))
         return Text(" · ").join(parts) + " "
+
+    @property
+    def health(self) -> Text | None:
+        """"● probes ok" or "✖ 2 probes failing", once a round probed something."""
+        board, variables = self._progress.health, self.app.theme_variables
+        if board.empty:
+            return None
+        failing = len(board.failing())
+        if failing:
+            noun = "probe" if failing == 1 else "probes"
+            return Text(f"{STAGE_MARKS[FAILED]} {failing} {noun} failing", style=status_style(FAILED, variables))
+        return Text.assemble((NODE_MARKS[PASSED] + " ", status_style(PASSED, variables)), "probes ok")
 
     def render(self) -> Table:
         grid = Table.grid(expand=True)

@@ -1,8 +1,9 @@
 """The cluster tree: controllers, workers and the load balancer, each node with its addresses
 and a mark for what runs on it. Selecting a node (or a group) filters the log to it.
 
-Wide: "⟳ controller-0 10.240.0.10 · etcd" while a stage runs there, else the external address
-after the internal one. Compact (narrow terminals): the mark, the name and ".10".
+Wide: "⟳ controller-0 10.240.0.10 · etcd" while a stage runs there, "✖ controller-1 10.240.0.11
+· etcd failing" while a live probe fails there, else the external address after the internal
+one. Compact (narrow terminals): the mark, the name and ".10".
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ from textual.reactive import reactive
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from khwtui.events import RUNNING
+from khwtui.events import FAILED, RUNNING
 from khwtui.topology import Topology
-from khwtui.tui.marks import NODE_MARKS, mark
+from khwtui.tui.marks import NODE_MARKS, mark, status_style
 from khwtui.tui.progress import NodeView, Progress
 
 GROUPS = (("controller", "controllers"), ("worker", "workers"), ("lb", "load balancer"))
@@ -103,12 +104,16 @@ class NodeTree(Tree[Pick | None]):
         return short_ip(ip, self._topo.config.network.node_cidr) if self.compact else ip
 
     def _label(self, view: NodeView) -> Text:
-        label = mark(view.status, self.app.theme_variables, NODE_MARKS)
+        variables = self.app.theme_variables
+        unhealthy = self._progress.node_unhealthy(view.node.name)
+        label = mark(FAILED if unhealthy else view.status, variables, NODE_MARKS)
         label.append(f" {view.node.name:<{self._name_width}} ")
         label.append(self._address(view.node.internal_ip), style="dim")
         if self.compact:
             return label
-        if view.status == RUNNING and view.stage:
+        if unhealthy:
+            label.append(f" · {unhealthy} failing", style=status_style(FAILED, variables))
+        elif view.status == RUNNING and view.stage:
             label.append(f" · {view.stage}", style="italic")
         elif view.external:
             label.append(f" {view.external}", style="dim")

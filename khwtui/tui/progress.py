@@ -1,7 +1,8 @@
 """The build as the screen shows it: engine events folded into stage and node views.
 
 Widgets render from this projection only, so a replayed `--json` stream, the `initial`
-events of a resumed cluster and a live run all end up on screen the same way.
+events of a resumed cluster and a live run all end up on screen the same way. Live health
+(the latest probe round) and a teardown (shown as one more row) are folded in here too.
 """
 
 from __future__ import annotations
@@ -17,14 +18,17 @@ from khwtui.events import (
     UNVERIFIED,
     CheckResult,
     Event,
+    HealthChanged,
     LogLines,
     NodeChanged,
     StageChanged,
 )
 from khwtui.topology import Node, Topology
 from khwtui.tui.contracts import StageInfo
+from khwtui.tui.health_board import HealthBoard
 
 DONE = (PASSED, SKIPPED, UNVERIFIED)  # finished stages: they count towards "n/N stages"
+TEARDOWN = StageInfo("teardown", "teardown", "delete every resource of the cluster")
 
 
 @dataclass
@@ -81,35 +85,61 @@ class Progress:
     def __init__(self, stages: list[StageInfo], topo: Topology) -> None:
         self.stages = {s.name: StageView(s) for s in stages}
         self.nodes = {n.name: NodeView(n) for n in topo.nodes}
+        self.health = HealthBoard()
+        self.teardown: StageView | None = None  # the teardown row, once one was started
         self.run_started: float | None = None
         self.run_ended: float | None = None
 
+    @property
+    def rows(self) -> list[StageView]:
+        """The stage list's rows: every stage, then the teardown if one ran in this session."""
+        return [*self.stages.values(), *([self.teardown] if self.teardown else [])]
+
+    def view(self, name: str) -> StageView | None:
+        if self.teardown is not None and name == TEARDOWN.name:
+            return self.teardown
+        return self.stages.get(name)
+
+    def begin_teardown(self) -> None:
+        self.teardown = StageView(TEARDOWN)
+
     def apply(self, event: Event) -> Change:
         change = Change()
-        if isinstance(event, StageChanged) and event.stage in self.stages:
-            self._stage(event)
+        if isinstance(event, StageChanged) and (view := self.view(event.stage)):
+            _apply_stage(view, event)
             change.stages.add(event.stage)
         elif isinstance(event, NodeChanged) and event.node in self.nodes:
-            view = self.nodes[event.node]
-            view.status, view.stage = event.status, event.stage if event.status == RUNNING else ""
-            view.address = event.address or view.address
+            node = self.nodes[event.node]
+            node.status, node.stage = event.status, event.stage if event.status == RUNNING else ""
+            node.address = event.address or node.address
             change.nodes.add(event.node)
-        elif isinstance(event, LogLines) and event.stream == "err" and event.stage in self.stages and event.lines:
-            self.stages[event.stage].last_error = event.lines[-1]
+        elif isinstance(event, LogLines) and event.stream == "err" and event.lines and (view := self.view(event.stage)):
+            view.last_error = event.lines[-1]
             change.stages.add(event.stage)
         elif isinstance(event, CheckResult) and event.result == UNVERIFIED and event.stage in self.stages:
-            view = self.stages[event.stage]
-            view.unverified = view.unverified or _one_line(event.evidence) or event.check
+            stage = self.stages[event.stage]
+            stage.unverified = stage.unverified or _one_line(event.evidence) or event.check
             change.stages.add(event.stage)
+        elif isinstance(event, HealthChanged):
+            change = self._health_change(*self.health.update(event))
         return change
 
-    def _stage(self, event: StageChanged) -> None:
-        view = self.stages[event.stage]
-        if event.status == RUNNING and view.status != RUNNING:  # a later RUNNING only updates the detail
-            view.started, view.finished, view.last_error, view.unverified = event.at or None, None, "", ""
-        elif view.status == RUNNING:
-            view.finished = event.at or None
-        view.status, view.detail = event.status, _one_line(event.detail)
+    def health_round(self, events: list[HealthChanged]) -> Change:
+        """A whole probe round replaces the previous one."""
+        return self._health_change(*self.health.replace(events))
+
+    def _health_change(self, stages: set[str], nodes: set[str]) -> Change:
+        return Change(stages & set(self.stages), nodes & set(self.nodes))
+
+    def stage_unhealthy(self, name: str) -> str:
+        """Why a done stage's probe fails right now ("" while healthy, or while it is not done):
+        its row shows as failed until the next round says it recovered."""
+        view = self.stages.get(name)
+        return self.health.stage_problem(name) if view and view.status in (PASSED, UNVERIFIED) else ""
+
+    def node_unhealthy(self, name: str) -> str:
+        """The check failing on a node right now ("" while healthy or while a stage runs there)."""
+        return self.health.node_problem(name) if self.nodes[name].status != RUNNING else ""
 
     # --- the current run ------------------------------------------------------------------
 
@@ -138,8 +168,16 @@ class Progress:
 
     @property
     def running(self) -> StageView | None:
-        found = self.with_status(RUNNING)
-        return found[0] if found else None
+        """The stage (or the teardown) running now."""
+        return next((s for s in self.rows if s.status == RUNNING), None)
+
+
+def _apply_stage(view: StageView, event: StageChanged) -> None:
+    if event.status == RUNNING and view.status != RUNNING:  # a later RUNNING only updates the detail
+        view.started, view.finished, view.last_error, view.unverified = event.at or None, None, "", ""
+    elif view.status == RUNNING:
+        view.finished = event.at or None
+    view.status, view.detail = event.status, _one_line(event.detail)
 
 
 def _one_line(text: str) -> str:

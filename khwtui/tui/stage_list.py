@@ -1,7 +1,9 @@
 """The stage checklist: one row per stage with its mark, title, one-line detail and time.
 
 A failed row carries the stage's last error line and an unverified row its reason, right on
-the row. Enter (or a click) on a row filters the log to that stage; again clears it.
+the row; a done stage whose live probe fails shows ✖ and the failing probe until it recovers.
+A teardown appears as one more row. Enter (or a click) on a row filters the log to that stage;
+again clears it.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ class StageList(DataTable):
 
     @property
     def _title_width(self) -> int:
-        return max(len(v.info.title) for v in self._progress.stages.values())
+        return max(len(v.info.title) for v in self._progress.rows)
 
     @property
     def _detail_width(self) -> int:
@@ -72,8 +74,8 @@ class StageList(DataTable):
         self.add_column("stage", key="stage", width=self._title_width)
         self.add_column("detail", key="detail", width=self._detail_width)
         self.add_column(Text("time", justify="right"), key="time", width=TIME_WIDTH)
-        for name, view in self._progress.stages.items():
-            self.add_row(*self._cells(view).values(), key=name, height=self._height(view))
+        for view in self._progress.rows:
+            self.add_row(*self._cells(view).values(), key=view.info.name, height=self._height(view))
         self.move_cursor(row=row)
 
     def _height(self, view: StageView) -> int:
@@ -84,33 +86,43 @@ class StageList(DataTable):
         title = Text(view.info.title, style="bold" if view.status == RUNNING else "")
         if self.chosen == view.info.name:
             title.stylize("underline")
+        unhealthy = self._progress.stage_unhealthy(view.info.name)
         return {
-            "mark": mark(view.status, variables),
+            "mark": mark(FAILED if unhealthy else view.status, variables),
             "stage": title,
             "detail": self._detail(view),
             "time": Text(duration(view.duration(self._now)), justify="right"),
         }
 
     def _detail(self, view: StageView) -> Text:
-        """One line; a failed or unverified row's reason wraps onto up to three."""
+        """One line; the reason of a failed or unverified row, or of a failing probe, wraps onto
+        up to three."""
         width = self._detail_width
+        unhealthy = self._progress.stage_unhealthy(view.info.name)
+        if unhealthy:
+            return self._reason(f"probe failing: {unhealthy}", FAILED)
         if view.status in (FAILED, UNVERIFIED) and view.reason:
-            reason = Text(view.reason, style=status_style(view.status, self.app.theme_variables))
-            lines = reason.wrap(self.app.console, width)
-            if len(lines) > MAX_REASON_LINES:
-                lines = lines[:MAX_REASON_LINES]
-                lines[-1].append("…")
-            for line in lines:
-                line.truncate(width, overflow="ellipsis")
-            return Text("\n").join(lines)
+            return self._reason(view.reason, view.status)
         style = "dim" if view.status in (PENDING, SKIPPED) else ""
         text = Text(view.detail or view.info.description, style=style)
         text.truncate(width, overflow="ellipsis")
         return text
 
+    def _reason(self, reason: str, status: str) -> Text:
+        width = self._detail_width
+        lines = Text(reason, style=status_style(status, self.app.theme_variables)).wrap(self.app.console, width)
+        if len(lines) > MAX_REASON_LINES:
+            lines = lines[:MAX_REASON_LINES]
+            lines[-1].append("…")
+        for line in lines:
+            line.truncate(width, overflow="ellipsis")
+        return Text("\n").join(lines)
+
     def refresh_stage(self, name: str) -> None:
-        view = self._progress.stages[name]
-        if self.rows[RowKey(name)].height != self._height(view):
+        view = self._progress.view(name)
+        if view is None:
+            return
+        if RowKey(name) not in self.rows or self.rows[RowKey(name)].height != self._height(view):
             self.rebuild()  # row heights are fixed once added
         else:
             for column, cell in self._cells(view).items():
@@ -130,12 +142,12 @@ class StageList(DataTable):
     def tick(self, now: float) -> None:
         """Advance the running stages' clocks."""
         self._now = now
-        for view in self._progress.with_status(RUNNING):
+        for view in (v for v in self._progress.rows if v.status == RUNNING):
             self.update_cell(view.info.name, "time", Text(duration(view.duration(now)), justify="right"))
 
     @property
     def highlighted(self) -> str | None:
-        """The stage under the cursor (the one `s` and `f` act on)."""
+        """The stage under the cursor (the one `s` and `f` act on; never the teardown row, which is last)."""
         names = list(self._progress.stages)
         return names[self.cursor_row] if 0 <= self.cursor_row < len(names) else None
 

@@ -12,7 +12,17 @@ from khwtui.tui.log_pane import FOLLOWING, PAUSED
 from khwtui.tui.marks import status_style
 
 from .fake_engine import FakeEngine, RunCall, load_stream
-from .support import T0, FrozenClock, gcp_config, gcp_topology, local_topology, replay, row, shown_lines, wait_until
+from .support import (
+    T0,
+    FrozenClock,
+    gcp_config,
+    gcp_topology,
+    local_topology,
+    replay,
+    row,
+    shown_lines,
+    wait_until,
+)
 
 SIZE = (120, 40)
 

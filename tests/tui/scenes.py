@@ -1,0 +1,213 @@
+"""The app's main screens as scenes: a fresh app (make_app, replayed streams, fixed clock,
+fixed theme) and the keys and waits that bring it to the picture.
+
+The snapshot tests and tools/screenshots.py both use these, so the README's screenshots are
+exactly what the tests pin down. Scenes that need files (certificates, node logs) make them
+under `workdir` at fixed times; nothing shown depends on the path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual.pilot import Pilot
+from textual.widgets import Input
+
+from khwtui.events import HealthChanged, LogLines
+from khwtui.topology import Topology
+from khwtui.tui.app import KhwApp, make_app
+from khwtui.tui.contracts import Services
+
+from .fake_engine import FakeEngine, load_stream
+from .fake_services import (
+    FakeHealth,
+    FakeTeardown,
+    aged_pki,
+    build_events,
+    cert_rows,
+    health_round,
+)
+from .support import T0, FrozenClock, drain, gcp_config, gcp_topology, replay
+
+STATE_DIR = Path.home() / ".local/share/khwtui/kubernetes-the-hard-way"  # shown on the empty screen
+THEME = "textual-dark"
+WIDE, SMALL = (120, 40), (80, 24)
+COST = 0.38  # USD per hour: four e2-standard-2, the address and the forwarding rule (hand-written)
+HEALTHY_AT = max(e.at for e in health_round())  # when the healthy stream's probe round ran
+
+
+@dataclass(frozen=True)
+class Scene:
+    name: str
+    size: tuple[int, int]
+    build: Callable[[Path], KhwApp]
+    prepare: Callable[[Pilot], Awaitable[None]]
+
+
+def services(workdir: Path, topo: Topology, rounds: list[list[HealthChanged]], **extra) -> Services:
+    """Every service, as fakes: probes replaying `rounds`, certificates from a real aged Pki."""
+    pki = aged_pki(workdir / "pki", topo)
+    return Services(
+        health=FakeHealth(rounds),
+        certs=lambda: cert_rows(pki, topo),
+        teardown=extra.pop("teardown", FakeTeardown()),
+        cost_per_hour=lambda: COST,
+        **extra,
+    )
+
+
+def gcp_app(engine: FakeEngine, clock: FrozenClock, *, workdir: Path, rounds: list[list[HealthChanged]], **kwargs) -> KhwApp:
+    config = gcp_config()
+    topo = gcp_topology(config)
+    state_dir = kwargs.pop("state_dir", STATE_DIR)
+    app = make_app(config, topo, engine, clock=clock, state_dir=state_dir, services=services(workdir, topo, rounds), **kwargs)
+    app.theme = THEME  # whatever TEXTUAL_THEME says
+    app.animation_level = "none"
+    return app
+
+
+async def settle(pilot: Pilot) -> None:
+    """Every health round started so far is on screen, and the screen is redrawn."""
+    app = pilot.app
+    rounds = [w for w in app.workers if w.group == "health"]
+    if rounds:
+        await app.workers.wait_for_complete(rounds)
+    await drain(app)
+    await pilot.pause()
+    for box in app.screen.query(Input):
+        box.cursor_blink = False
+
+
+# --- the build -------------------------------------------------------------------------------
+
+
+def early_round() -> list[HealthChanged]:
+    """What probes say while etcd is being built: compute and pki are done (the healthy
+    stream's results for those stages, at the build's time)."""
+    return [dataclasses.replace(e, at=T0 + 55) for e in health_round() if e.probe.split(":")[0] in ("compute", "pki")]
+
+
+def build_in_progress(workdir: Path) -> KhwApp:
+    return gcp_app(FakeEngine(load_stream("gcp_build_in_progress"), hold=True), FrozenClock(T0), workdir=workdir, rounds=[early_round()])
+
+
+async def build_in_progress_steps(pilot: Pilot) -> None:
+    app = pilot.app
+    await replay(pilot, app.engine)
+    app.clock.now = T0 + 58  # eight seconds into etcd
+    app.tick()
+    await settle(pilot)
+
+
+def failed_stage(workdir: Path) -> KhwApp:
+    return gcp_app(FakeEngine(load_stream("gcp_etcd_failed")), FrozenClock(T0 + 67), workdir=workdir, rounds=[early_round()])
+
+
+async def failed_stage_steps(pilot: Pilot) -> None:
+    """The run fails at etcd; the log is narrowed to the failing node and stage."""
+    app = pilot.app
+    await replay(pilot, app.engine)
+    app.node_tree.focus()
+    app.node_tree.cursor_line = 2  # controllers, controller-0, controller-1
+    await pilot.press("enter")
+    app.stage_list.focus()
+    app.stage_list.move_cursor(row=4)  # etcd
+    await pilot.press("enter")
+    app.clear_notifications()  # the toast would cover the log this picture is about
+    await settle(pilot)
+
+
+# --- a built cluster -------------------------------------------------------------------------
+
+
+def healthy(workdir: Path, rounds: list[list[HealthChanged]] | None = None) -> KhwApp:
+    """The finished build as saved state, probed by the healthy stream's round."""
+    clock = FrozenClock(HEALTHY_AT + 2)
+    return gcp_app(FakeEngine([]), clock, workdir=workdir, rounds=rounds or [health_round()], initial=build_events())
+
+
+async def healthy_steps(pilot: Pilot) -> None:
+    await settle(pilot)
+
+
+def failing_round() -> list[HealthChanged]:
+    """The next round: etcd on controller-1 stops answering."""
+    later = [dataclasses.replace(e, at=HEALTHY_AT + 5) for e in health_round()]
+    return [
+        dataclasses.replace(e, result="failed", latency_ms=5012.0, detail="context deadline exceeded")
+        if e.probe == "etcd:etcd" and e.node == "controller-1"
+        else dataclasses.replace(e, latency_ms=5012.0) if e.probe == "etcd:etcd" else e
+        for e in later
+    ]
+
+
+def probe_failing(workdir: Path) -> KhwApp:
+    return healthy(workdir, rounds=[health_round(), failing_round()])
+
+
+async def probe_failing_steps(pilot: Pilot) -> None:
+    await settle(pilot)
+    pilot.app.health_tick()  # the next round, at once instead of in five seconds
+    await settle(pilot)
+
+
+async def certificates_steps(pilot: Pilot) -> None:
+    await settle(pilot)
+    await pilot.press("c")
+    await settle(pilot)
+
+
+async def teardown_steps(pilot: Pilot) -> None:
+    await settle(pilot)
+    await pilot.press("d")
+    await settle(pilot)
+
+
+def node_log_lines(stream: str, node: str) -> list[str]:
+    """A node's lines of a stream, formatted as the engine writes logs/<node>.log (RunContext.log)."""
+    return [
+        f"{time.strftime('%H:%M:%S', time.localtime(e.at))} [{e.stage}] {'$ ' if e.stream == 'cmd' else ''}{line}"
+        for e in load_stream(stream)
+        if isinstance(e, LogLines) and e.node == node
+        for line in e.lines
+    ]
+
+
+def with_node_log(workdir: Path) -> KhwApp:
+    """The healthy cluster, with controller-1's full log file from the failed etcd stream."""
+    logs = workdir / "state" / "logs"
+    logs.mkdir(parents=True)
+    (logs / "controller-1.log").write_text("".join(f"{line}\n" for line in node_log_lines("gcp_etcd_failed", "controller-1")))
+    clock = FrozenClock(HEALTHY_AT + 2)
+    return gcp_app(FakeEngine([]), clock, workdir=workdir, rounds=[health_round()], initial=build_events(), state_dir=workdir / "state")
+
+
+async def node_log_steps(pilot: Pilot) -> None:
+    await settle(pilot)
+    pilot.app.node_tree.focus()
+    pilot.app.node_tree.cursor_line = 2  # controller-1
+    await pilot.press("n")
+    await settle(pilot)
+
+
+async def small_with_health_steps(pilot: Pilot) -> None:
+    await settle(pilot)
+    await pilot.press("h")  # at 80 columns the panel folds under the log, shown on demand
+    await settle(pilot)
+
+
+SCENES = [
+    Scene("build-in-progress", WIDE, build_in_progress, build_in_progress_steps),
+    Scene("failed-stage", WIDE, failed_stage, failed_stage_steps),
+    Scene("healthy", WIDE, healthy, healthy_steps),
+    Scene("probe-failing", WIDE, probe_failing, probe_failing_steps),
+    Scene("certificates", WIDE, healthy, certificates_steps),
+    Scene("teardown", WIDE, healthy, teardown_steps),
+    Scene("node-log", WIDE, with_node_log, node_log_steps),
+    Scene("healthy-80x24", SMALL, healthy, small_with_health_steps),
+    Scene("failed-stage-80x24", SMALL, failed_stage, failed_stage_steps),
+]

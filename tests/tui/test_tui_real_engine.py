@@ -1,0 +1,48 @@
+"""The app driving the real engine on real nspawn nodes: marks follow the build to a healthy etcd."""
+
+from __future__ import annotations
+
+import pytest
+from localcluster import LocalCluster, local_config
+
+from khwtui.context import open_cluster
+from khwtui.engine import Engine
+from khwtui.events import PASSED, PENDING, RUNNING
+from khwtui.tui.app import make_app
+
+from .support import row, wait_until
+
+pytestmark = pytest.mark.integration
+
+
+async def test_marks_change_as_the_real_engine_builds_to_etcd(tmp_path, unique_prefix, release_mirror) -> None:
+    c = LocalCluster(tmp_path / "c", local_config(f"t{unique_prefix}", 3, 1, release_mirror))
+    try:
+        cluster = open_cluster(str(c.config_path), str(c.state_dir))
+        engine = Engine(cluster)
+        app = make_app(cluster.config, cluster.topology, engine, initial=engine.saved_events(), state_dir=c.state_dir)
+        stages, nodes = app.progress.stages, app.progress.nodes
+        seen_running: set[str] = set()
+        node_states: dict[str, set[str]] = {name: set() for name in nodes}
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert all(view.status == PENDING for view in stages.values())
+            app.start_run(until="etcd")
+
+            def progressed() -> bool:
+                seen_running.update(name for name, view in stages.items() if view.status == RUNNING)
+                for name, view in nodes.items():
+                    node_states[name].add(view.status)
+                return stages["etcd"].status not in (PENDING, RUNNING) and not app.running
+
+            await wait_until(pilot, progressed, "the build to reach etcd", timeout=300)
+            await pilot.pause()
+            assert app.exit_code == 0
+            for name in ("compute", "pki", "kubeconfigs", "encryption", "etcd"):
+                assert stages[name].status == PASSED, name
+                assert row(app, name)["mark"] == "✔"
+            assert {"compute", "etcd"} <= seen_running  # the rows really went through ⟳
+            assert stages["control-plane"].status == PENDING and row(app, "control-plane")["mark"] == "·"
+            for controller in ("controller-0", "controller-1", "controller-2"):
+                assert RUNNING in node_states[controller] and nodes[controller].status == PASSED
+    finally:
+        c.down()
