@@ -59,6 +59,7 @@ async def probe_round(run: RunContext, clock: Callable[[], float] = time.monoton
         run.remote  # noqa: B018 - made here, so the probes' copy of the context shares (and never leaks) it
     events: list[HealthChanged] = []
     for name, cls in due:
+        run.stage = name  # the shared SSH runner logs through `run`: its lines carry this stage
         events += await probe_stage(run, name, cls(), clock)
     for event in events:
         run.emit(event)
