@@ -10,14 +10,14 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 from khwtui.context import Cluster
-from khwtui.errors import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_UNVERIFIED, EXIT_USAGE, KhwError, UsageError
+from khwtui.errors import EXIT_INTERRUPTED, EXIT_USAGE, KhwError, UsageError
 from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, NodeChanged, RunFinished, Sink, StageChanged
 from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, StageInfo, stage_class
-from khwtui.stages.base import Outcome, Stage, first_problem, verdict
+from khwtui.stages.base import Outcome, Stage, exit_code_for, first_problem, verdict, worst
 from khwtui.state import CheckRecord
 
 DONE = (PASSED, UNVERIFIED)
@@ -109,7 +109,7 @@ class Engine:
         with self.cluster.state_dir.lock():
             self.cluster.state = self.cluster.state_dir.load()
             run = self._context(sink)
-            worst = EXIT_OK
+            results: list[str] = []
             try:
                 for info in self.stages:
                     cls = stage_class(info.name)
@@ -118,11 +118,12 @@ class Engine:
                     run.stage = info.name
                     outcomes = await cls().check(run)
                     self._emit_checks(run, outcomes)
-                    worst = max(worst, _exit_for(verdict(outcomes)), key=_severity)
+                    results.append(verdict(outcomes))
             finally:
                 await run.close()
-            sink(RunFinished(worst, "", self.clock()))
-            return worst
+            code = _exit_for_all(results)
+            sink(RunFinished(code, "", self.clock()))
+            return code
 
     # --- internals ------------------------------------------------------------------------
 
@@ -207,20 +208,10 @@ class Engine:
 
 
 STAGE_NEEDS: dict[str, tuple[str, ...]] = {s.name: s.needs for s in STAGES}
-SEVERITY = {EXIT_OK: 0, EXIT_UNVERIFIED: 1, EXIT_FAILED: 2}
 
 
-def _severity(code: int) -> int:
-    return SEVERITY[code]
-
-
-def _exit_for(status: str) -> int:
-    return {PASSED: EXIT_OK, UNVERIFIED: EXIT_UNVERIFIED}.get(status, EXIT_FAILED)
-
-
-def _exit_for_all(statuses: object) -> int:
-    codes = [_exit_for(s) for s in statuses]  # type: ignore[attr-defined]
-    return max(codes, key=_severity) if codes else EXIT_OK
+def _exit_for_all(statuses: Iterable[str]) -> int:
+    return exit_code_for(worst(statuses))
 
 
 def _summary(results: dict[str, str]) -> str:

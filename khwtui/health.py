@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 
 from khwtui.context import Cluster
-from khwtui.errors import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED
 from khwtui.events import (
     FAILED,
     RUNNING,
@@ -29,7 +28,7 @@ from khwtui.events import (
 )
 from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, stage_class
-from khwtui.stages.base import Stage
+from khwtui.stages.base import Stage, exit_code_for, worst
 
 DONE = ("passed", "unverified")
 
@@ -90,12 +89,7 @@ def _ms(seconds: float) -> float:
 
 def exit_code(events: list[HealthChanged]) -> int:
     """DESIGN.md: 0 healthy, 1 something failed, 3 something could not be verified."""
-    results = {e.result for e in events}
-    if FAILED in results:
-        return EXIT_FAILED
-    if UNVERIFIED in results:
-        return EXIT_UNVERIFIED
-    return EXIT_OK
+    return exit_code_for(worst(e.result for e in events))
 
 
 async def probe_once(cluster: Cluster, sink: Sink) -> int:

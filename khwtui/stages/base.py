@@ -9,8 +9,9 @@ checks is unverified.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
+from khwtui.errors import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED
 from khwtui.events import FAILED, PASSED, UNVERIFIED
 
 if TYPE_CHECKING:
@@ -37,14 +38,23 @@ class Outcome:
         return cls(check, UNVERIFIED, node, reason)
 
 
-def verdict(outcomes: list[Outcome]) -> str:
+def worst(results: Iterable[str]) -> str:
     """failed if anything failed, else unverified if anything could not be verified, else passed."""
-    results = {o.result for o in outcomes}
-    if FAILED in results:
+    seen = set(results)
+    if FAILED in seen:
         return FAILED
-    if UNVERIFIED in results:
+    if UNVERIFIED in seen:
         return UNVERIFIED
     return PASSED
+
+
+def verdict(outcomes: list[Outcome]) -> str:
+    return worst(o.result for o in outcomes)
+
+
+def exit_code_for(result: str) -> int:
+    """DESIGN.md's exit code for a result: 0 passed, 3 unverified, 1 failed."""
+    return {PASSED: EXIT_OK, UNVERIFIED: EXIT_UNVERIFIED}.get(result, EXIT_FAILED)
 
 
 def first_problem(outcomes: list[Outcome]) -> str:
