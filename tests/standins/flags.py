@@ -30,11 +30,13 @@ MINORS = (34, 35, 36, 37)
 @dataclass(frozen=True)
 class Flag:
     name: str  # without the leading --
-    kind: str  # bool | string | strings | map | int | duration | ip | cidrs | portrange | url | urls |
-    #            file | cert | key | kubeconfig | encryption-config | scheduler-config | audit-log | authz-modes
+    kind: str  # flags: bool | string | strings | map | int | duration | ip | ips | cidrs | portrange | url |
+    #            urls | file | cert | key | kubeconfig | encryption-config | scheduler-config | audit-log |
+    #            authz-modes | kubelet-config | kube-proxy-config; config fields: FIELD_CHECKS in harness.py
     since: int = 0  # first minor that has it; 0 = older than 1.34
     removed: int = 0  # minor that removed it; 0 = still there in 1.37
     note: str = ""  # deprecation or source
+    true_from: int = -1  # bool config fields: the first minor whose default is true (-1: never)
 
     @property
     def takes_value(self) -> bool:
@@ -43,21 +45,31 @@ class Flag:
 
 @dataclass(frozen=True)
 class Program:
-    """One kube-* program: its flags, and what a KTHW cluster cannot run without."""
+    """One kube-* program: its flags, the fields of its --config file, and what a KTHW cluster
+    cannot run without."""
 
     name: str
     flags: tuple[Flag, ...]
     required: tuple[str, ...]  # flags the stand-in refuses to start without (reasons in comments)
     pairs: tuple[tuple[str, str], ...] = ()  # (certificate flag, key flag) that must belong together
     trust: tuple[tuple[str, str], ...] = ()  # (kubeconfig flag, CA flag): the kubeconfig trusts that CA
+    fields: tuple[Flag, ...] = ()  # top-level fields of the --config file (kinds: FIELD_CHECKS)
+    fields_required: tuple[str, ...] = ()  # fields the stand-in refuses to start without
+    field_pairs: tuple[tuple[str, str], ...] = ()  # (certificate field, key field)
 
     def accepted(self, minor: int) -> dict[str, str]:
         """name -> kind of every flag the program parses in 1.<minor>."""
-        return {f.name: f.kind for f in self.flags if f.since <= minor and not (f.removed and f.removed <= minor)}
+        return _present(self.flags, minor)
 
     def removed(self, minor: int) -> dict[str, int]:
         """name -> the minor that removed it, for flags gone by 1.<minor>."""
-        return {f.name: f.removed for f in self.flags if f.removed and f.removed <= minor}
+        return _gone(self.flags, minor)
+
+    def accepted_fields(self, minor: int) -> dict[str, str]:
+        return _present(self.fields, minor)
+
+    def removed_fields(self, minor: int) -> dict[str, int]:
+        return _gone(self.fields, minor)
 
     def spec(self, minor: int) -> dict:
         """What the harness is built with for this program in 1.<minor> (plain data, baked into it)."""
@@ -67,7 +79,20 @@ class Program:
             "required": list(self.required),
             "pairs": [list(p) for p in self.pairs],
             "trust": [list(t) for t in self.trust],
+            "fields": self.accepted_fields(minor),
+            "fields_removed": self.removed_fields(minor),
+            "fields_required": list(self.fields_required),
+            "field_pairs": [list(p) for p in self.field_pairs],
+            "true_by_default": sorted(f.name for f in self.fields if 0 <= f.true_from <= minor),
         }
+
+
+def _present(rows: tuple[Flag, ...], minor: int) -> dict[str, str]:
+    return {f.name: f.kind for f in rows if f.since <= minor and not (f.removed and f.removed <= minor)}
+
+
+def _gone(rows: tuple[Flag, ...], minor: int) -> dict[str, int]:
+    return {f.name: f.removed for f in rows if f.removed and f.removed <= minor}
 
 
 F = Flag
@@ -233,4 +258,178 @@ KUBE_SCHEDULER = Program(
     pairs=(("tls-cert-file", "tls-private-key-file"),),
 )
 
-PROGRAMS: dict[str, Program] = {p.name: p for p in (KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER)}
+# Flags of the kubelet's and kube-proxy's shared logging options (component-base).
+LOGGING = (
+    F("v", "int"),
+    F("vmodule", "strings"),
+    F("logging-format", "string"),
+    F("feature-gates", "map"),
+)
+DEPRECATED_USE_CONFIG = "deprecated: set it in the --config file"
+DOCKERSHIM = "dockershim removed in 1.24 with its flags (kubernetes/kubernetes#106907; reference/versions.md)"
+
+# Sources for the kubelet and kube-proxy: KTHW 79a3f79 Lab 09 (the flags KTHW passed) and 52eb26d
+# (configs/kubelet-config.yaml, kube-proxy-config.yaml); reference/versions.md; the pull requests
+# named beside each row; the kubelet and kube-proxy reference pages and the KubeletConfiguration
+# v1beta1 / KubeProxyConfiguration v1alpha1 references (kubernetes.io/docs/reference/config-api/).
+KUBELET = Program(
+    "kubelet",
+    LOGGING + (
+        F("config", "kubelet-config"),
+        F("kubeconfig", "kubeconfig"),
+        F("bootstrap-kubeconfig", "file"),
+        F("cert-dir", "string"),
+        F("hostname-override", "string"),
+        F("node-ip", "ips"),
+        F("node-labels", "map"),
+        F("register-with-taints", "strings"),
+        F("root-dir", "string"),
+        F("lock-file", "string"),
+        F("exit-on-lock-contention", "bool"),
+        F("cloud-provider", "string"),
+        F("runtime-cgroups", "string"),
+        F("address", "ip", note=DEPRECATED_USE_CONFIG),
+        F("port", "int", note=DEPRECATED_USE_CONFIG),
+        F("anonymous-auth", "bool", note=DEPRECATED_USE_CONFIG),
+        F("authorization-mode", "string", note=DEPRECATED_USE_CONFIG),
+        F("client-ca-file", "cert", note=DEPRECATED_USE_CONFIG),
+        F("tls-cert-file", "cert", note=DEPRECATED_USE_CONFIG),
+        F("tls-private-key-file", "key", note=DEPRECATED_USE_CONFIG),
+        F("cluster-dns", "ips", note=DEPRECATED_USE_CONFIG),
+        F("cluster-domain", "string", note=DEPRECATED_USE_CONFIG),
+        F("resolv-conf", "string", note=DEPRECATED_USE_CONFIG),
+        F("runtime-request-timeout", "duration", note=DEPRECATED_USE_CONFIG),
+        F("pod-cidr", "cidrs", note=DEPRECATED_USE_CONFIG),
+        F("cgroup-driver", "string", note=DEPRECATED_USE_CONFIG),
+        F("container-runtime-endpoint", "string", note=DEPRECATED_USE_CONFIG),
+        F("image-service-endpoint", "string", note=DEPRECATED_USE_CONFIG),
+        F("fail-swap-on", "bool", note=DEPRECATED_USE_CONFIG),
+        F("fail-cgroupv1", "bool", note=DEPRECATED_USE_CONFIG + "; added in 1.31 with cgroup v1 maintenance mode (KEP-4569)"),
+        F("max-pods", "int", note=DEPRECATED_USE_CONFIG),
+        F("pod-manifest-path", "string", note=DEPRECATED_USE_CONFIG),
+        F("provider-id", "string", note=DEPRECATED_USE_CONFIG),
+        F("register-node", "bool", note=DEPRECATED_USE_CONFIG),
+        F("seccomp-default", "bool", note=DEPRECATED_USE_CONFIG),
+        # removed: the stand-in names the minor, the real binary says "unknown flag"
+        F("network-plugin", "string", removed=24, note=DOCKERSHIM),
+        F("network-plugin-mtu", "int", removed=24, note=DOCKERSHIM),
+        F("cni-bin-dir", "string", removed=24, note=DOCKERSHIM),
+        F("cni-conf-dir", "string", removed=24, note=DOCKERSHIM),
+        F("cni-cache-dir", "string", removed=24, note=DOCKERSHIM),
+        F("docker-endpoint", "string", removed=24, note=DOCKERSHIM),
+        F("image-pull-progress-deadline", "duration", removed=24, note=DOCKERSHIM),
+        F("container-runtime", "string", removed=27, note="remote is the only runtime (reference/versions.md)"),
+        F("keep-terminated-pod-volumes", "bool", removed=31, note="Azure/karpenter-provider-azure#1543 passes it only before 1.31"),
+        F("pod-infra-container-image", "string", removed=35, note="kubernetes/kubernetes#133779 (CHANGELOG-1.35; reference/versions.md)"),
+    ),
+    required=(
+        "config",  # everything KTHW sets lives in the KubeletConfiguration
+        "kubeconfig",  # without it the kubelet runs standalone and never registers the node
+    ),
+    pairs=(("tls-cert-file", "tls-private-key-file"),),
+    fields=(
+        F("apiVersion", "any"), F("kind", "any"),
+        F("address", "ip"), F("port", "any"), F("readOnlyPort", "any"), F("enableServer", "bool"),
+        F("tlsCertFile", "cert"), F("tlsPrivateKeyFile", "key"), F("tlsCipherSuites", "any"), F("tlsMinVersion", "any"),
+        F("rotateCertificates", "bool"), F("serverTLSBootstrap", "bool"),
+        F("authentication", "kubelet-authentication"), F("authorization", "kubelet-authorization"),
+        F("clusterDomain", "string"), F("clusterDNS", "ip-list"), F("resolvConf", "file"), F("podCIDR", "cidr"),
+        F("containerRuntimeEndpoint", "cri-endpoint"), F("imageServiceEndpoint", "any"),
+        F("cgroupDriver", "cgroup-driver"), F("cgroupRoot", "any"), F("cgroupsPerQOS", "bool"),
+        F("kubeletCgroups", "any"), F("systemCgroups", "any"), F("runtimeRequestTimeout", "duration"),
+        F("registerNode", "bool"), F("registerWithTaints", "any"), F("providerID", "any"),
+        F("staticPodPath", "any"), F("staticPodURL", "any"), F("staticPodURLHeader", "any"), F("podLogsDir", "any"),
+        F("syncFrequency", "duration"), F("fileCheckFrequency", "duration"), F("httpCheckFrequency", "duration"),
+        F("registryPullQPS", "any"), F("registryBurst", "any"), F("eventRecordQPS", "any"), F("eventBurst", "any"),
+        F("enableDebuggingHandlers", "bool"), F("enableContentionProfiling", "bool"), F("enableProfilingHandler", "bool"),
+        F("enableDebugFlagsHandler", "bool"), F("enableSystemLogHandler", "bool"), F("enableSystemLogQuery", "bool"),
+        F("healthzPort", "any"), F("healthzBindAddress", "ip"), F("oomScoreAdj", "any"),
+        F("streamingConnectionIdleTimeout", "duration"), F("nodeStatusUpdateFrequency", "duration"),
+        F("nodeStatusReportFrequency", "duration"), F("nodeLeaseDurationSeconds", "any"), F("nodeStatusMaxImages", "any"),
+        F("imageMinimumGCAge", "duration"), F("imageMaximumGCAge", "duration"),
+        F("imageGCHighThresholdPercent", "any"), F("imageGCLowThresholdPercent", "any"), F("volumeStatsAggPeriod", "duration"),
+        F("cpuManagerPolicy", "any"), F("cpuManagerPolicyOptions", "any"), F("cpuManagerReconcilePeriod", "duration"),
+        F("memoryManagerPolicy", "any"), F("topologyManagerPolicy", "any"), F("topologyManagerScope", "any"),
+        F("topologyManagerPolicyOptions", "any"), F("qosReserved", "any"), F("hairpinMode", "any"), F("maxPods", "any"),
+        F("podPidsLimit", "any"), F("runOnce", "bool"), F("cpuCFSQuota", "bool"), F("cpuCFSQuotaPeriod", "duration"),
+        F("maxOpenFiles", "any"), F("contentType", "any"), F("kubeAPIQPS", "any"), F("kubeAPIBurst", "any"),
+        F("serializeImagePulls", "bool"), F("maxParallelImagePulls", "any"),
+        F("evictionHard", "any"), F("evictionSoft", "any"), F("evictionSoftGracePeriod", "any"),
+        F("evictionPressureTransitionPeriod", "duration"), F("evictionMaxPodGracePeriod", "any"),
+        F("evictionMinimumReclaim", "any"), F("podsPerCore", "any"), F("enableControllerAttachDetach", "bool"),
+        F("protectKernelDefaults", "bool"), F("makeIPTablesUtilChains", "bool"), F("iptablesMasqueradeBit", "any"),
+        F("iptablesDropBit", "any"), F("featureGates", "any"), F("memorySwap", "any"),
+        F("containerLogMaxSize", "any"), F("containerLogMaxFiles", "any"), F("containerLogMaxWorkers", "any"),
+        F("containerLogMonitorInterval", "duration"), F("configMapAndSecretChangeDetectionStrategy", "any"),
+        F("systemReserved", "any"), F("kubeReserved", "any"), F("reservedSystemCPUs", "any"),
+        F("showHiddenMetricsForVersion", "any"), F("systemReservedCgroup", "any"), F("kubeReservedCgroup", "any"),
+        F("enforceNodeAllocatable", "any"), F("allowedUnsafeSysctls", "any"), F("volumePluginDir", "any"),
+        F("kernelMemcgNotification", "bool"), F("logging", "any"), F("shutdownGracePeriod", "duration"),
+        F("shutdownGracePeriodCriticalPods", "duration"), F("shutdownGracePeriodByPodPriority", "any"),
+        F("crashLoopBackOff", "any"), F("reservedMemory", "any"), F("seccompDefault", "bool"),
+        F("memoryThrottlingFactor", "any"), F("tracing", "any"), F("localStorageCapacityIsolation", "bool"),
+        F("userNamespaces", "any"), F("singleProcessOOMKill", "bool"),
+        F("imagePullCredentialsVerificationPolicy", "any"), F("preloadedImagesVerificationAllowlist", "any"),
+        F("failSwapOn", "bool", true_from=0, note="the kubelet refuses to run with swap unless false"),
+        F("failCgroupV1", "bool", true_from=35, note="true by default from 1.35: KEP-5573, kubernetes/kubernetes#134298"),
+    ),
+    fields_required=(
+        "authentication",  # anonymous off, client certificates from the cluster CA: how the apiserver's logs/exec calls authenticate
+        "tlsCertFile", "tlsPrivateKeyFile",  # the node's certificate (its SANs); else a self-signed one the apiserver refuses
+        "containerRuntimeEndpoint",  # the CRI socket: its flags are deprecated or gone (--container-runtime, 1.27)
+        "clusterDNS", "clusterDomain",  # what the current KTHW edition dropped: pods without cluster DNS (#864)
+    ),
+    field_pairs=(("tlsCertFile", "tlsPrivateKeyFile"),),
+)
+
+KUBE_PROXY = Program(
+    "kube-proxy",
+    LOGGING + (
+        F("config", "kube-proxy-config"),
+        F("bind-address", "ip"),
+        F("cleanup", "bool"),
+        F("cluster-cidr", "cidrs"),
+        F("config-sync-period", "duration"),
+        F("conntrack-max-per-core", "int"),
+        F("conntrack-min", "int"),
+        F("healthz-bind-address", "string"),
+        F("hostname-override", "string"),
+        F("iptables-masquerade-bit", "int"),
+        F("iptables-min-sync-period", "duration"),
+        F("iptables-sync-period", "duration"),
+        F("kube-api-burst", "int"),
+        F("kube-api-content-type", "string"),
+        F("kube-api-qps", "string"),
+        F("kubeconfig", "kubeconfig"),
+        F("masquerade-all", "bool"),
+        F("master", "url"),
+        F("metrics-bind-address", "string"),
+        F("nodeport-addresses", "strings"),
+        F("oom-score-adj", "int"),
+        F("profiling", "bool"),
+        F("proxy-mode", "string"),
+        F("write-config-to", "string"),
+        F("resource-container", "string", removed=16, note="kubernetes/kubernetes#78294"),
+        F("udp-timeout", "duration", removed=26, note="userspace mode removed (kubernetes/kubernetes#112133)"),
+    ),
+    required=("config",),  # KTHW configures kube-proxy only through its config file
+    fields=(
+        F("apiVersion", "any"), F("kind", "any"),
+        F("clientConnection", "client-connection"), F("clusterCIDR", "cidrs"), F("mode", "proxy-mode"),
+        F("hostnameOverride", "string"), F("bindAddress", "ip"), F("bindAddressHardFail", "bool"),
+        F("healthzBindAddress", "any"), F("metricsBindAddress", "any"), F("enableProfiling", "bool"),
+        F("showHiddenMetricsForVersion", "any"), F("featureGates", "any"), F("logging", "any"),
+        F("iptables", "any"), F("ipvs", "any"), F("nftables", "any"), F("winkernel", "any"),
+        F("detectLocalMode", "any"), F("detectLocal", "any"), F("nodePortAddresses", "any"),
+        F("oomScoreAdj", "any"), F("conntrack", "any"), F("configSyncPeriod", "duration"),
+        F("portRange", "any"), F("windowsRunAsService", "bool"),
+        F("resourceContainer", "any", removed=16, note="kubernetes/kubernetes#78294"),
+        F("udpIdleTimeout", "any", removed=26, note="kubernetes/kubernetes#112133"),
+    ),
+    fields_required=(
+        "clientConnection",  # its kubeconfig: kube-proxy's only credentials
+        "clusterCIDR",  # KTHW sets it: traffic to Services from outside the pod network is masqueraded
+    ),
+)
+
+PROGRAMS: dict[str, Program] = {p.name: p for p in (KUBE_APISERVER, KUBE_CONTROLLER_MANAGER, KUBE_SCHEDULER, KUBELET, KUBE_PROXY)}

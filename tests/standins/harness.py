@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Stand-ins for kube-apiserver, kube-controller-manager and kube-scheduler (tests only).
+"""Stand-ins for kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy
+(tests only).
 
 One program; what it stands in for is the name it was started as (argv[0]). It accepts exactly
 the flags of its program's minor (baked in as RELEASE by tests.standins.build), checks every
@@ -7,10 +8,15 @@ file they name, and refuses anything wrong with ONE line on stderr and exit stat
 systemd's journal then shows. Then:
 - kube-apiserver serves /livez, /readyz, /healthz and /version anonymously over TLS on
   --bind-address:--secure-port with its serving certificate (/readyz and /healthz need etcd's
-  /health), discovery (/api, /apis: only authentication.k8s.io/v1) to authenticated clients, and
-  SelfSubjectReviews answered from the client certificate (CN = user, O = groups); a client
-  certificate that --client-ca-file did not sign gets 401 on every path.
+  /health), discovery (/api, /api/v1 without resources, /apis: only authentication.k8s.io/v1)
+  to authenticated clients, and SelfSubjectReviews answered from the client certificate (CN =
+  user, O = groups); a client certificate that --client-ca-file did not sign gets 401 on every
+  path.
 - kube-controller-manager and kube-scheduler stay up until SIGTERM.
+- kubelet and kube-proxy also check their --config file (a KubeletConfiguration or
+  KubeProxyConfiguration: version, strict fields of the minor, every file and kubeconfig it
+  names); the kubelet also refuses a CRI socket that does not answer and, from 1.35, a cgroup v1
+  host unless failCgroupV1 is false, as the real one does. Then they stay up until SIGTERM.
 Standard library and PyYAML only: the nodes have python3 and python3-yaml, nothing else.
 """
 
@@ -43,6 +49,14 @@ SCHEDULER_CONFIG_KEYS = {"apiVersion", "kind", "parallelism", "leaderElection", 
                          "percentageOfNodesToScore", "podInitialBackoffSeconds", "podMaxBackoffSeconds",
                          "profiles", "extenders", "delayCacheUntilActive"}
 SSR_PATH = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+CONFIG_VERSIONS = {"kubelet": ("kubelet.config.k8s.io/v1beta1", "KubeletConfiguration"),
+                   "kube-proxy": ("kubeproxy.config.k8s.io/v1alpha1", "KubeProxyConfiguration")}
+PROXY_MODES = {"", "iptables", "ipvs", "nftables"}
+CGROUP_V2_MARK = "/sys/fs/cgroup/cgroup.controllers"  # only the unified hierarchy has it at the top
+CGROUP_V1_REFUSED = ("failed to run Kubelet: kubelet is configured to not run on a host using cgroup v1. "
+                     "cgroup v1 support is unsupported and will be removed in a future release")
+PROGRAM = ""  # the name this stand-in runs as, and its spec (set by main before anything is checked)
+SPEC: dict = {}
 PUBLIC_PATHS = {"/livez", "/readyz", "/healthz", "/version"}  # system:public-info-viewer
 
 
@@ -129,13 +143,21 @@ def is_https_url(value: str) -> bool:
     return parts.scheme == "https" and bool(parts.hostname) and parts.path in ("", "/")
 
 
+def cert_file(where: str, path: str) -> None:
+    ca_certs(read(where, path), where)
+
+
+def key_file(where: str, path: str) -> None:
+    if b"PRIVATE KEY-----" not in read(where, path):
+        raise Refused(f"{where} holds no PEM private key")
+
+
 def check_certs(name: str, path: str) -> None:
-    ca_certs(read(f"--{name}={path}", path), f"--{name}={path}")
+    cert_file(f"--{name}={path}", path)
 
 
 def check_key(name: str, path: str) -> None:
-    if b"PRIVATE KEY-----" not in read(f"--{name}={path}", path):
-        raise Refused(f"--{name}={path} holds no PEM private key")
+    key_file(f"--{name}={path}", path)
 
 
 def check_audit_log(name: str, path: str) -> None:
@@ -151,6 +173,7 @@ CHECKS: dict[str, Check] = {
     "int": check_value(lambda v: v.lstrip("-").isdigit(), "an integer"),
     "duration": check_value(DURATION.match, "a duration like 1h or 30s"),
     "ip": check_value(is_ip, "an IP address"),
+    "ips": check_value(lambda v: all(map(is_ip, v.split(","))), "IP addresses"),
     "cidrs": check_value(is_cidrs, "a CIDR"),
     "portrange": check_value(lambda v: re.fullmatch(r"\d+-\d+", v), "a port range like 30000-32767"),
     "url": check_value(is_https_url, "an https URL"),
@@ -163,6 +186,8 @@ CHECKS: dict[str, Check] = {
     "kubeconfig": lambda name, path: kubeconfig_ca(f"--{name}={path}", path),
     "encryption-config": lambda name, path: check_encryption_config(f"--{name}={path}", path),
     "scheduler-config": lambda name, path: check_scheduler_config(f"--{name}={path}", path),
+    "kubelet-config": lambda name, path: check_component_config(f"--{name}={path}", path),
+    "kube-proxy-config": lambda name, path: check_component_config(f"--{name}={path}", path),
 }
 
 
@@ -305,6 +330,125 @@ def check_scheduler_config(where: str, path: str) -> None:
     kubeconfig_ca(f"{where}: clientConnection.kubeconfig {kubeconfig}", kubeconfig)
 
 
+# --- the kubelet's and kube-proxy's config files ---------------------------------------------------
+
+
+def check_component_config(where: str, path: str) -> None:
+    """The program's --config file: its one version, the fields of the minor (strictly), the
+    required ones, every field's value, certificate pairs, and the kubelet's host rules."""
+    doc = load_yaml(where, path)
+    version, kind = CONFIG_VERSIONS[PROGRAM]
+    if (doc.get("apiVersion"), doc.get("kind")) != (version, kind):
+        raise Refused(f'{where}: no kind "{doc.get("kind")}" is registered for version "{doc.get("apiVersion")}"')
+    for field in doc:
+        if field in SPEC["fields_removed"]:
+            raise Refused(f'{where}: strict decoding error: unknown field "{field}" (removed in Kubernetes 1.{SPEC["fields_removed"][field]})')
+        if field not in SPEC["fields"]:
+            raise Refused(f'{where}: strict decoding error: unknown field "{field}"')
+    missing = [field for field in SPEC["fields_required"] if field not in doc]
+    if missing:
+        raise Refused(f"{where}: missing required field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    for field, value in doc.items():
+        FIELD_CHECKS[SPEC["fields"][field]](f"{where}: {field}", value)
+    for cert, key in SPEC["field_pairs"]:
+        labels = [f"{where}: {field}={doc[field]}" for field in (cert, key)]
+        check_pair(labels[0], read(labels[0], doc[cert]), labels[1], read(labels[1], doc[key]))
+    if PROGRAM == "kubelet":
+        check_kubelet_host(doc)
+
+
+def default(doc: dict, field: str) -> bool:
+    """A bool field's value, or its default in this minor."""
+    return doc.get(field, field in SPEC["true_by_default"])
+
+
+def check_kubelet_host(doc: dict) -> None:
+    """What the real kubelet refuses about its host: a cgroup v1 host while failCgroupV1 holds
+    (true by default from 1.35), and a container runtime whose socket does not answer."""
+    if not os.path.exists(CGROUP_V2_MARK) and default(doc, "failCgroupV1"):
+        raise Refused(CGROUP_V1_REFUSED)
+    endpoint = doc["containerRuntimeEndpoint"]
+    with socket.socket(socket.AF_UNIX) as cri:
+        cri.settimeout(5)
+        try:
+            cri.connect(endpoint.removeprefix("unix://"))
+        except OSError as exc:
+            raise Refused(f'failed to run Kubelet: validate service connection: validate CRI v1 runtime API for endpoint "{endpoint}": '
+                          f"connect: {exc.strerror or exc}") from None
+
+
+def field_value(test: Callable[[object], object], what: str) -> Callable[[str, object], None]:
+    def check(where: str, value: object) -> None:
+        if not test(value):
+            raise Refused(f"{where}: invalid value {value!r}: not {what}")
+    return check
+
+
+def field_file(check: Callable[[str, str], object]) -> Callable[[str, object], None]:
+    """A field naming a file: `check(label, path)` reads it, the label naming field and path."""
+    def run(where: str, value: object) -> None:
+        if not is_text(value):
+            raise Refused(f"{where}: invalid value {value!r}: not a path")
+        check(f"{where}={value}", str(value))
+    return run
+
+
+def strict(where: str, value: object, known: set[str]) -> dict:
+    if not isinstance(value, dict):
+        raise Refused(f"{where}: invalid value {value!r}: not a mapping")
+    unknown = sorted(set(value) - known)
+    if unknown:
+        raise Refused(f'{where}: strict decoding error: unknown field "{unknown[0]}"')
+    return value
+
+
+def check_kubelet_authentication(where: str, value: object) -> None:
+    authn = strict(where, value, {"x509", "webhook", "anonymous"})
+    ca = strict(f"{where}.x509", authn.get("x509", {}), {"clientCAFile"}).get("clientCAFile")
+    if ca is not None:
+        field_file(cert_file)(f"{where}.x509.clientCAFile", ca)
+    for part in ("webhook", "anonymous"):
+        enabled = strict(f"{where}.{part}", authn.get(part, {}), {"enabled", "cacheTTL"}).get("enabled", False)
+        field_value(lambda v: isinstance(v, bool), "true or false")(f"{where}.{part}.enabled", enabled)
+
+
+def check_kubelet_authorization(where: str, value: object) -> None:
+    mode = strict(where, value, {"mode", "webhook"}).get("mode", "Webhook")
+    field_value(lambda v: v in ("AlwaysAllow", "Webhook"), "AlwaysAllow or Webhook")(f"{where}.mode", mode)
+
+
+def check_client_connection(where: str, value: object) -> None:
+    connection = strict(where, value, {"kubeconfig", "acceptContentTypes", "contentType", "qps", "burst"})
+    if not connection.get("kubeconfig"):
+        raise Refused(f"{where}.kubeconfig is not set")
+    kubeconfig_ca(f"{where}.kubeconfig {connection['kubeconfig']}", connection["kubeconfig"])
+
+
+def is_text(value: object) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+FIELD_CHECKS: dict[str, Callable[[str, object], None]] = {
+    "any": lambda where, value: None,
+    "bool": field_value(lambda v: isinstance(v, bool), "true or false"),
+    "string": field_value(is_text, "a non-empty string"),
+    "duration": field_value(lambda v: is_text(v) and DURATION.match(v), "a duration like 15m"),
+    "ip": field_value(lambda v: is_text(v) and is_ip(v), "an IP address"),
+    "ip-list": field_value(lambda v: isinstance(v, list) and bool(v) and all(is_text(i) and is_ip(i) for i in v), "a list of IP addresses"),
+    "cidr": field_value(lambda v: is_text(v) and "," not in v and is_cidrs(v), "a CIDR"),
+    "cidrs": field_value(lambda v: is_text(v) and is_cidrs(v), "CIDRs"),
+    "cgroup-driver": field_value(lambda v: v in ("systemd", "cgroupfs"), "systemd or cgroupfs"),
+    "cri-endpoint": field_value(lambda v: is_text(v) and v.startswith("unix:///"), "a unix:/// socket URL"),
+    "proxy-mode": field_value(lambda v: v in PROXY_MODES, "iptables, ipvs, nftables or blank"),
+    "file": field_file(read),
+    "cert": field_file(cert_file),
+    "key": field_file(key_file),
+    "kubelet-authentication": check_kubelet_authentication,
+    "kubelet-authorization": check_kubelet_authorization,
+    "client-connection": check_client_connection,
+}
+
+
 # --- kube-apiserver ------------------------------------------------------------------------------
 
 
@@ -392,6 +536,7 @@ class Apiserver:
         self.discovery = {
             "/api": {"kind": "APIVersions", "versions": ["v1"],
                      "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": address}]},
+            "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": []},  # no objects here
             "/apis": {"kind": "APIGroupList", "apiVersion": "v1",
                       "groups": [{"name": "authentication.k8s.io", "versions": [group], "preferredVersion": group}]},
             "/apis/authentication.k8s.io/v1": {
@@ -482,7 +627,8 @@ def announce(what: str) -> None:
     print(f"{os.path.basename(sys.argv[0])} stand-in v{RELEASE['version']}: {what}", file=sys.stderr, flush=True)
 
 
-RUNNERS: dict[str, Callable[[dict[str, str]], None]] = {"kube-apiserver": run_apiserver, "kube-controller-manager": stay_up, "kube-scheduler": stay_up}
+RUNNERS: dict[str, Callable[[dict[str, str]], None]] = {"kube-apiserver": run_apiserver, "kube-controller-manager": stay_up,
+                                                        "kube-scheduler": stay_up, "kubelet": stay_up, "kube-proxy": stay_up}
 
 
 def main() -> None:
@@ -493,7 +639,9 @@ def main() -> None:
             raise Refused("no release baked in: install the bytes of tests.standins.build(version)")
         if program not in RELEASE["programs"]:
             raise Refused(f"stands in for {', '.join(sorted(RELEASE['programs']))}; start it under one of those names")
-        spec = RELEASE["programs"][program]
+        global PROGRAM
+        PROGRAM, spec = program, RELEASE["programs"][program]
+        SPEC.update(spec)
         flags = parse(spec, sys.argv[1:])
         validate(spec, flags)
         RUNNERS[program](flags)

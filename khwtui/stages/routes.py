@@ -1,0 +1,104 @@
+"""routes: every node reaches every worker's pod CIDR (KTHW Lab 11).
+
+On local and machines nodes each node gets a route to every other worker's pod CIDR through that
+worker, kept in a systemd unit of its own (workers_files.routes_unit) so the routes come back
+when the node restarts, from the node's own configuration. On gcp the routes are cloud resources:
+the provider makes them (`ensure_routes`), and until it can, the stage says so and fails.
+"""
+
+from __future__ import annotations
+
+from khwtui.errors import StageFailed
+from khwtui.runctx import RunContext
+from khwtui.stages.base import Outcome, Stage
+from khwtui.topology import Node, Route
+from khwtui.workers_files import ROUTES_UNIT, node_routes, routes_files, unit_path
+
+ROUTE_TABLE = "ip -4 route show"
+ROUTE_UNIT_NAME = f"{ROUTES_UNIT}.service"
+GCP_MISSING = "not implemented for gcp yet"
+
+
+def missing_routes(table: str, routes: list[Route]) -> list[Route]:
+    """The routes `ip -4 route show` does not list as `<destination> via <next hop>`."""
+    present = {tuple(line.split()[:3]) for line in table.splitlines()}
+    return [r for r in routes if (r.destination, "via", r.via) not in present]
+
+
+class RoutesStage(Stage):
+    def __init__(self) -> None:
+        self._cloud_done = ""  # what the provider reported after ensuring the cloud routes
+
+    async def check(self, run: RunContext) -> list[Outcome]:
+        if run.config.provider.kind == "gcp":
+            return [self._cloud_outcome(run)]
+        return await run.each(run.topo.nodes, lambda node: self._check_node(run, node))
+
+    async def _check_node(self, run: RunContext, node: Node) -> Outcome:
+        routes = node_routes(run.topo, node)
+        if not routes:
+            return Outcome.passed("pod routes", node.name, "no other worker to reach")
+        drift = await run.drifted(node.name, routes_files(run.topo, node))
+        enabled = await run.sh(node.name, f"systemctl is-enabled {ROUTE_UNIT_NAME}", check=False, timeout=30)
+        table = await run.sh(node.name, ROUTE_TABLE, check=False, timeout=30)
+        missing = missing_routes(table.stdout, routes)
+        problems = ([f"{unit_path(ROUTES_UNIT)} differs"] if drift else []) + \
+                   ([f"{ROUTE_UNIT_NAME} is {enabled.stdout.strip() or 'not enabled'}"] if enabled.exit_status != 0 else []) + \
+                   [f"no route {r.destination} via {r.via} ({r.worker})" for r in missing]
+        if problems:
+            return Outcome.failed("pod routes", node.name, "; ".join(problems) + f"\n$ {ROUTE_TABLE}\n{table.stdout}")
+        shown = ", ".join(f"{r.destination} via {r.via}" for r in routes)
+        return Outcome.passed("pod routes", node.name, f"{shown}; kept across restarts by {ROUTE_UNIT_NAME}")
+
+    async def apply(self, run: RunContext) -> None:
+        if run.config.provider.kind == "gcp":
+            await self._ensure_cloud_routes(run)
+            return
+        await run.each(run.topo.nodes, lambda node: self._install(run, node))
+
+    async def _install(self, run: RunContext, node: Node) -> None:
+        files = routes_files(run.topo, node)
+        if not files:
+            return
+        changed = await run.place(node.name, files)
+        if changed:
+            await run.sh(node.name, "systemctl daemon-reload")
+        await run.sh(node.name, f"systemctl enable {ROUTE_UNIT_NAME}")
+        run.record_unit(node.name, ROUTES_UNIT)
+        table = await run.sh(node.name, ROUTE_TABLE, timeout=30)
+        if changed or missing_routes(table.stdout, node_routes(run.topo, node)):
+            await run.sh(node.name, f"systemctl restart {ROUTE_UNIT_NAME}")  # re-adds what is missing
+        else:
+            await run.sh(node.name, f"systemctl start {ROUTE_UNIT_NAME}")
+
+    async def probe(self, run: RunContext) -> list[Outcome]:
+        """The route table of every node that needs routes (one command each)."""
+        if run.config.provider.kind == "gcp":
+            return []
+        return await run.each([n for n in run.topo.nodes if node_routes(run.topo, n)], lambda node: self._probe_node(run, node))
+
+    async def _probe_node(self, run: RunContext, node: Node) -> Outcome:
+        table = await run.sh(node.name, ROUTE_TABLE, check=False, timeout=15)
+        missing = missing_routes(table.stdout, node_routes(run.topo, node))
+        if missing:
+            return Outcome.failed("pod routes", node.name, "missing: " + ", ".join(f"{r.destination} via {r.via}" for r in missing))
+        return Outcome.passed("pod routes", node.name, ", ".join(f"{r.destination} via {r.via}" for r in node_routes(run.topo, node)))
+
+    # --- gcp: the provider's cloud routes ---------------------------------------------------
+
+    def _cloud_outcome(self, run: RunContext) -> Outcome:
+        if not hasattr(run.provider, "ensure_routes"):
+            return Outcome.failed("cloud routes", "", GCP_MISSING)
+        if self._cloud_done:
+            return Outcome.passed("cloud routes", "", self._cloud_done)
+        return Outcome.failed("cloud routes", "", "not ensured in this run yet (the provider checks them as it ensures them)")
+
+    async def _ensure_cloud_routes(self, run: RunContext) -> None:
+        ensure = getattr(run.provider, "ensure_routes", None)
+        if ensure is None:
+            raise StageFailed(f"routes: {GCP_MISSING}")
+        result = await ensure(lambda line: run.log("", line))
+        self._cloud_done = f"ensured by the {run.config.provider.kind} provider" + (f": {result}" if result else "")
+
+
+STAGE = RoutesStage
