@@ -5,20 +5,17 @@ next round; exit codes 0 healthy, 1 failed, 3 unverified (DESIGN.md).
 The cluster is 3 controllers + 1 worker (+ lb) built to the load balancer with the kube-*
 stand-ins, then dns, smoke and demo are run for real against the stand-in apiserver through the
 load balancer: it serves no Deployments or Secrets (its discovery documents say so), so each of
-their checks is unverified with that reason, and so are their probes. The workers stage cannot
-finish on these machines yet, so the test records it done just long enough for `--only routes`
-(which installs real routes) and puts it back to pending.
+their checks is unverified with that reason, and so are their probes. Before them the real
+workers and routes stages run (Node Ready is unverified against the stand-in, so exit 3).
 """
 
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Iterator
 
 import janitor
 import pytest
-import tomli_w
 from localcluster import LocalCluster, local_config
 from workerbed import NodeShell, install_standin_runtime, shells
 
@@ -36,7 +33,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict, apt_
     try:
         compute = c.khwtui("up", "--auto", "--until", "compute")
         assert compute.returncode == 0, compute.stdout + compute.stderr
-        install_standin_runtime([node(c, name) for name in CONTROLLERS])  # what the stand-ins run on; never khwtui's job
+        install_standin_runtime([node(c, name) for name in (*CONTROLLERS, "worker-0")])  # what the stand-ins run on; never khwtui's job
         built = c.khwtui("up", "--auto", "--until", "frontend")
         assert built.returncode == 3, built.stdout + built.stderr  # rbac: the stand-in serves no RBAC
         access = c.khwtui("up", "--auto", "--only", "admin-access")
@@ -57,13 +54,6 @@ def status(c: LocalCluster) -> tuple[int, list[dict]]:
 
 def probes(events: list[dict]) -> dict[tuple[str, str], dict]:
     return {(e["probe"], e["node"]): e for e in events if e["kind"] == "health"}
-
-
-def set_stage(c: LocalCluster, stage: str, status: str) -> None:
-    path = c.state_dir / "state.toml"
-    state = tomllib.loads(path.read_text())
-    state["stages"].setdefault(stage, {})["status"] = status
-    path.write_text(tomli_w.dumps(state))
 
 
 def test_status_json_lists_every_probe_with_a_result_and_its_latency_and_exits_0(cluster: LocalCluster) -> None:
@@ -101,10 +91,8 @@ async def test_etcd_stopped_on_one_controller_fails_its_probe_in_the_next_round(
 
 
 def test_dns_smoke_and_demo_on_the_stand_ins_are_unverified_with_the_reason_and_status_exits_3(cluster: LocalCluster) -> None:
-    set_stage(cluster, "workers", "unverified")  # only so that --only routes may run (see the module docstring)
-    routes = cluster.khwtui("up", "--auto", "--only", "routes")
-    set_stage(cluster, "workers", "pending")
-    assert routes.returncode == 0, routes.stdout + routes.stderr
+    workers = cluster.khwtui("up", "--auto", "--only", "workers,routes")
+    assert workers.returncode == 3, workers.stdout + workers.stderr  # Node Ready: unverified on the stand-in
 
     for stage in ("dns", "smoke", "demo"):
         result = cluster.khwtui("up", "--auto", "--only", stage)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import MirrorError, run
 
-NODE_PACKAGES = ("python3", "python3-yaml", "socat", "conntrack", "ipset", "haproxy", "nginx", "curl")
+NODE_PACKAGES = ("python3", "python3-yaml", "socat", "conntrack", "ipset", "iptables", "haproxy", "nginx", "curl")
 COMPONENT = "main"
 KEY_UID = "khwtui test apt repository <apt-test@khwtui.invalid>"
 DEPENDS_FLAGS = ["--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
