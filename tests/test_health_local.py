@@ -12,6 +12,7 @@ workers and routes stages run (Node Ready is unverified against the stand-in, so
 from __future__ import annotations
 
 import json
+import tomllib
 from collections.abc import Iterator
 
 import janitor
@@ -126,3 +127,21 @@ def test_status_without_json_prints_one_line_per_probe_and_the_exit_code(cluster
     assert any(line.startswith("? dns:CoreDNS replicas ready ") and line.endswith(" ms the API server does not serve apps/v1 "
                                                                                  "(its discovery lists authentication.k8s.io/v1)") for line in lines)
     assert lines[-1] == "exit 3"
+
+
+def test_a_full_up_runs_to_the_end_with_exit_3_listing_exactly_the_unverified_checks(cluster: LocalCluster) -> None:
+    result = cluster.khwtui("up", "--auto")
+    assert result.returncode == 3, result.stdout + result.stderr
+    state = tomllib.loads((cluster.state_dir / "state.toml").read_text())
+    stages = {name: s for name, s in state["stages"].items() if name != "demo"}  # demo is off: not part of a full run
+    assert {name: s["status"] for name, s in stages.items() if s["status"] not in ("passed", "unverified")} == {}
+    expected = sorted(
+        f"? {name} · {c['check']}" + (f" on {c['node']}" if c.get("node") else "") + f": {c['evidence']}"
+        for name, s in stages.items()
+        for c in s.get("checks", [])
+        if c["result"] == "unverified"
+    )
+    listed = result.stdout.split("could not be verified here:\n", 1)[1].split("\nexit 3")[0].splitlines()
+    assert sorted(line.strip() for line in listed) == expected
+    assert all(c["evidence"] for s in stages.values() for c in s.get("checks", []) if c["result"] == "unverified")
+    assert {name for name, s in stages.items() if s["status"] == "unverified"} >= {"rbac", "workers", "dns", "smoke"}
