@@ -105,6 +105,8 @@ async def probe_once(cluster: Cluster, sink: Sink) -> int:
     run = RunContext(cluster, results_only, make_provider(cluster), lambda log: make_remote(cluster, log))
     try:
         events = await probe_round(run)
+        if run.config.provider.kind == "gcp" and (cost := run.provider.running_cost()) is not None:
+            sink(HealthChanged("cost", "passed", detail=f"${cost:.3f}/h", at=time.time()))
     finally:
         await run.close()
     code = exit_code(events)

@@ -4,8 +4,11 @@ Nothing is kept locally: every run reads what exists back from the API, so a los
 changes nothing. Every create reads first: a resource of this cluster with the wanted spec is
 adopted; one with another spec, or one another cluster owns, stops the run before anything is
 created (ownership: gcp_resources). Host keys come from guest attributes and are pinned before
-ensure() returns. Teardown finds the cluster's resources by label, description and name prefix
-(no state needed) and deletes them in dependency order, never touching another cluster's.
+ensure() returns. Later stages ask for theirs the same way: ensure_frontend (the load balancer
+of gcp.load_balancer), ensure_routes (pod CIDR routes) and ensure_firewall (NodePort rules).
+Teardown finds the cluster's resources by label, description and name prefix (no state needed)
+and deletes them in dependency order, never touching another cluster's. running_cost prices what
+runs now, for `khwtui status`.
 
 The seam for running this path on real local nodes is the fake's InstanceBacking (tests/fakegce):
 the provider only sees instances, their addresses and their published host keys.
@@ -16,25 +19,46 @@ from __future__ import annotations
 import asyncio
 import os
 import tomllib
+from collections.abc import Awaitable, Callable, Container, Coroutine, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Coroutine, Iterable, TypeVar
+from typing import Any, TypeVar
 
 import asyncssh
 from google.api_core import exceptions
 from google.api_core.retry import if_exception_type
 from google.api_core.retry_async import AsyncRetry
 from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+from google.cloud import compute_v1
 
 from khwtui import gcloud_settings
 from khwtui.config import Config
 from khwtui.errors import KhwError
 from khwtui.providers import gcp_api, gcp_resources
-from khwtui.providers.base import LogFn, NodeEndpoint, Plan, PlannedResource, PreflightError
-from khwtui.providers.gcp_api import CALL_ERRORS, KINDS, GceApi, GceError, describe, last
-from khwtui.providers.gcp_resources import LABEL, Wanted, differences, owner_of
+from khwtui.providers.base import (
+    LogFn,
+    NodeEndpoint,
+    Plan,
+    PlannedResource,
+    PreflightError,
+)
+from khwtui.providers.gcp_api import (
+    CALL_ERRORS,
+    KINDS,
+    GceApi,
+    GceError,
+    describe,
+    last,
+)
+from khwtui.providers.gcp_resources import (
+    LABEL,
+    Frontend,
+    Wanted,
+    differences,
+    owner_of,
+)
 from khwtui.topology import Topology
 from khwtui.waiting import poll
 
@@ -195,12 +219,7 @@ class GcpProvider:
         """Create or adopt network, subnet, firewalls, address and instances; pin host keys."""
         await self.preflight()
         api = self._connect()
-        wanted = self.desired.all()
-        found = await gather_all(api.get(w.collection, w.name) for w in wanted)
-        refusals = [line for w, res in zip(wanted, found, strict=True) if res is not None for line in self._refusals(w, res)]
-        if refusals:
-            raise ResourceConflict(refusals)
-        existing = {(w.collection, w.name) for w, res in zip(wanted, found, strict=True) if res is not None}
+        existing = await self._existing(api, self.desired.all())
         d = self.desired
         await self._make(api, d.network, existing, log)
         await self._make(api, d.subnet, existing, log)
@@ -208,6 +227,15 @@ class GcpProvider:
         endpoints = await gather_all(self._node(api, w, existing, log) for w in d.instances)
         await self._read_address(api)
         return endpoints
+
+    async def _existing(self, api: GceApi, wanted: list[Wanted]) -> dict[tuple[str, str], Any]:
+        """What exists of `wanted`, by (collection, name); ResourceConflict, before anything is
+        made, when any of it cannot be adopted."""
+        found = await gather_all(api.get(w.collection, w.name) for w in wanted)
+        refusals = [line for w, res in zip(wanted, found, strict=True) if res is not None for line in self._refusals(w, res)]
+        if refusals:
+            raise ResourceConflict(refusals)
+        return {(w.collection, w.name): res for w, res in zip(wanted, found, strict=True) if res is not None}
 
     def _refusals(self, wanted: Wanted, found: Any) -> list[str]:
         """Why an existing resource cannot be adopted: another owner, or another spec."""
@@ -224,7 +252,7 @@ class GcpProvider:
             for diff in differences(wanted, found)
         ]
 
-    async def _make(self, api: GceApi, wanted: Wanted, existing: set[tuple[str, str]], log: LogFn) -> None:
+    async def _make(self, api: GceApi, wanted: Wanted, existing: Container[tuple[str, str]], log: LogFn) -> None:
         what = f"{wanted.noun} {wanted.name}"
         if (wanted.collection, wanted.name) in existing:
             log(f"{what}: exists, adopted")
@@ -239,7 +267,7 @@ class GcpProvider:
             return
         log(f"{what}: created ({wanted.detail})")
 
-    async def _node(self, api: GceApi, wanted: Wanted, existing: set[tuple[str, str]], log: LogFn) -> NodeEndpoint:
+    async def _node(self, api: GceApi, wanted: Wanted, existing: Container[tuple[str, str]], log: LogFn) -> NodeEndpoint:
         await self._make(api, wanted, existing, log)
         instance = await _wait_for(lambda: self._running(api, wanted.name), f"instance {wanted.name} to run", BOOT_DEADLINE)
         key = await self._published_host_key(api, wanted.name)
@@ -288,6 +316,104 @@ class GcpProvider:
         external = nic.access_configs[0].nat_i_p if nic.access_configs else None
         node = self.topo.node(name)
         return NodeEndpoint(name, node.role, nic.network_i_p, external, external or nic.network_i_p, self.config.ssh.port, host_key)
+
+    # --- later stages: front end, routes, NodePort rules ----------------------------------------
+
+    async def ensure_frontend(self, log: LogFn) -> None:
+        """The load balancer of gcp.load_balancer on the static address and the API port, with
+        the controllers as its members (read first, adopt only this cluster's equal resources)."""
+        api = self._connect()
+        front = await self._frontend(api)
+        existing = await self._existing(api, list(front.resources))
+        for wanted in front.resources:  # in order: each uses the one before
+            await self._make(api, wanted, existing, log)
+            if wanted is front.pool:
+                await self._join(api, front, log)
+
+    async def frontend_problems(self) -> list[str]:
+        """For the frontend check: each resource missing or unlike the plan, and each controller
+        missing from the pool or group; empty when the load balancer is all there."""
+        api = self._connect()
+        try:
+            front = await self._frontend(api)
+        except GceError as error:
+            return [str(error)]
+        found = await gather_all(api.get(w.collection, w.name) for w in front.resources)
+        problems = [
+            line
+            for w, res in zip(front.resources, found, strict=True)
+            for line in ([f"{w.noun} {w.name} does not exist"] if res is None else self._refusals(w, res))
+        ]
+        pool = found[front.resources.index(front.pool)]
+        if pool is not None:
+            try:
+                absent = _absent_members(front, pool)
+            except ResourceConflict as error:
+                return [*problems, str(error)]
+            problems += [f"{front.pool.noun} {front.pool.name} lacks {name}" for name in absent]
+        return problems
+
+    async def _frontend(self, api: GceApi) -> Frontend:
+        await self._read_address(api)
+        if self._address is None:
+            raise GceError(f"address {self.topo.names.address} of this cluster does not exist; fix: run the compute stage first (khwtui up --until compute)")
+        return gcp_resources.frontend(self.config, self.topo, self.settings, self._address)
+
+    async def _join(self, api: GceApi, front: Frontend, log: LogFn) -> None:
+        """Add the controllers the target pool or instance group lacks (read back, not assumed)."""
+        pool = front.pool
+        found = await api.get(pool.collection, pool.name)
+        if found is None:
+            raise GceError(f"{pool.noun} {pool.name} vanished after it was made; fix: run again")
+        absent = _absent_members(front, found)
+        if not absent:
+            log(f"{pool.noun} {pool.name}: holds {', '.join(front.members)}")
+            return
+        refs = [compute_v1.InstanceReference(instance=f"zones/{self.settings.zone}/instances/{name}") for name in absent]
+        if pool.collection == "targetPools":
+            body = {"target_pools_add_instance_request_resource": compute_v1.TargetPoolsAddInstanceRequest(instances=refs)}
+            await api.act(pool.collection, pool.name, "add_instance", body)
+        else:
+            body = {"instance_groups_add_instances_request_resource": compute_v1.InstanceGroupsAddInstancesRequest(instances=refs)}
+            await api.act(pool.collection, pool.name, "add_instances", body)
+        log(f"{pool.noun} {pool.name}: added {', '.join(absent)}")
+
+    async def ensure_routes(self, log: LogFn) -> None:
+        """One route per worker: its pod CIDR through its internal address (KTHW lab 11)."""
+        api = self._connect()
+        wanted = gcp_resources.routes(self.config, self.topo)
+        existing = await self._existing(api, wanted)
+        await gather_all(self._make(api, w, existing, log) for w in wanted)
+
+    async def ensure_firewall(self, name: str, port: int) -> None:
+        """tcp:<port> from gcp.admin_cidrs to the workers (a smoke or demo NodePort). This cluster's
+        rule for an earlier NodePort is replaced; another's is refused."""
+        api = self._connect()
+        wanted = gcp_resources.node_port_rule(self.config, self.topo, name, port)
+        found = await api.get("firewalls", name)
+        if found is not None and owner_of(found) != self.config.cluster.name:
+            raise ResourceConflict(self._refusals(wanted, found))
+        if found is not None and differences(wanted, found):
+            await api.delete("firewalls", name)
+            found = None
+        await self._make(api, wanted, set() if found is None else {("firewalls", name)}, _unlogged)
+
+    # --- running cost -------------------------------------------------------------------------
+
+    def running_cost(self) -> float | None:
+        """USD per hour of what this cluster has running now (read from the API, priced from the
+        shipped table); None when something found is not in the table or the API cannot be read
+        (`status` then shows no cost, and its probes say what is wrong)."""
+        try:
+            return _blocking(lambda: self._running_cost(self._connect()))
+        except (PreflightError, *API_ERRORS):
+            return None
+
+    async def _running_cost(self, api: GceApi) -> float | None:
+        instances, disks, rules = await gather_all(self._owned(api, c) for c in ("instances", "disks", "forwardingRules"))
+        address = await api.get("addresses", self.topo.names.address)
+        unused = address is not None and owner_of(address) == self.config.cluster.name and not address.users
+        return running_hourly(price_table(), instances, disks, len(rules), unused)
 
     # --- what exists --------------------------------------------------------------------------
 
@@ -383,7 +509,7 @@ def ed25519_key(keys: dict[str, str]) -> str | None:
 def estimate(config: Config, nodes: int, region: str) -> tuple[float | None, list[str]]:
     """Hourly cost of the nodes, their external addresses and disks, and the unused static
     address, from the price table shipped in the package (its date and region in the notes)."""
-    prices = tomllib.loads((resources.files("khwtui") / "data" / "gcp_prices.toml").read_text())
+    prices = price_table()
     hours, g = prices["hours_per_month"], config.gcp
     basis = f"list prices of {prices['region']} as of {prices['as_of']} ({prices['source']})"
     notes = [] if region == prices["region"] else [f"prices are {prices['region']}'s; {region} may differ"]
@@ -395,6 +521,51 @@ def estimate(config: Config, nodes: int, region: str) -> tuple[float | None, lis
     notes.insert(0, f"estimate ${hourly:.3f}/h, about ${hourly * hours:.0f}/month ({hours} h), {basis}")
     notes.append(f"the frontend stage's forwarding rule adds ${prices['hourly']['forwarding_rule']}/h")
     return hourly, notes
+
+
+def price_table() -> dict[str, Any]:
+    """The price table shipped in the package (reference/gcp-and-ssh.md §6)."""
+    return tomllib.loads((resources.files("khwtui") / "data" / "gcp_prices.toml").read_text())
+
+
+STOPPED = ("STOPPING", "STOPPED", "SUSPENDING", "SUSPENDED", "TERMINATED")
+
+
+def running_hourly(prices: dict[str, Any], instances: list[Any], disks: list[Any], forwarding_rules: int, address_unused: bool) -> float | None:
+    """Hourly cost of running instances (machine + external IPv4), every disk, the forwarding
+    rules, and the static address while nothing uses it; None for a type the table lacks."""
+    hourly, disk_month = prices["hourly"], prices["disk_gb_month"]
+    total = forwarding_rules * hourly["forwarding_rule"] + (hourly["static_ip_unused"] if address_unused else 0.0)
+    for instance in instances:
+        if instance.status in STOPPED:
+            continue
+        machine = prices["machine_types"].get(last(instance.machine_type))
+        if machine is None:
+            return None
+        external = any(nic.access_configs for nic in instance.network_interfaces)
+        total += machine + (hourly["external_ip_in_use"] if external else 0.0)
+    for disk in disks:
+        per_gb = disk_month.get(last(disk.type_))
+        if per_gb is None:
+            return None
+        total += per_gb * disk.size_gb / prices["hours_per_month"]
+    return total
+
+
+def _absent_members(front: Frontend, found: Any) -> list[str]:
+    """The controllers a target pool (its `instances`) or instance group lacks. A group's members
+    cannot be listed cheaply; only khwtui adds them, all in one call, so its size tells."""
+    if front.pool.collection == "targetPools":
+        present = {last(url) for url in found.instances}
+        return [name for name in front.members if name not in present]
+    if found.size not in (0, len(front.members)):
+        fix = "fix: run `khwtui down` and `khwtui up` to rebuild it"
+        raise ResourceConflict([f"instance group {front.pool.name} holds {found.size} instances, wanted the {len(front.members)} controllers; {fix}"])
+    return list(front.members) if found.size == 0 else []
+
+
+def _unlogged(line: str) -> None:
+    """ensure_firewall's caller logs the rule itself."""
 
 
 def _os_login(project: Any, name: str) -> list[str]:

@@ -19,10 +19,11 @@ import asyncio
 import ipaddress
 import re
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import urlparse
 
 import google.auth
@@ -155,39 +156,60 @@ def last(url: str) -> str:
 
 
 @dataclass(frozen=True)
-class RawResource:
-    """A resource read over raw REST (no typed message exists for it)."""
+class HttpHealthCheck:
+    """A legacy global HTTP health check (google-cloud-compute has no message for it): the
+    fields khwtui sets and judges, read from and sent as the REST JSON."""
 
     name: str
     description: str = ""
+    host: str = ""
+    request_path: str = "/"
+    port: int = 80
+
+    @classmethod
+    def from_json(cls, body: dict) -> HttpHealthCheck:
+        return cls(body["name"], body.get("description", ""), body.get("host", ""), body.get("requestPath", "/"), int(body.get("port", 80)))
+
+    def to_json(self) -> dict:
+        body = {"name": self.name, "host": self.host, "requestPath": self.request_path, "port": self.port}
+        return {**body, **({"description": self.description} if self.description else {})}
 
 
 class LegacyHttpHealthChecks:
     """Global httpHealthChecks, which google-cloud-compute lacks (KTHW's target pool needs one):
-    the same list/delete surface as a generated client, over AuthorizedSession."""
+    the get/list/insert/delete surface of a generated client, over AuthorizedSession."""
 
     def __init__(self, session: AuthorizedSession, base: str) -> None:
         self._session = session
         self._base = base
 
-    def list(self, request: dict, retry: object = None, timeout: float = CALL_TIMEOUT) -> list[RawResource]:
-        url = f"{self._base}/compute/v1/projects/{request['project']}/global/httpHealthChecks"
-        found: list[RawResource] = []
+    def _url(self, request: dict, name: str = "") -> str:
+        return f"{self._base}/compute/v1/projects/{request['project']}/global/httpHealthChecks" + (f"/{name}" if name else "")
+
+    def get(self, request: dict, retry: object = None, timeout: float = CALL_TIMEOUT) -> HttpHealthCheck:
+        return HttpHealthCheck.from_json(self._send("GET", self._url(request, request["http_health_check"]), timeout).json())
+
+    def list(self, request: dict, retry: object = None, timeout: float = CALL_TIMEOUT) -> list[HttpHealthCheck]:
+        found: list[HttpHealthCheck] = []
         token = ""
         while True:
-            page = self._send("GET", url, timeout, {"pageToken": token} if token else None).json()
-            found += [RawResource(i["name"], i.get("description", "")) for i in page.get("items", [])]
+            page = self._send("GET", self._url(request), timeout, {"pageToken": token} if token else None).json()
+            found += [HttpHealthCheck.from_json(i) for i in page.get("items", [])]
             token = page.get("nextPageToken", "")
             if not token:
                 return found
 
-    def delete_unary(self, request: dict, retry: object = None, timeout: float = CALL_TIMEOUT) -> compute_v1.Operation:
-        url = f"{self._base}/compute/v1/projects/{request['project']}/global/httpHealthChecks/{request['http_health_check']}"
-        reply = self._send("DELETE", url, timeout, {"requestId": request["request_id"]})
+    def insert_unary(self, request: dict, retry: object = None, timeout: float = CALL_TIMEOUT) -> compute_v1.Operation:
+        body = request["http_health_check_resource"].to_json()
+        reply = self._send("POST", self._url(request), timeout, {"requestId": request["request_id"]}, body)
         return compute_v1.Operation.from_json(reply.text, ignore_unknown_fields=True)
 
-    def _send(self, method: str, url: str, timeout: float, params: dict | None) -> Any:
-        reply = self._session.request(method, url, params=params, timeout=timeout)
+    def delete_unary(self, request: dict, retry: object = None, timeout: float = CALL_TIMEOUT) -> compute_v1.Operation:
+        reply = self._send("DELETE", self._url(request, request["http_health_check"]), timeout, {"requestId": request["request_id"]})
+        return compute_v1.Operation.from_json(reply.text, ignore_unknown_fields=True)
+
+    def _send(self, method: str, url: str, timeout: float, params: dict | None = None, body: dict | None = None) -> Any:
+        reply = self._session.request(method, url, params=params, json=body, timeout=timeout)
         if reply.status_code >= 400:
             raise exceptions.from_http_response(reply)
         return reply
@@ -228,23 +250,18 @@ class GceApi:
     async def insert(self, collection: str, resource: Any) -> None:
         """Insert and wait until DONE. A 409 (the name is taken) is raised as Conflict."""
         kind = KINDS[collection]
-        request = {**self._where(kind), f"{kind.arg}_resource": resource, "request_id": str(uuid.uuid4())}
-        what = f"creating {kind.noun} {resource.name}"
         try:
-            operation = await self.call(self._client(kind).insert_unary, request=request)
-            await self.wait(operation)
+            await self._operate(kind, "insert", {f"{kind.arg}_resource": resource})
         except exceptions.Conflict:
             raise
         except (*CALL_ERRORS, OperationFailed) as error:
-            raise failure(what, error, self.region) from None
+            raise failure(f"creating {kind.noun} {resource.name}", error, self.region) from None
 
     async def delete(self, collection: str, name: str) -> bool:
         """Delete and wait until DONE; False when it was already gone."""
         kind = KINDS[collection]
-        request = {**self._where(kind), kind.arg: name, "request_id": str(uuid.uuid4())}
         try:
-            operation = await self.call(self._client(kind).delete_unary, request=request)
-            await self.wait(operation)
+            await self._operate(kind, "delete", {kind.arg: name})
         except exceptions.NotFound:
             return False
         except (*CALL_ERRORS, OperationFailed) as error:
@@ -252,6 +269,20 @@ class GceApi:
                 return False
             raise failure(f"deleting {kind.noun} {name}", error, self.region) from None
         return True
+
+    async def act(self, collection: str, name: str, method: str, body: dict[str, Any]) -> None:
+        """A custom method on one resource (e.g. add_instance with its `*_request_resource`), waited on."""
+        kind = KINDS[collection]
+        try:
+            await self._operate(kind, method, {kind.arg: name, **body})
+        except (*CALL_ERRORS, OperationFailed) as error:
+            raise failure(f"{method.replace('_', ' ')} on {kind.noun} {name}", error, self.region) from None
+
+    async def _operate(self, kind: Kind, method: str, fields: dict[str, Any]) -> None:
+        """Start a mutating call with one requestId for all its retries, and wait until DONE."""
+        request = {**self._where(kind), **fields, "request_id": str(uuid.uuid4())}
+        operation = await self.call(getattr(self._client(kind), f"{method}_unary"), request=request)
+        await self.wait(operation)
 
     async def host_keys(self, instance: str) -> dict[str, str] | None:
         """The SSH host keys the guest agent published (type -> base64), None until it has."""

@@ -5,7 +5,8 @@ project/region/zone, so `plan` and `ensure` cannot disagree. KTHW's lab 03 on a 
 custom-mode network, one subnet, an internal and an external firewall rule, a regional static
 address, and one instance per node with IP forwarding, tags [cluster, role], a pinned internal
 address, an external NAT address, and metadata for SSH (ssh-keys, OS Login off) and for
-publishing host keys (guest attributes on, which only works when set at creation).
+publishing host keys (guest attributes on, which only works when set at creation). Then what
+later stages ask for: lab 08's front end (either design), lab 11's routes, lab 13's NodePort rule.
 
 Ownership: label khwtui-cluster=<cluster> where GCE has labels (instances, their boot disks,
 addresses), the description "khwtui-cluster=<cluster>" elsewhere.
@@ -15,15 +16,16 @@ from __future__ import annotations
 
 import operator
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from google.cloud import compute_v1 as c
 
 from khwtui.config import Config
 from khwtui.gcloud_settings import GcpSettings
-from khwtui.providers.gcp_api import KINDS, last
-from khwtui.topology import Node, Topology
+from khwtui.providers.gcp_api import KINDS, HttpHealthCheck, last
+from khwtui.topology import HEALTH_CHECK_SOURCES, Node, Topology
 
 LABEL = "khwtui-cluster"
 MARKER = re.compile(r"khwtui-cluster=([a-z][-a-z0-9]*)")
@@ -119,11 +121,14 @@ def desired(config: Config, topo: Topology, settings: GcpSettings, client_public
     )
 
 
-def _firewall(name: str, network_url: str, cluster: str, allowed: list[c.Allowed], sources: list[str]) -> Wanted:
+def _firewall(name: str, network_url: str, cluster: str, allowed: list[c.Allowed], sources: list[str], role: str = "") -> Wanted:
+    """A rule for every node of the network, or (`role`) only for the nodes tagged with it."""
     rule = c.Firewall(
-        name=name, network=network_url, direction="INGRESS", allowed=allowed, source_ranges=sources, description=marker(cluster)
+        name=name, network=network_url, direction="INGRESS", allowed=allowed, source_ranges=sources, description=marker(cluster),
+        target_tags=[role] if role else [],
     )
-    return Wanted("firewalls", rule, f"{', '.join(_allowed(rule))} from {', '.join(sources)}", "cluster.name")
+    to = f" to the {role}s" if role else ""
+    return Wanted("firewalls", rule, f"{', '.join(_allowed(rule))} from {', '.join(sources)}{to}", "cluster.name")
 
 
 def _instance(config: Config, node: Node, zone: str, subnet_url: str, client_public_key: str) -> Wanted:
@@ -167,6 +172,105 @@ def _instance(config: Config, node: Node, zone: str, subnet_url: str, client_pub
     return Wanted("instances", instance, detail, "topology.name_prefix")
 
 
+# --- later stages: the front end, pod routes, NodePort rules ---------------------------------
+
+
+@dataclass(frozen=True)
+class Frontend:
+    """The load balancer of one design, in creation order, and what joins its pool or group."""
+
+    resources: tuple[Wanted, ...]
+    members: tuple[str, ...]  # the controllers' instance names
+    pool: Wanted  # the target pool (addInstance) or the instance group (addInstances)
+
+
+def frontend(config: Config, topo: Topology, settings: GcpSettings, api_ip: str) -> Frontend:
+    """gcp.load_balancer's resources: KTHW's legacy health check + target pool, or a regional
+    backend service over an unmanaged instance group; either way the health-check firewall rule
+    and a forwarding rule on the static address and the API port."""
+    names, cluster, region = topo.names, config.cluster.name, settings.region
+    port = config.network.api_port
+    members = tuple(n.name for n in topo.controllers)
+    if config.gcp.load_balancer == "target-pool":
+        host = f"kubernetes.default.svc.{config.network.cluster_domain}"
+        check = Wanted(
+            "httpHealthChecks",
+            HttpHealthCheck(names.http_health_check, marker(cluster), host, "/healthz", 80),
+            f"HTTP {host}:80/healthz (the controllers' nginx proxy)",
+            "cluster.name",
+        )
+        pool = Wanted(
+            "targetPools",
+            c.TargetPool(name=names.target_pool, description=marker(cluster), health_checks=[f"global/httpHealthChecks/{names.http_health_check}"]),
+            f"{', '.join(members)} in {region}",
+            "cluster.name",
+        )
+        target = {"target": f"regions/{region}/targetPools/{names.target_pool}"}
+        probed, chain = 80, (check, pool)
+    else:
+        group = Wanted(
+            "instanceGroups",
+            c.InstanceGroup(name=names.instance_group, description=marker(cluster), network=f"global/networks/{names.network}"),
+            f"unmanaged, {', '.join(members)} in {settings.zone}",
+            "cluster.name",
+        )
+        check = Wanted(
+            "healthChecks",
+            c.HealthCheck(
+                name=names.health_check, description=marker(cluster), type_="HTTPS",
+                https_health_check=c.HTTPSHealthCheck(port=port, request_path="/readyz"),
+            ),
+            f"HTTPS :{port}/readyz in {region}",
+            "cluster.name",
+        )
+        service = Wanted(
+            "backendServices",
+            c.BackendService(
+                name=names.backend_service, description=marker(cluster), load_balancing_scheme="EXTERNAL", protocol="TCP",
+                health_checks=[f"regions/{region}/healthChecks/{names.health_check}"],
+                backends=[c.Backend(group=f"zones/{settings.zone}/instanceGroups/{names.instance_group}", balancing_mode="CONNECTION")],
+            ),
+            f"external TCP, {names.instance_group} by connection, in {region}",
+            "cluster.name",
+        )
+        target = {"backend_service": f"regions/{region}/backendServices/{names.backend_service}"}
+        probed, chain, pool = port, (group, check, service), group
+    allow = _firewall(
+        names.allow_health_check, f"global/networks/{names.network}", cluster,
+        [c.Allowed(I_p_protocol="tcp", ports=[str(probed)])], list(HEALTH_CHECK_SOURCES), "controller",
+    )
+    rule = Wanted(
+        "forwardingRules",
+        c.ForwardingRule(
+            name=names.forwarding_rule, I_p_address=api_ip, I_p_protocol="TCP", port_range=str(port),
+            load_balancing_scheme="EXTERNAL", labels={LABEL: cluster}, **target,
+        ),
+        f"{api_ip}:{port} to {last(next(iter(target.values())))}",
+        "cluster.name",
+    )
+    return Frontend((*chain, allow, rule), members, pool)
+
+
+def routes(config: Config, topo: Topology) -> list[Wanted]:
+    """KTHW lab 11: each worker's pod CIDR routed to its internal address."""
+    cluster, network, names = config.cluster.name, f"global/networks/{topo.names.network}", topo.route_names()
+    return [
+        Wanted(
+            "routes",
+            c.Route(name=names[w.name], network=network, dest_range=w.pod_cidr, next_hop_ip=w.internal_ip, priority=1000, description=marker(cluster)),
+            f"{w.pod_cidr} via {w.internal_ip} ({w.name})",
+            "cluster.name",
+        )
+        for w in topo.workers
+    ]
+
+
+def node_port_rule(config: Config, topo: Topology, name: str, port: int) -> Wanted:
+    """A NodePort opened to gcp.admin_cidrs on the workers (the smoke and demo stages)."""
+    allowed = [c.Allowed(I_p_protocol="tcp", ports=[str(port)])]
+    return _firewall(name, f"global/networks/{topo.names.network}", config.cluster.name, allowed, list(config.gcp.admin_cidrs), "worker")
+
+
 # --- judging what exists ----------------------------------------------------------------------
 
 
@@ -194,6 +298,12 @@ def _metadata(key: str) -> Callable[[c.Instance], str]:
     return lambda i: next((item.value for item in i.metadata.items if item.key == key), "")
 
 
+def _port_range(ports: str) -> str:
+    """GCE answers "6443-6443" for a rule sent "6443"."""
+    low, _, high = ports.partition("-")
+    return low if high in ("", low) else ports
+
+
 def _lines_include(wanted: object, found: object) -> bool:
     """ssh-keys may hold more keys than ours (gcloud adds its own); ours must be one line."""
     return str(wanted) in str(found).splitlines()
@@ -213,6 +323,37 @@ FIELDS: dict[str, tuple[Field, ...]] = {
         Field("targetTags", lambda f: sorted(f.target_tags)),
     ),
     "addresses": (Field("addressType", lambda a: a.address_type or "EXTERNAL"),),
+    "routes": (
+        Field("network", lambda r: last(r.network)),
+        Field("destRange", lambda r: r.dest_range),
+        Field("nextHopIp", lambda r: r.next_hop_ip),
+    ),
+    "httpHealthChecks": (
+        Field("host", lambda h: h.host),
+        Field("requestPath", lambda h: h.request_path),
+        Field("port", lambda h: h.port),
+    ),
+    "targetPools": (Field("healthChecks", lambda p: [last(u) for u in p.health_checks]),),
+    "instanceGroups": (Field("network", lambda g: last(g.network)),),
+    "healthChecks": (
+        Field("type", lambda h: h.type_),
+        Field("httpsHealthCheck.port", lambda h: h.https_health_check.port),
+        Field("httpsHealthCheck.requestPath", lambda h: h.https_health_check.request_path or "/"),
+    ),
+    "backendServices": (
+        Field("loadBalancingScheme", lambda b: b.load_balancing_scheme),
+        Field("protocol", lambda b: b.protocol),
+        Field("healthChecks", lambda b: [last(u) for u in b.health_checks]),
+        Field("backends", lambda b: sorted(f"{last(x.group)}:{x.balancing_mode}" for x in b.backends)),
+    ),
+    "forwardingRules": (
+        Field("IPAddress", lambda f: f.I_p_address),
+        Field("IPProtocol", lambda f: f.I_p_protocol or "TCP"),
+        Field("portRange", lambda f: _port_range(f.port_range)),
+        Field("target", lambda f: last(f.target) if f.target else ""),
+        Field("backendService", lambda f: last(f.backend_service) if f.backend_service else ""),
+        Field("loadBalancingScheme", lambda f: f.load_balancing_scheme or "EXTERNAL"),
+    ),
     "instances": (
         Field("machineType", lambda i: last(i.machine_type)),
         Field("canIpForward", lambda i: i.can_ip_forward),

@@ -3,9 +3,11 @@
 local and machines: haproxy on the lb host, from the node's own apt sources, TCP passthrough
 with active TLS checks of each apiserver's /readyz. machines without an lb host: the first
 controller is the API endpoint, with a warning (no load balancer, not highly available). gcp:
-the provider makes the cloud load balancer (another issue); until it can, the stage fails
-saying so. The check is KTHW's: /version answered through the API endpoint from the operator's
-machine, plus, with haproxy, each controller's state as the load balancer sees it.
+the provider makes the cloud load balancer (`ensure_frontend`); for KTHW's target pool, whose
+legacy health check speaks only plain HTTP, each controller first gets KTHW's nginx site proxying
+:80/healthz to its apiserver over verified TLS. The check is KTHW's: /version answered through
+the API endpoint from the operator's machine, plus, with haproxy, each controller's state as the
+load balancer sees it, and on gcp each controller's /healthz proxy and the cloud resources.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import io
 import shlex
 from dataclasses import dataclass
 
+from khwtui.controlplane_files import CA_FILE as APISERVER_CA
 from khwtui.errors import StageFailed
 from khwtui.events import PASSED
 from khwtui.kubeapi import ApiClient, ApiError, Credentials
@@ -32,10 +35,10 @@ BACKEND = "kube-apiservers"
 STATS_PORT = 8404  # on the lb's loopback only
 STATS_PATH = "/stats"
 STATS = shlex.join(["/usr/bin/curl", "--silent", "--show-error", "--max-time", "5", f"http://127.0.0.1:{STATS_PORT}{STATS_PATH};csv"])
-INSTALL = (
-    "command -v haproxy >/dev/null && [ -x /usr/bin/curl ] || { apt-get update -q && "
-    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends haproxy curl; }"
-)
+HEALTHZ_SITE = "/etc/nginx/conf.d/kubernetes-healthz.conf"  # Debian's nginx.conf includes conf.d/*.conf
+PROXY = "nginx"
+HEALTHZ_CHECK = "/healthz proxy for the health check"
+CLOUD_CHECK = "load balancer resources"
 SERVING_TIMEOUT = 120
 VERSION_CHECK = "/version through the load balancer"
 NOT_YET = "not implemented for gcp yet"
@@ -51,7 +54,7 @@ class Backend:
 
     @property
     def healthy(self) -> bool:
-        return self.status == "UP" and self.check.startswith("L7OK")
+        return self.status == "UP" and self.check.removeprefix("* ").startswith("L7OK")  # "* ": a check in progress
 
     def __str__(self) -> str:
         return f"{self.name} {self.status} ({self.check})"
@@ -73,6 +76,37 @@ def lb_files(run: RunContext) -> list[NodeFile]:
     return [NodeFile(CA_FILE, run.artifacts.pki.ca_pem()), NodeFile(CONFIG, haproxy_config(run.topo).encode())]
 
 
+def apt_install(program: str) -> str:
+    """Install `program` (and curl, for the checks) from the node's own apt sources, unless present."""
+    return (
+        f"command -v {program} >/dev/null && [ -x /usr/bin/curl ] || {{ apt-get update -q && "
+        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {program} curl; }}"
+    )
+
+
+def healthz_host(topo: Topology) -> str:
+    return f"kubernetes.default.svc.{topo.config.network.cluster_domain}"
+
+
+def healthz_files(topo: Topology) -> list[NodeFile]:
+    """KTHW's nginx site on a controller: :80/healthz for host kubernetes.default.svc.<domain>."""
+    site = render("nginx-healthz.conf.j2", host=healthz_host(topo), api_port=topo.config.network.api_port, ca_file=APISERVER_CA)
+    return [NodeFile(HEALTHZ_SITE, site.encode())]
+
+
+def healthz_probe(topo: Topology) -> str:
+    """KTHW's `curl -H "Host: kubernetes.default.svc.cluster.local" -i http://127.0.0.1/healthz`: the status code."""
+    return shlex.join([
+        "/usr/bin/curl", "--silent", "--show-error", "--max-time", "5", "--output", "/dev/null", "--write-out", "%{http_code}",
+        "-H", f"Host: {healthz_host(topo)}", "http://127.0.0.1/healthz",
+    ])
+
+
+def proxied(run: RunContext) -> bool:
+    """Whether the load balancer probes the controllers through the HTTP /healthz proxy."""
+    return run.config.provider.kind == "gcp" and run.config.gcp.load_balancer == "target-pool"
+
+
 def parse_backends(text: str) -> dict[str, Backend]:
     """The controllers of our backend from haproxy's stats CSV (header "# pxname,svname,...")."""
     rows = csv.DictReader(io.StringIO(text.removeprefix("# ")))
@@ -92,8 +126,25 @@ class FrontendStage(Stage):
         if unavailable:
             return [unavailable]
         lb = run.topo.lb
-        setup = list(await self._lb_outcomes(run, lb)) if lb else []
+        if run.config.provider.kind == "gcp":
+            setup = [await self._cloud_outcome(run)]
+        else:
+            setup = list(await self._lb_outcomes(run, lb)) if lb else []
         return setup + await self._serving_outcomes(run)
+
+    async def _cloud_outcome(self, run: RunContext) -> Outcome:
+        problems = await run.provider.frontend_problems()
+        if problems:
+            return Outcome.failed(CLOUD_CHECK, evidence="\n".join(problems))
+        return Outcome.passed(CLOUD_CHECK, evidence=f"{run.config.gcp.load_balancer} on {run.topo.api_address}:{run.config.network.api_port}")
+
+    async def _healthz_outcome(self, run: RunContext, node: Node) -> Outcome:
+        command = healthz_probe(run.topo)
+        result = await run.sh(node.name, command, check=False, timeout=30)
+        code = result.stdout.strip()
+        if result.exit_status == 0 and code == "200":
+            return Outcome.passed(HEALTHZ_CHECK, node.name, f"http://127.0.0.1/healthz for {healthz_host(run.topo)}: 200")
+        return Outcome.failed(HEALTHZ_CHECK, node.name, f"$ {command}\n{code or '(no status)'} {result.stderr}".rstrip())
 
     def _unavailable(self, run: RunContext) -> Outcome | None:
         if run.config.provider.kind == "gcp" and not hasattr(run.provider, "ensure_frontend"):
@@ -113,6 +164,8 @@ class FrontendStage(Stage):
     async def _serving_outcomes(self, run: RunContext) -> list[Outcome]:
         """Each controller as haproxy sees it (when there is an lb host), and /version through the endpoint."""
         lb = run.topo.lb
+        if proxied(run):
+            return [*await run.each(run.topo.controllers, lambda c: self._healthz_outcome(run, c)), await self._version_outcome(run, {})]
         if lb is None:
             return [await self._version_outcome(run, {})]
         backends, error = await self._backends(run, lb)
@@ -159,24 +212,28 @@ class FrontendStage(Stage):
             ensure = getattr(run.provider, "ensure_frontend", None)
             if ensure is None:
                 raise StageFailed(f"frontend: {NOT_YET}")
+            if proxied(run):
+                files = healthz_files(run.topo)
+                await run.each(run.topo.controllers, lambda c: self._install(run, c, PROXY, files, ["nginx", "-t", "-q"]))
             await ensure(lambda line: run.log("", line))
         elif run.topo.lb is not None:
-            await self._install(run, run.topo.lb)
+            await self._install(run, run.topo.lb, UNIT, lb_files(run), ["haproxy", "-c", "-q", "-f", CONFIG])
         else:
             run.log("", f"warning: {run.topo.api_endpoint_warning}")
         await self._wait_serving(run)
 
-    async def _install(self, run: RunContext, lb: Node) -> None:
-        await run.sh(lb.name, INSTALL, timeout=600)
-        changed = await run.place(lb.name, lb_files(run))
-        await run.sh(lb.name, shlex.join(["haproxy", "-c", "-q", "-f", CONFIG]))
-        await run.sh(lb.name, f"systemctl enable {UNIT}")
-        run.record_unit(lb.name, UNIT)
+    async def _install(self, run: RunContext, node: Node, unit: str, files: list[NodeFile], validate: list[str]) -> None:
+        """`unit`'s package from the node's apt sources, its files, validated, then (re)started."""
+        await run.sh(node.name, apt_install(unit), timeout=600)
+        changed = await run.place(node.name, files)
+        await run.sh(node.name, shlex.join(validate))
+        await run.sh(node.name, f"systemctl enable {unit}")
+        run.record_unit(node.name, unit)
         if changed:
-            run.log(lb.name, f"{UNIT}: configuration changed, reloading")
-            await run.sh(lb.name, f"systemctl reload-or-restart {UNIT}")
+            run.log(node.name, f"{unit}: configuration changed, reloading")
+            await run.sh(node.name, f"systemctl reload-or-restart {unit}")
         else:
-            await run.sh(lb.name, f"systemctl start {UNIT}")
+            await run.sh(node.name, f"systemctl start {unit}")
 
     async def _wait_serving(self, run: RunContext) -> None:
         """Until every controller is UP behind haproxy (if there is one) and /version answers."""
