@@ -39,7 +39,6 @@ from khwtui.context import open_cluster
 from khwtui.engine import Engine
 from khwtui.headless import ConsoleSink
 from khwtui.kubeapi import ApiClient, Credentials
-from khwtui.stages import control_plane
 from khwtui.stages.frontend import STATS, parse_backends
 from khwtui.waiting import poll
 
@@ -303,7 +302,6 @@ async def control_plane_with(c: LocalCluster, monkeypatch: pytest.MonkeyPatch, m
         return mutate(unit)
 
     monkeypatch.setattr(controlplane_files, "apiserver_unit", rendered)
-    monkeypatch.setattr(control_plane, "START_TIMEOUT", 8)  # a refusing unit restarts every 5 s (RestartSec=5)
     out = io.StringIO()
     code = await Engine(open_cluster(str(c.config_path), str(c.state_dir))).run(ConsoleSink(out), only=["control-plane"])
     return code, out.getvalue()

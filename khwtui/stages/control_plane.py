@@ -36,6 +36,7 @@ from khwtui.waiting import poll
 
 HEALTH_PATHS = ("livez", "readyz")
 START_TIMEOUT = 180
+CRASH_LOOP = 3  # restarts of one unit while waiting: it is refusing to start, stop waiting
 CURL = "/usr/bin/curl"
 INSTALL_CURL = (
     f"[ -x {CURL} ] || {{ apt-get update -q && "
@@ -150,11 +151,21 @@ class ControlPlaneStage(Stage):
         last: dict[str, tuple[str, str]] = {}  # unit states of the latest poll, for the failure report
         codes: dict[str, str] = {}
         healthy: dict[str, tuple[str, str]] | None = None  # unit states of the previous poll, if it was healthy
+        first: dict[str, int] = {}  # restart counts at the first poll
 
         async def stable() -> bool | None:
             nonlocal last, codes, healthy
             codes = health_codes((await run.sh(node.name, health, check=False, timeout=30)).stdout)
             last = unit_states((await run.sh(node.name, states_command, check=False, timeout=30)).stdout)
+            restarts = {u: int(last.get(u, ("", ""))[1] or 0) for u in UNITS}
+            first.update({u: n for u, n in restarts.items() if u not in first})
+            looping = [u for u in UNITS if restarts[u] - first[u] >= CRASH_LOOP]
+            if looping:
+                raise StageFailed(
+                    f"{', '.join(looping)} on {node.name} keeps restarting ({CRASH_LOOP} restarts while waiting): it refuses to start",
+                    node.name,
+                    await self._journal(run, node, {u: ("failed", "") for u in looping}),
+                )
             up = all(code == "200" for code in codes.values()) and all(last.get(u, ("",))[0] == "active" for u in UNITS)
             settled, healthy = up and last == healthy, (last if up else None)
             return True if settled else None
