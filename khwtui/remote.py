@@ -183,6 +183,17 @@ async def _upload(conn: asyncssh.SSHClientConnection, data: bytes, staged: str) 
             await f.write(data)
 
 
+
+async def offered_host_key(address: str, port: int, algorithms: list[str], timeout: float) -> str | None:
+    """The host key the server at address:port offers for `algorithms`, as "type base64"; None while
+    nothing answers. Only the key exchange happens: nothing is sent (used to learn or check a pin)."""
+    try:
+        key = await asyncio.wait_for(
+            asyncssh.get_server_host_key(address, port, server_host_key_algs=algorithms, config=None), timeout)
+    except (TimeoutError, OSError, asyncssh.Error):
+        return None
+    return " ".join(key.export_public_key().decode().split()[:2]) if key else None
+
 class Remote:
     """The SSH side of a run: commands and files on any number of hosts, one connection each."""
 

@@ -24,7 +24,6 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import asyncssh
 import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
@@ -34,6 +33,7 @@ from khwtui.errors import KhwError, StateError
 from khwtui.providers import nspawn, rootfs
 from khwtui.providers.base import LogFn, NodeEndpoint, Plan, PlannedResource, PreflightError
 from khwtui.providers.nspawn import PREFIX, BootSpec, HostError, HostObject, Names
+from khwtui.remote import offered_host_key
 from khwtui.render import NodeFile, render
 from khwtui.topology import Node, Topology
 
@@ -352,7 +352,7 @@ class LocalProvider:
         while True:
             if not nspawn.alive(runtime.nspawn_pid):
                 raise HostError(f"{node.name} stopped while booting; console: {self._console_tail(node.name)}")
-            key = await _scan_host_key(node.internal_ip, self.config.ssh.port)
+            key = await offered_host_key(node.internal_ip, self.config.ssh.port, ["ssh-ed25519"], SCAN_TIMEOUT)
             if key is not None and key != expected:
                 raise HostError(f"{node.internal_ip}:{self.config.ssh.port} answers with host key {key}, not {node.name}'s pinned {expected}")
             init = nspawn.init_pid(runtime.nspawn_pid)
@@ -516,17 +516,6 @@ def _object_name(obj: HostObject) -> str:
 def _other_outbound_clusters() -> bool:
     """Whether another cluster's outbound NAT still needs IPv4 forwarding."""
     return any(re.fullmatch(rf"{nspawn.PREFIX_PATTERN}-nat", chain) for chain in nspawn.chains("nat"))
-
-
-async def _scan_host_key(host: str, port: int) -> str | None:
-    """The ed25519 host key the server at host:port offers, or None while nothing answers."""
-    try:
-        key = await asyncio.wait_for(
-            asyncssh.get_server_host_key(host, port, server_host_key_algs=["ssh-ed25519"], config=None), SCAN_TIMEOUT
-        )
-    except (OSError, asyncssh.Error, asyncio.TimeoutError):
-        return None
-    return " ".join(key.export_public_key().decode().split()[:2]) if key else None
 
 
 async def _nsenter(init_pid: int, *argv: str) -> str:

@@ -27,7 +27,7 @@ from khwtui.providers.base import (
     PlannedResource,
     PreflightError,
 )
-from khwtui.remote import Host, Remote, RemoteError
+from khwtui.remote import Host, Remote, RemoteError, offered_host_key
 from khwtui.sshkey import client_key
 from khwtui.state import NodeRecord, State, StateDir
 from khwtui.topology import Topology
@@ -64,12 +64,7 @@ async def presented_key(address: str, port: int, pinned: str) -> str | None:
     """The host key the server at address:port offers, of the pinned key's type (any usual type on
     first use); None when nothing answers. Only the key exchange happens: nothing is sent."""
     algorithms = KEY_ALGORITHMS.get(pinned.split()[0], [pinned.split()[0]]) if pinned else FIRST_USE_ALGORITHMS
-    try:
-        key = await asyncio.wait_for(
-            asyncssh.get_server_host_key(address, port, server_host_key_algs=algorithms, config=None), SCAN_TIMEOUT)
-    except (TimeoutError, OSError, asyncssh.Error):
-        return None
-    return short_key(key.export_public_key().decode()) if key else None
+    return await offered_host_key(address, port, algorithms, SCAN_TIMEOUT)
 
 
 @dataclass(frozen=True)
