@@ -166,10 +166,16 @@ class KhwApp(App[int | None]):
         """A build or a teardown is running."""
         return self.running or self.tearing_down
 
+    @property
+    def built(self) -> bool:
+        """The main screen's widgets exist: not yet true before compose, no longer during
+        shutdown, when timers may still fire once."""
+        return self.query_one_optional(StageList) is not None
+
     def _recolour(self, _theme: object) -> None:
         """Marks take their colours from the theme when drawn: draw them again (unless the
         screen is not built yet, or no longer: then there is nothing drawn to recolour)."""
-        if self.query_one_optional(StageList) is None:
+        if not self.built:
             return
         self.stage_list.rebuild()
         self.node_tree.relabel()
@@ -198,6 +204,8 @@ class KhwApp(App[int | None]):
         self.stage_list.show_header = height >= SHORT
 
     def tick(self) -> None:
+        if not self.built:
+            return
         self.stage_list.tick(self.clock())
         self.header.refresh()
 
@@ -328,7 +336,7 @@ class KhwApp(App[int | None]):
         """Start a probe round, unless one is still running (rounds never overlap) or a
         teardown is deleting what would be probed."""
         probe = self.services.health
-        if probe is None or self.health_probing or self.health_paused or self.tearing_down:
+        if probe is None or self.health_probing or self.health_paused or self.tearing_down or not self.built:
             return
         self.health_panel.set_status("probing…")
         self._health = self.run_worker(self._probe_round(probe), name="health", group="health", exit_on_error=False)

@@ -318,3 +318,14 @@ async def test_a_theme_change_recolours_the_marks() -> None:
         after = app.stage_list.get_cell("compute", "mark").spans[0].style
         assert after == status_style("passed", app.theme_variables) != before
         assert app.node_tree.get_node_at_line(1).label.spans[0].style == after  # controller-0 passed
+
+
+async def test_timers_firing_during_shutdown_do_nothing() -> None:
+    """Textual removes the main screen's widgets before it stops the timers: a clock tick
+    landing in between (seen in CI under load) must not raise."""
+    app = gcp_app(FakeEngine([]))
+    async with app.run_test(size=SIZE):
+        assert app.query_one_optional("StageList") is not None
+    assert app.query_one_optional("StageList") is None
+    app.tick()
+    app.health_tick()
