@@ -34,7 +34,7 @@ def plan(args: argparse.Namespace) -> int:
 
 def provider_plan_text(plan: object) -> str:
     """The provider's resources to create (or adopt) and, for cloud providers, the cost estimate."""
-    rows = [(r.kind, r.name, r.detail) for r in plan.resources]  # type: ignore[attr-defined]
+    rows = [(r.kind, r.name, r.described) for r in plan.resources]  # type: ignore[attr-defined]
     out = [f"Resources to create ({len(rows)})", table(("kind", "name", "detail"), rows)]
     if plan.hourly_usd:  # type: ignore[attr-defined]
         out.append(f"Estimated cost: ${plan.hourly_usd:.3f}/hour")  # type: ignore[attr-defined]

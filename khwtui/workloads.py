@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import http.client
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import quote
 
 from khwtui.errors import StageFailed
 from khwtui.kubeapi import ApiClient
+from khwtui.providers.base import CloudNetwork
 from khwtui.stages.base import Outcome
 from khwtui.waiting import poll
 
@@ -248,15 +249,9 @@ async def open_node_port(run: RunContext, api: ApiClient, namespace: str, servic
     port = _node_port(found) if isinstance(found, dict) else None
     if port is None:
         raise StageFailed(f"service {namespace}/{service} has no node port yet")
-    ensure = getattr(run.provider, "ensure_firewall", None)
-    if ensure is not None:
+    if run.config.provider.kind == "gcp":
         run.log("", f"firewall rule {rule}: allow tcp:{port}")
-        await ensure(rule, port)
-    elif run.config.provider.kind == "gcp":
-        raise StageFailed(
-            f"the gcp provider cannot open NodePort tcp:{port} (it has no ensure_firewall); "
-            f"fix: create firewall rule {rule} on network {run.topo.names.network} allowing tcp:{port} from your address"
-        )
+        await cast(CloudNetwork, run.provider).ensure_firewall(rule, port)
     return port
 
 

@@ -164,7 +164,7 @@ async def test_ensure_creates_exactly_the_planned_resources_with_kthw_properties
         endpoints = await gcp.ensure(quiet)
 
         sent = insert_requests(fake)
-        assert {(KINDS[col].noun, name) for col, name in sent} == {(r.kind, r.name) for r in gcp.plan().resources}
+        assert {(KINDS[col].noun, name) for col, name in sent} == {(r.kind, r.name) for r in gcp.plan().resources if not r.stage}
         assert len(sent) == 9 and all(len(reqs) == 1 for reqs in sent.values())
         assert all(reqs[0].query.get("requestId") for reqs in sent.values())
         body = {key: reqs[0].body for key, reqs in sent.items()}
@@ -240,7 +240,7 @@ async def test_faults_and_lost_replies_end_in_the_same_state_without_duplicates(
         sent = insert_requests(fake)
         assert any(len(reqs) > 1 for reqs in sent.values())  # retried...
         assert all(len({r.query["requestId"] for r in reqs}) == 1 for reqs in sent.values())  # ...with one requestId
-        planned = {(r.kind, r.name) for r in provider(config).plan().resources}
+        planned = {(r.kind, r.name) for r in provider(config).plan().resources if not r.stage}
         made = {(KINDS[col].noun, name) for col, name in everything(fake) if col != "disks"}
         assert made == planned
         assert sorted(d["name"] for d in fake.resources("disks")) == ["controller-0", "controller-1", "controller-2", "worker-0"]
@@ -396,7 +396,7 @@ async def test_preflight_names_every_problem_with_its_fix_before_creating_anythi
 # --- plan -----------------------------------------------------------------------------------------
 
 
-async def test_plan_needs_no_credentials_and_prices_the_nodes(outside: list[str]) -> None:
+async def test_plan_needs_no_credentials_and_lists_every_stages_resources_and_prices_them(outside: list[str]) -> None:
     plan = provider(gcp_config(None)).plan()
     assert [(r.kind, r.name) for r in plan.resources] == [
         ("network", "kubernetes-the-hard-way"),
@@ -408,10 +408,33 @@ async def test_plan_needs_no_credentials_and_prices_the_nodes(outside: list[str]
         ("instance", "controller-1"),
         ("instance", "controller-2"),
         ("instance", "worker-0"),
+        ("legacy health check", "kubernetes-the-hard-way-healthz"),
+        ("target pool", "kubernetes-the-hard-way-target-pool"),
+        ("firewall", "kubernetes-the-hard-way-allow-health-check"),
+        ("forwarding rule", "kubernetes-the-hard-way-forwarding-rule"),
+        ("route", "kubernetes-the-hard-way-route-10-200-0-0-24"),
+        ("firewall", "kubernetes-the-hard-way-allow-nginx-service"),
     ]
-    # 4 x (e2-standard-2 + its external IPv4 + 50 GB pd-standard) + the unused static address
-    assert plan.hourly_usd == pytest.approx(4 * (0.06701142 + 0.005 + 50 * 0.04 / 730) + 0.01)
+    details = {r.name: r.detail for r in plan.resources}
+    assert details["kubernetes-the-hard-way-route-10-200-0-0-24"] == "10.200.0.0/24 via 10.240.0.20 (worker-0)"
+    assert details["kubernetes-the-hard-way-forwarding-rule"] == "the static address:6443 to kubernetes-the-hard-way-target-pool"
+    assert [r.stage for r in plan.resources] == [""] * 9 + ["frontend"] * 4 + ["routes", "smoke"]
+    # 4 x (e2-standard-2 + its external IPv4 + 50 GB pd-standard) + the forwarding rule (holding the static address)
+    assert plan.hourly_usd == pytest.approx(4 * (0.06701142 + 0.005 + 50 * 0.04 / 730) + 0.025)
     assert any("as of 2025-03-06" in note and "us-west1" in note and "/month" in note for note in plan.notes)
+    backend = provider(gcp_config(None, gcp={"load_balancer": "backend-service"}, demo={"enabled": True}, topology={"controllers": 1, "workers": 2})).plan()
+    assert [(r.kind, r.name) for r in backend.resources][7:] == [
+        ("instance", "worker-1"),
+        ("instance group", "kubernetes-the-hard-way-controllers"),
+        ("health check", "kubernetes-the-hard-way-readyz"),
+        ("backend service", "kubernetes-the-hard-way-api-backend"),
+        ("firewall", "kubernetes-the-hard-way-allow-health-check"),
+        ("forwarding rule", "kubernetes-the-hard-way-forwarding-rule"),
+        ("route", "kubernetes-the-hard-way-route-10-200-0-0-24"),
+        ("route", "kubernetes-the-hard-way-route-10-200-1-0-24"),
+        ("firewall", "kubernetes-the-hard-way-allow-nginx-service"),
+        ("firewall", "kubernetes-the-hard-way-allow-demo"),
+    ]
     unpriced = provider(gcp_config(None, gcp={"machine_type": "n2-standard-2"})).plan()
     assert unpriced.hourly_usd is None and any("no n2-standard-2" in note for note in unpriced.notes)
     with FakeCompute(project=PROJECT) as fake:

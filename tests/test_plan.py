@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from khwtui.cli import main
@@ -17,7 +18,8 @@ def test_plan_prints_settings_nodes_resources_and_cost_and_writes_nothing(tmp_pa
     assert "gcp.region                   europe-west1" in out and "environment CLOUDSDK_COMPUTE_REGION" in out
     assert "europe-west1-c" in out and "derived from gcp.region" in out
     for name in ("controller-0", "controller-2", "worker-2"):
-        assert f"instance  {name}" in out
+        assert re.search(rf"^instance +{name} ", out, re.M)
+    assert re.search(r"^forwarding rule +kthw-ha-forwarding-rule +the static address:6443 to kthw-ha-target-pool \(frontend stage\)$", out, re.M)
     assert "Estimated cost: $" in out and "as of 2025-03-06" in out
     assert "warning: gcp.admin_cidrs allows 0.0.0.0/0" in out
     assert not state.exists()

@@ -30,7 +30,6 @@ from khwtui.events import FAILED, PASSED, UNVERIFIED
 from khwtui.nodefiles import Artifacts
 from khwtui.pki import Pki
 from khwtui.remote import RunResult
-from khwtui.stages import routes as routes_stage
 from khwtui.stages import workers as workers_stage
 from khwtui.stages.routes import RoutesStage, missing_routes
 from khwtui.stages.workers import WorkersStage, ready_outcome, show_blocks
@@ -584,23 +583,24 @@ async def test_routes_are_placed_enabled_and_restarted_where_they_are_missing(tm
     assert {o.result for o in await stage.check(run)} == {PASSED}
 
 
-async def test_on_gcp_the_routes_stage_fails_until_the_provider_can_make_cloud_routes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_on_gcp_the_routes_are_the_providers_and_the_check_reads_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = fake_run(tmp_path, monkeypatch, kind="gcp")
-    stage = RoutesStage()
-    assert [(o.result, o.evidence) for o in await stage.check(run)] == [(FAILED, "not implemented for gcp yet")]
-    with pytest.raises(Exception, match="routes: not implemented for gcp yet"):
-        await stage.apply(run)
+    run.topo = topology(workers=2)
 
     class CloudRoutes:
-        calls = 0
+        def __init__(self) -> None:
+            self.missing = ["route kthw-route-10-200-0-0-24 does not exist", "route kthw-route-10-200-1-0-24 does not exist"]
 
-        async def ensure_routes(self, log: Callable[[str], None]) -> str:
-            self.calls += 1
+        async def ensure_routes(self, log: Callable[[str], None]) -> None:
+            self.missing = []
             log("2 routes")
-            return "2 routes"
+
+        async def routes_problems(self) -> list[str]:
+            return self.missing
 
     run.provider = CloudRoutes()
+    stage = RoutesStage()
+    assert [(o.result, o.evidence) for o in await stage.check(run)] == [(FAILED, "\n".join(run.provider.missing))]
     await stage.apply(run)
-    assert run.provider.calls == 1
-    assert [(o.result, o.evidence) for o in await stage.check(run)] == [(PASSED, "ensured by the gcp provider: 2 routes")]
-    assert routes_stage.GCP_MISSING == "not implemented for gcp yet"
+    assert [(o.result, o.evidence) for o in await stage.check(run)] == [(PASSED, "172.21.0.0/24 via 192.168.60.20, 172.21.1.0/24 via 192.168.60.21")]
+    assert run.nodes == {} or all(not node.changes() for node in run.nodes.values())  # nothing ran on a node

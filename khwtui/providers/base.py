@@ -34,6 +34,11 @@ class PlannedResource:
     kind: str
     name: str
     detail: str = ""
+    stage: str = ""  # the stage that makes it, when not the compute stage (gcp's front end, routes, ...)
+
+    @property
+    def described(self) -> str:
+        return f"{self.detail} ({self.stage} stage)" if self.stage else self.detail
 
 
 @dataclass(frozen=True)
@@ -81,3 +86,19 @@ class Provider(Protocol):
     async def teardown(self, log: LogFn) -> None:
         """Delete exactly what teardown_plan() lists; already gone is fine."""
         ...
+
+
+class CloudNetwork(Protocol):
+    """What a cloud provider (gcp) adds for later stages, whose nodes cannot do it themselves:
+    the API load balancer, the pod routes, the NodePort firewall rules. Each ensure is
+    idempotent; each *_problems call only reads, and is empty when all is as planned."""
+
+    async def ensure_frontend(self, log: LogFn) -> None: ...
+
+    async def frontend_problems(self) -> list[str]: ...
+
+    async def ensure_routes(self, log: LogFn) -> None: ...
+
+    async def routes_problems(self) -> list[str]: ...
+
+    async def ensure_firewall(self, name: str, port: int) -> None: ...

@@ -19,7 +19,14 @@ from __future__ import annotations
 import asyncio
 import os
 import tomllib
-from collections.abc import Awaitable, Callable, Container, Coroutine, Iterable
+from collections.abc import (
+    Awaitable,
+    Callable,
+    Container,
+    Coroutine,
+    Iterable,
+    Sequence,
+)
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
@@ -114,12 +121,24 @@ class GcpProvider:
     # --- plan (offline) ---------------------------------------------------------------------
 
     def plan(self) -> Plan:
-        """Every resource ensure() would create or adopt, and the hourly cost; no API call."""
-        planned = tuple(PlannedResource(w.noun, w.name, w.detail) for w in self.desired.all())
+        """Every resource the stages would create or adopt — compute's, the front end, the pod
+        routes, the NodePort rules — and the hourly cost; no API call."""
+        planned = [PlannedResource(w.noun, w.name, w.detail) for w in self.desired.all()]
+        address = self.topo.api_address or "the static address"
+        later = [("frontend", w) for w in gcp_resources.frontend(self.config, self.topo, self.settings, address).resources]
+        later += [("routes", w) for w in gcp_resources.routes(self.config, self.topo)]
+        planned += [PlannedResource(w.noun, w.name, w.detail, stage) for stage, w in later]
+        planned += [PlannedResource("firewall", name, f"the {stage} Service's NodePort from gcp.admin_cidrs to the workers", stage)
+                    for stage, name in self._node_port_rules()]
         s = self.settings
         where = f"project {s.project or '(unset)'}, region {s.region}, zone {s.zone}"
         hourly, notes = estimate(self.config, len(self.desired.instances), s.region)
-        return Plan(planned, hourly, (where, *notes))
+        return Plan(tuple(planned), hourly, (where, *notes))
+
+    def _node_port_rules(self) -> list[tuple[str, str]]:
+        """(stage, rule name) of the NodePort rules the smoke stage, and the demo if enabled, open."""
+        rules = [("smoke", self.topo.names.allow_smoke)]
+        return rules + ([("demo", self.topo.names.allow_demo)] if self.config.demo.enabled else [])
 
     # --- preflight ----------------------------------------------------------------------------
 
@@ -339,11 +358,7 @@ class GcpProvider:
         except GceError as error:
             return [str(error)]
         found = await gather_all(api.get(w.collection, w.name) for w in front.resources)
-        problems = [
-            line
-            for w, res in zip(front.resources, found, strict=True)
-            for line in ([f"{w.noun} {w.name} does not exist"] if res is None else self._refusals(w, res))
-        ]
+        problems = self._unlike(front.resources, found)
         pool = found[front.resources.index(front.pool)]
         if pool is not None:
             try:
@@ -384,6 +399,20 @@ class GcpProvider:
         wanted = gcp_resources.routes(self.config, self.topo)
         existing = await self._existing(api, wanted)
         await gather_all(self._make(api, w, existing, log) for w in wanted)
+
+    async def routes_problems(self) -> list[str]:
+        """For the routes check: each worker's route missing or unlike the plan; empty when all are there."""
+        api = self._connect()
+        wanted = gcp_resources.routes(self.config, self.topo)
+        return self._unlike(wanted, await gather_all(api.get(w.collection, w.name) for w in wanted))
+
+    def _unlike(self, wanted: Sequence[Wanted], found: Sequence[Any]) -> list[str]:
+        """One line per resource that is missing or differs from what was wanted."""
+        return [
+            line
+            for w, res in zip(wanted, found, strict=True)
+            for line in ([f"{w.noun} {w.name} does not exist"] if res is None else self._refusals(w, res))
+        ]
 
     async def ensure_firewall(self, name: str, port: int) -> None:
         """tcp:<port> from gcp.admin_cidrs to the workers (a smoke or demo NodePort). This cluster's
@@ -507,19 +536,20 @@ def ed25519_key(keys: dict[str, str]) -> str | None:
 
 
 def estimate(config: Config, nodes: int, region: str) -> tuple[float | None, list[str]]:
-    """Hourly cost of the nodes, their external addresses and disks, and the unused static
-    address, from the price table shipped in the package (its date and region in the notes)."""
+    """Hourly cost of the whole cluster — the nodes, their external addresses and disks, and
+    the forwarding rule (the static address it holds is free) — from the price table shipped
+    in the package (its date and region in the notes)."""
     prices = price_table()
-    hours, g = prices["hours_per_month"], config.gcp
+    hours, g, hourly_prices = prices["hours_per_month"], config.gcp, prices["hourly"]
     basis = f"list prices of {prices['region']} as of {prices['as_of']} ({prices['source']})"
     notes = [] if region == prices["region"] else [f"prices are {prices['region']}'s; {region} may differ"]
     machine = prices["machine_types"].get(g.machine_type)
     if machine is None:
         return None, [f"no estimate: the price table has no {g.machine_type} ({basis})", *notes]
     disk = prices["disk_gb_month"]["pd-standard"] * g.disk_gb / hours
-    hourly = nodes * (machine + prices["hourly"]["external_ip_in_use"] + disk) + prices["hourly"]["static_ip_unused"]
+    hourly = nodes * (machine + hourly_prices["external_ip_in_use"] + disk) + hourly_prices["forwarding_rule"]
     notes.insert(0, f"estimate ${hourly:.3f}/h, about ${hourly * hours:.0f}/month ({hours} h), {basis}")
-    notes.append(f"the frontend stage's forwarding rule adds ${prices['hourly']['forwarding_rule']}/h")
+    notes.append(f"until the frontend stage's forwarding rule holds it, the unused static address costs ${hourly_prices['static_ip_unused']}/h (the rule's ${hourly_prices['forwarding_rule']}/h is counted above)")
     return hourly, notes
 
 

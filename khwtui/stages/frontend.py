@@ -16,11 +16,13 @@ import csv
 import io
 import shlex
 from dataclasses import dataclass
+from typing import cast
 
 from khwtui.controlplane_files import CA_FILE as APISERVER_CA
 from khwtui.errors import StageFailed
 from khwtui.events import PASSED
 from khwtui.kubeapi import ApiClient, ApiError, Credentials
+from khwtui.providers.base import CloudNetwork
 from khwtui.render import NodeFile, render
 from khwtui.runctx import RunContext
 from khwtui.stages.base import Outcome, Stage
@@ -41,7 +43,6 @@ HEALTHZ_CHECK = "/healthz proxy for the health check"
 CLOUD_CHECK = "load balancer resources"
 SERVING_TIMEOUT = 120
 VERSION_CHECK = "/version through the load balancer"
-NOT_YET = "not implemented for gcp yet"
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ class FrontendStage(Stage):
         return setup + await self._serving_outcomes(run)
 
     async def _cloud_outcome(self, run: RunContext) -> Outcome:
-        problems = await run.provider.frontend_problems()
+        problems = await cast(CloudNetwork, run.provider).frontend_problems()
         if problems:
             return Outcome.failed(CLOUD_CHECK, evidence="\n".join(problems))
         return Outcome.passed(CLOUD_CHECK, evidence=f"{run.config.gcp.load_balancer} on {run.topo.api_address}:{run.config.network.api_port}")
@@ -147,8 +148,6 @@ class FrontendStage(Stage):
         return Outcome.failed(HEALTHZ_CHECK, node.name, f"$ {command}\n{code or '(no status)'} {result.stderr}".rstrip())
 
     def _unavailable(self, run: RunContext) -> Outcome | None:
-        if run.config.provider.kind == "gcp" and not hasattr(run.provider, "ensure_frontend"):
-            return Outcome.failed("load balancer", evidence=NOT_YET)
         if run.topo.api_url is None:
             return Outcome.failed(VERSION_CHECK, evidence="the API endpoint address is not known yet; run the compute stage first")
         return None
@@ -209,13 +208,10 @@ class FrontendStage(Stage):
 
     async def apply(self, run: RunContext) -> None:
         if run.config.provider.kind == "gcp":
-            ensure = getattr(run.provider, "ensure_frontend", None)
-            if ensure is None:
-                raise StageFailed(f"frontend: {NOT_YET}")
             if proxied(run):
                 files = healthz_files(run.topo)
                 await run.each(run.topo.controllers, lambda c: self._install(run, c, PROXY, files, ["nginx", "-t", "-q"]))
-            await ensure(lambda line: run.log("", line))
+            await cast(CloudNetwork, run.provider).ensure_frontend(lambda line: run.log("", line))
         elif run.topo.lb is not None:
             await self._install(run, run.topo.lb, UNIT, lb_files(run), ["haproxy", "-c", "-q", "-f", CONFIG])
         else:

@@ -3,12 +3,14 @@
 On local and machines nodes each node gets a route to every other worker's pod CIDR through that
 worker, kept in a systemd unit of its own (workers_files.routes_unit) so the routes come back
 when the node restarts, from the node's own configuration. On gcp the routes are cloud resources:
-the provider makes them (`ensure_routes`), and until it can, the stage says so and fails.
+the provider makes them (`ensure_routes`) and the check reads them back (`routes_problems`).
 """
 
 from __future__ import annotations
 
-from khwtui.errors import StageFailed
+from typing import cast
+
+from khwtui.providers.base import CloudNetwork
 from khwtui.runctx import RunContext
 from khwtui.stages.base import Outcome, Stage
 from khwtui.topology import Node, Route
@@ -16,7 +18,6 @@ from khwtui.workers_files import ROUTES_UNIT, node_routes, routes_files, unit_pa
 
 ROUTE_TABLE = "ip -4 route show"
 ROUTE_UNIT_NAME = f"{ROUTES_UNIT}.service"
-GCP_MISSING = "not implemented for gcp yet"
 
 
 def missing_routes(table: str, routes: list[Route]) -> list[Route]:
@@ -26,12 +27,9 @@ def missing_routes(table: str, routes: list[Route]) -> list[Route]:
 
 
 class RoutesStage(Stage):
-    def __init__(self) -> None:
-        self._cloud_done = ""  # what the provider reported after ensuring the cloud routes
-
     async def check(self, run: RunContext) -> list[Outcome]:
         if run.config.provider.kind == "gcp":
-            return [self._cloud_outcome(run)]
+            return [await self._cloud_outcome(run)]
         return await run.each(run.topo.nodes, lambda node: self._check_node(run, node))
 
     async def _check_node(self, run: RunContext, node: Node) -> Outcome:
@@ -52,7 +50,7 @@ class RoutesStage(Stage):
 
     async def apply(self, run: RunContext) -> None:
         if run.config.provider.kind == "gcp":
-            await self._ensure_cloud_routes(run)
+            await cast(CloudNetwork, run.provider).ensure_routes(lambda line: run.log("", line))
             return
         await run.each(run.topo.nodes, lambda node: self._install(run, node))
 
@@ -86,19 +84,12 @@ class RoutesStage(Stage):
 
     # --- gcp: the provider's cloud routes ---------------------------------------------------
 
-    def _cloud_outcome(self, run: RunContext) -> Outcome:
-        if not hasattr(run.provider, "ensure_routes"):
-            return Outcome.failed("cloud routes", "", GCP_MISSING)
-        if self._cloud_done:
-            return Outcome.passed("cloud routes", "", self._cloud_done)
-        return Outcome.failed("cloud routes", "", "not ensured in this run yet (the provider checks them as it ensures them)")
-
-    async def _ensure_cloud_routes(self, run: RunContext) -> None:
-        ensure = getattr(run.provider, "ensure_routes", None)
-        if ensure is None:
-            raise StageFailed(f"routes: {GCP_MISSING}")
-        result = await ensure(lambda line: run.log("", line))
-        self._cloud_done = f"ensured by the {run.config.provider.kind} provider" + (f": {result}" if result else "")
+    async def _cloud_outcome(self, run: RunContext) -> Outcome:
+        problems = await cast(CloudNetwork, run.provider).routes_problems()
+        if problems:
+            return Outcome.failed("cloud routes", "", "\n".join(problems))
+        shown = ", ".join(f"{w.pod_cidr} via {w.internal_ip}" for w in run.topo.workers)
+        return Outcome.passed("cloud routes", "", shown or "no workers, no routes")
 
 
 STAGE = RoutesStage
