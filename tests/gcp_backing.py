@@ -8,6 +8,10 @@ on a bridge whose host side is the node CIDR's first address, so natIP, networkI
 endpoint are all that one address. Like a guest agent, the backing reads the instance's own
 metadata (`ssh-keys`: "user:key" lines) to create the login user with its client key.
 
+With `apt` (an AptRepo), the repository is served on the bridge and is every node's only apt
+source, and `packages` are installed from it as the node boots — the image's packages: GCE's
+Debian and Ubuntu images come with python3 and python3-yaml, which the kube-* stand-ins need.
+
 Every host object carries one "kt..." test prefix (the janitor's family), so a crashed run is
 swept; `close()` removes them all.
 """
@@ -17,10 +21,14 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import re
+import shlex
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from localcluster import serve_apt_on_bridge
+from workerbed import shells
 
 from khwtui import config as config_mod
 from khwtui.providers import nspawn
@@ -41,12 +49,17 @@ class Machines:
 class NodeBacking:
     """create(name, network_ip) boots a node and returns (its address, {"ssh-ed25519": key})."""
 
-    def __init__(self, root: Path, prefix: str, node_cidr: str, metadata: Metadata, ssh_port: int = 22) -> None:
+    def __init__(
+        self, root: Path, prefix: str, node_cidr: str, metadata: Metadata, ssh_port: int = 22, apt: object | None = None, packages: tuple[str, ...] = ()
+    ) -> None:
         self.root = root
         self.names = Names(prefix)
         self.node_cidr = ipaddress.IPv4Network(node_cidr)
         self._metadata = metadata
         self._ssh_port = ssh_port
+        self._packages = packages
+        self._apt_server = serve_apt_on_bridge(prefix, node_cidr, apt) if apt is not None else None
+        self._apt = {"apt_mirror": self._apt_server.url, "apt_key": str(apt.keyring)} if self._apt_server else {}  # type: ignore[attr-defined]
         # With no nodes, ensure() makes exactly the shared parts: node root, bridge, guard rules.
         asyncio.run(self._provider(".shared", (), "khwtui", "").ensure(_quiet))
 
@@ -56,6 +69,8 @@ class NodeBacking:
         user, keys = login(name, self._metadata(name).get("ssh-keys", ""))
         node = Node(name, "instance", 0, network_ip)
         [endpoint] = asyncio.run(self._provider(name, (node,), user, "\n".join(keys)).ensure(_quiet))
+        if self._packages:
+            shells(self._folder(name))[name].run(f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {shlex.join(self._packages)}", timeout=600)
         return endpoint.ssh_host, {"ssh-ed25519": endpoint.host_key.split()[1]}
 
     def delete(self, name: str) -> None:
@@ -67,13 +82,16 @@ class NodeBacking:
             shutil.rmtree(folder)
 
     def close(self) -> None:
-        """Remove every host object of the prefix: the nodes still running, the bridge, the rules."""
+        """Remove every host object of the prefix: the nodes still running, the bridge, the rules;
+        stop serving the apt repository."""
+        if self._apt_server is not None:
+            self._apt_server.__exit__(None, None, None)
         nspawn.remove(nspawn.discover(re.escape(self.names.prefix)), _quiet)
 
     def _provider(self, name: str, nodes: tuple[Node, ...], user: str, client_keys: str) -> LocalProvider:
         raw = {
             "provider": {"kind": "local"},
-            "local": {"outbound": False},
+            "local": {"outbound": False, **self._apt},
             "network": {"node_cidr": str(self.node_cidr)},
             "ssh": {"user": user, "port": self._ssh_port},
         }

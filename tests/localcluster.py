@@ -81,15 +81,7 @@ class LocalCluster:
         self.config_path.write_text(tomli_w.dumps(self.raw))
 
     def _serve_apt(self) -> None:
-        """The bridge is made here with the provider's own primitive (ensure() adopts it), so the
-        repository can listen on the host side of it before the first node boots."""
-        from mirror.server import MirrorServer
-
-        net = ipaddress.IPv4Network(self.raw["network"]["node_cidr"])
-        gateway = str(net.network_address + 1)
-        nspawn.ensure_bridge(nspawn.Names(self.prefix).bridge, f"{gateway}/{net.prefixlen}")
-        server = MirrorServer(self.apt.path, host=gateway)  # type: ignore[union-attr]
-        server.__enter__()
+        server = serve_apt_on_bridge(self.prefix, self.raw["network"]["node_cidr"], self.apt)
         self.servers.append(server)
         self.raw.setdefault("local", {}).update({"apt_mirror": server.url, "apt_key": str(self.apt.keyring)})  # type: ignore[union-attr]
 
@@ -126,6 +118,20 @@ class LocalCluster:
         for server in self.servers:
             server.__exit__(None, None, None)
         nspawn.remove([o for o in self.host_objects() if o.kind == "link"], lambda line: None)
+
+
+def serve_apt_on_bridge(prefix: str, node_cidr: str, apt: object):  # noqa: ANN201 - mirror.server.MirrorServer
+    """Serve an AptRepo on the host side of the prefix's bridge, which is made here with the
+    provider's own primitive (ensure() adopts it), before the first node boots. Stop it with
+    `__exit__`."""
+    from mirror.server import MirrorServer
+
+    net = ipaddress.IPv4Network(node_cidr)
+    gateway = str(net.network_address + 1)
+    nspawn.ensure_bridge(nspawn.Names(prefix).bridge, f"{gateway}/{net.prefixlen}")
+    server = MirrorServer(apt.path, host=gateway)  # type: ignore[attr-defined]
+    server.__enter__()
+    return server
 
 
 def keyscan(address: str) -> str:

@@ -44,13 +44,16 @@ def test_verdict_never_calls_unverified_passed() -> None:
     )
 
 
-def test_a_stage_whose_input_is_missing_stops_with_exit_2_naming_the_stage_to_run_first(tmp_path: Path, capsys) -> None:
+@pytest.mark.parametrize(("stage", "first"), [("etcd", "compute"), ("routes", "compute"), ("dns", "workers")])
+def test_a_stage_whose_input_is_missing_stops_with_exit_2_naming_the_stage_to_run_first(stage: str, first: str, tmp_path: Path, capsys) -> None:
+    """Routes need only the nodes (on gcp they are cloud resources), so `--only routes` works
+    right after compute; the workers are an input of dns."""
     from khwtui.cli import main
 
-    code = main(["up", "--auto", "--only", "etcd", "--config", "configs/local.toml", "--state-dir", str(tmp_path / "s")])
+    code = main(["up", "--auto", "--only", stage, "--config", "configs/local.toml", "--state-dir", str(tmp_path / "s")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2
-    assert err == ["khwtui: stage etcd needs stage compute first; run `khwtui up --until compute` (or without a slice)"]
+    assert err == [f"khwtui: stage {stage} needs stage {first} first; run `khwtui up --until {first}` (or without a slice)"]
 
 
 def test_the_json_stream_is_one_object_per_line_and_replays_to_the_final_table() -> None:

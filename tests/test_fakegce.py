@@ -307,6 +307,47 @@ def test_legacy_http_health_checks_over_raw_rest(gce: Gce, fake: FakeCompute) ->
         gce.raw("GET", gce.legacy_health_checks("/api"))
 
 
+def test_list_instances_of_a_group_is_a_paged_read_not_an_operation(gce: Gce, fake: FakeCompute) -> None:
+    build_network(gce)
+    for name in ("controller-0", "controller-1", "controller-2"):
+        add_vm(gce, name)
+    gce.finish(gce.groups.insert(project=P, zone=Z, instance_group_resource=c.InstanceGroup(name="controllers")))
+    listing = f"{gce.endpoint}/compute/v1/projects/{P}/zones/{Z}/instanceGroups/controllers/listInstances"
+    assert "items" not in gce.session.post(listing, json={}).json()  # empty: items omitted, as GCE does
+    join = c.InstanceGroupsAddInstancesRequest(
+        instances=[c.InstanceReference(instance=f"zones/{Z}/instances/controller-{n}") for n in (0, 1, 2)]
+    )
+    gce.finish(
+        gce.groups.add_instances(
+            project=P, zone=Z, instance_group="controllers", instance_groups_add_instances_request_resource=join
+        )
+    )
+    gce.finish(gce.instances.delete(project=P, zone=Z, instance="controller-1"))
+    posts = len([r for r in fake.requests if r.method == "POST"])
+
+    wanted = c.InstanceGroupsListInstancesRequest(instance_state="RUNNING")
+    request = c.ListInstancesInstanceGroupsRequest(
+        project=P, zone=Z, instance_group="controllers", max_results=1,
+        instance_groups_list_instances_request_resource=wanted,
+    )
+    listed = list(gce.groups.list_instances(request=request))
+
+    assert [(i.instance, i.status) for i in listed] == [
+        (f"https://www.googleapis.com/compute/v1/projects/{P}/zones/{Z}/instances/controller-{n}", "RUNNING")
+        for n in (0, 2)
+    ]
+    sent = [r for r in fake.requests if r.method == "POST"][posts:]
+    assert [(r.path.rsplit("/", 1)[1], r.body, r.query.get("pageToken"), "requestId" in r.query) for r in sent] == [
+        ("listInstances", {"instanceState": "RUNNING"}, None, False),
+        ("listInstances", {"instanceState": "RUNNING"}, "1", False),
+    ]
+    assert fake.group_members(f"zones/{Z}/instanceGroups/controllers")[1]["name"] == "controller-2"
+    with pytest.raises(exceptions.BadRequest, match="request.instanceState"):
+        gce.raw("POST", listing, {"instanceState": "STOPPED"})
+    with pytest.raises(exceptions.NotFound, match="instanceGroups/workers"):
+        list(gce.groups.list_instances(project=P, zone=Z, instance_group="workers"))
+
+
 # -- GCE's rules ----------------------------------------------------------------------------------
 
 

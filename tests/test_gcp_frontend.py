@@ -14,6 +14,7 @@ from google.cloud import compute_v1 as c
 from test_gcp_provider import (  # noqa: F401 - `outside` is the autouse offline guard
     MARKER,
     PROJECT,
+    READS_SENT_AS_POST,
     REGION,
     ZONE,
     everything,
@@ -54,7 +55,7 @@ def sent_since(fake: FakeCompute, since: int) -> dict[str, list]:
     """The mutating requests after `since`, keyed by the last path segment (collection or verb)."""
     out: dict[str, list] = {}
     for r in fake.requests[since:]:
-        if r.method == "POST" and not r.path.endswith("/wait") and r.status == 200:
+        if r.method == "POST" and not r.path.endswith(READS_SENT_AS_POST) and r.status == 200:
             out.setdefault(r.path.rsplit("/", 1)[1], []).append(r)
     return out
 
@@ -82,6 +83,56 @@ def frontend_end_state(fake: FakeCompute, config: Config) -> set[tuple[str, str]
     return made | {("firewalls", names.allow_health_check), ("forwardingRules", names.forwarding_rule)}
 
 
+def frontend_bodies(config: Config, address: str) -> dict[str, dict]:
+    """KTHW lab 08's front end for gcp.load_balancer, as sent: each request's JSON body by the last
+    segment of its path (the collection, or addInstance/addInstances for the members)."""
+    names, port = Topology(config).names, config.network.api_port
+    marker, labels = f"khwtui-cluster={config.cluster.name}", {"khwtui-cluster": config.cluster.name}
+    members = {"instances": [{"instance": f"zones/{ZONE}/instances/{c.name}"} for c in Topology(config).controllers]}
+    network = f"global/networks/{names.network}"
+    if config.gcp.load_balancer == "target-pool":
+        host = f"kubernetes.default.svc.{config.network.cluster_domain}"
+        bodies = {
+            "httpHealthChecks": {"name": names.http_health_check, "host": host, "requestPath": "/healthz", "port": 80, "description": marker},
+            "targetPools": {"name": names.target_pool, "healthChecks": [f"global/httpHealthChecks/{names.http_health_check}"], "description": marker},
+            "addInstance": members,
+        }
+        probed, target = 80, {"target": f"regions/{REGION}/targetPools/{names.target_pool}"}
+    else:
+        bodies = {
+            "instanceGroups": {"name": names.instance_group, "network": network, "description": marker},
+            "addInstances": members,
+            "healthChecks": {"name": names.health_check, "type": "HTTPS", "httpsHealthCheck": {"port": port, "requestPath": "/readyz"}, "description": marker},
+            "backendServices": {
+                "name": names.backend_service, "loadBalancingScheme": "EXTERNAL", "protocol": "TCP", "description": marker,
+                "healthChecks": [f"regions/{REGION}/healthChecks/{names.health_check}"],
+                "backends": [{"group": f"zones/{ZONE}/instanceGroups/{names.instance_group}", "balancingMode": "CONNECTION"}],
+            },
+        }
+        probed, target = port, {"backendService": f"regions/{REGION}/backendServices/{names.backend_service}"}
+    bodies["firewalls"] = {
+        "name": names.allow_health_check, "network": network, "direction": "INGRESS", "allowed": [{"IPProtocol": "tcp", "ports": [str(probed)]}],
+        "sourceRanges": list(HEALTH_CHECK_SOURCES), "targetTags": ["controller"], "description": marker,
+    }
+    bodies["forwardingRules"] = {
+        "name": names.forwarding_rule, "IPAddress": address, "IPProtocol": "TCP", "portRange": str(port),
+        **target, "loadBalancingScheme": "EXTERNAL", "labels": labels,
+    }
+    return bodies
+
+
+def route_bodies(config: Config) -> dict[str, dict]:
+    """KTHW lab 11: one route per worker, by name: its pod CIDR through its internal address."""
+    topo = Topology(config)
+    return {
+        topo.route_names()[w.name]: {
+            "name": topo.route_names()[w.name], "network": f"global/networks/{topo.names.network}", "destRange": w.pod_cidr,
+            "nextHopIp": w.internal_ip, "priority": 1000, "description": f"khwtui-cluster={config.cluster.name}",
+        }
+        for w in topo.workers
+    }
+
+
 # --- the load balancer ----------------------------------------------------------------------------
 
 
@@ -96,22 +147,8 @@ async def test_target_pool_is_kthw_lab_08_field_by_field() -> None:
         sent = sent_since(fake, since)
         assert sorted(sent) == ["addInstance", "firewalls", "forwardingRules", "httpHealthChecks", "targetPools"]
         assert all(len(reqs) == 1 and reqs[0].query.get("requestId") for reqs in sent.values())
-        [check], [pool], [join], [allow], [rule] = (sent[k] for k in ("httpHealthChecks", "targetPools", "addInstance", "firewalls", "forwardingRules"))
-        assert check.body == {
-            "name": names.http_health_check, "host": "kubernetes.default.svc.cluster.local", "requestPath": "/healthz", "port": 80, "description": MARKER,
-        }
-        assert pool.body == {"name": names.target_pool, "healthChecks": [f"global/httpHealthChecks/{names.http_health_check}"], "description": MARKER}
-        assert join.path.endswith(f"/regions/{REGION}/targetPools/{names.target_pool}/addInstance")
-        assert join.body == {"instances": [{"instance": f"zones/{ZONE}/instances/{n}"} for n in CONTROLLERS]}
-        assert allow.body == {
-            "name": names.allow_health_check, "network": f"global/networks/{names.network}", "direction": "INGRESS",
-            "allowed": [{"IPProtocol": "tcp", "ports": ["80"]}], "sourceRanges": list(HEALTH_CHECK_SOURCES),
-            "targetTags": ["controller"], "description": MARKER,
-        }
-        assert rule.body == {
-            "name": names.forwarding_rule, "IPAddress": address_of(fake, names.address), "IPProtocol": "TCP", "portRange": "6443",
-            "target": f"regions/{REGION}/targetPools/{names.target_pool}", "loadBalancingScheme": "EXTERNAL", "labels": LABELS,
-        }
+        assert {k: reqs[0].body for k, reqs in sent.items()} == frontend_bodies(config, address_of(fake, names.address))
+        assert sent["addInstance"][0].path.endswith(f"/regions/{REGION}/targetPools/{names.target_pool}/addInstance")
         members = served(fake, "targetPools", names.target_pool)["instances"]
         assert [m.rsplit("/", 1)[1] for m in members] == CONTROLLERS
         assert f"target pool {names.target_pool}: added {', '.join(CONTROLLERS)}" in lines
@@ -127,26 +164,9 @@ async def test_backend_service_is_a_regional_passthrough_over_the_controllers_gr
         sent = sent_since(fake, since)
         assert sorted(sent) == ["addInstances", "backendServices", "firewalls", "forwardingRules", "healthChecks", "instanceGroups"]
         assert all(len(reqs) == 1 and reqs[0].query.get("requestId") for reqs in sent.values())
-        [group], [join], [check], [service], [allow], [rule] = (
-            sent[k] for k in ("instanceGroups", "addInstances", "healthChecks", "backendServices", "firewalls", "forwardingRules")
-        )
-        assert group.path.endswith(f"/zones/{ZONE}/instanceGroups")
-        assert group.body == {"name": names.instance_group, "network": f"global/networks/{names.network}", "description": MARKER}
-        assert join.body == {"instances": [{"instance": f"zones/{ZONE}/instances/{n}"} for n in CONTROLLERS]}
-        assert check.path.endswith(f"/regions/{REGION}/healthChecks")
-        assert check.body == {"name": names.health_check, "type": "HTTPS", "httpsHealthCheck": {"port": 8443, "requestPath": "/readyz"}, "description": MARKER}
-        assert service.body == {
-            "name": names.backend_service, "loadBalancingScheme": "EXTERNAL", "protocol": "TCP", "description": MARKER,
-            "healthChecks": [f"regions/{REGION}/healthChecks/{names.health_check}"],
-            "backends": [{"group": f"zones/{ZONE}/instanceGroups/{names.instance_group}", "balancingMode": "CONNECTION"}],
-        }
-        assert (allow.body["allowed"], allow.body["sourceRanges"], allow.body["targetTags"]) == (
-            [{"IPProtocol": "tcp", "ports": ["8443"]}], list(HEALTH_CHECK_SOURCES), ["controller"],
-        )
-        assert rule.body == {
-            "name": names.forwarding_rule, "IPAddress": address_of(fake, names.address), "IPProtocol": "TCP", "portRange": "8443",
-            "backendService": f"regions/{REGION}/backendServices/{names.backend_service}", "loadBalancingScheme": "EXTERNAL", "labels": LABELS,
-        }
+        assert {k: reqs[0].body for k, reqs in sent.items()} == frontend_bodies(config, address_of(fake, names.address))
+        assert sent["instanceGroups"][0].path.endswith(f"/zones/{ZONE}/instanceGroups")
+        assert sent["healthChecks"][0].path.endswith(f"/regions/{REGION}/healthChecks")
         assert served(fake, "instanceGroups", names.instance_group)["size"] == 3
 
 
@@ -169,6 +189,22 @@ async def test_a_frontend_resource_with_another_spec_is_refused_naming_the_field
         assert mutating(fake, count) == [] and since < count
 
 
+async def test_an_instance_group_is_judged_by_its_listed_members() -> None:
+    with FakeCompute(project=PROJECT) as fake:
+        config = gcp_config(fake, gcp={"load_balancer": "backend-service"}, topology={"controllers": 2, "workers": 1})
+        names = Topology(config).names
+        await built(fake, config)
+        await setup_api(fake).insert("instanceGroups", c.InstanceGroup(name=names.instance_group, description=MARKER, network=f"global/networks/{names.network}"))
+        join = c.InstanceGroupsAddInstancesRequest(instances=[c.InstanceReference(instance=f"zones/{ZONE}/instances/{n}") for n in ("controller-1", "worker-0")])
+        await setup_api(fake).act("instanceGroups", names.instance_group, "add_instances", {"instance_groups_add_instances_request_resource": join})
+        problems = await provider(config).frontend_problems()
+        assert f"instance group {names.instance_group} holds worker-0, which are not this cluster's controllers; fix: remove them from it, or run `khwtui down` and `khwtui up` to rebuild it" in problems
+        count = len(fake.requests)
+        with pytest.raises(ResourceConflict, match="holds worker-0"):
+            await provider(config).ensure_frontend(quiet)
+        assert mutating(fake, count) == []  # the group comes first: nothing made around a wrong one
+
+
 # --- routes and NodePort rules --------------------------------------------------------------------
 
 
@@ -179,14 +215,9 @@ async def test_one_route_per_worker_to_its_pod_cidr_through_its_internal_address
         since = await built(fake, config)
         await provider(config).ensure_routes(quiet)
 
-        routes = {r.body["name"]: r for r in sent_since(fake, since)["routes"]}
-        assert sorted(routes) == sorted(topo.route_names().values()) and len(routes) == 3
-        for worker in topo.workers:
-            body = routes[topo.route_names()[worker.name]].body
-            assert body == {
-                "name": topo.route_names()[worker.name], "network": f"global/networks/{topo.names.network}", "destRange": worker.pod_cidr,
-                "nextHopIp": worker.internal_ip, "priority": 1000, "description": MARKER,
-            }
+        routes = {r.body["name"]: r.body for r in sent_since(fake, since)["routes"]}
+        assert routes == route_bodies(config) and len(routes) == 3
+        assert sorted((b["destRange"], b["nextHopIp"]) for b in routes.values()) == [(w.pod_cidr, w.internal_ip) for w in topo.workers]
         assert [w.pod_cidr for w in topo.workers] == ["10.200.0.0/24", "10.200.1.0/24", "10.200.2.0/24"]
 
 
@@ -260,7 +291,7 @@ async def test_faults_and_lost_replies_end_in_the_same_state(design: str, monkey
         assert statuses.count(429) + statuses.count(503) > 0
         calls: dict[tuple[str, str], list[str]] = {}
         for r in fake.requests:
-            if r.method == "POST" and not r.path.endswith("/wait"):
+            if r.method == "POST" and not r.path.endswith(READS_SENT_AS_POST):
                 calls.setdefault((r.path, (r.body or {}).get("name", "")), []).append(r.query["requestId"])
         assert any(len(ids) > 1 for ids in calls.values())  # retried...
         assert all(len(set(ids)) == 1 for ids in calls.values())  # ...each with its first requestId

@@ -127,12 +127,15 @@ def quiet(line: str) -> None:
     """A log sink for runs whose lines the test does not read."""
 
 
+READS_SENT_AS_POST = ("/wait", "/listInstances")  # operations.wait, instanceGroups.listInstances
+
+
 def mutating(fake: FakeCompute, since: int = 0) -> list[tuple[str, str]]:
-    """Calls that change something (operations.wait is a POST that does not)."""
+    """Calls that change something (some reads are POSTs too)."""
     return [
         (r.method, r.path)
         for r in fake.requests[since:]
-        if r.method == "DELETE" or (r.method == "POST" and not r.path.endswith("/wait"))
+        if r.method == "DELETE" or (r.method == "POST" and not r.path.endswith(READS_SENT_AS_POST))
     ]
 
 

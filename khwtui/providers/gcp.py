@@ -362,7 +362,7 @@ class GcpProvider:
         pool = found[front.resources.index(front.pool)]
         if pool is not None:
             try:
-                absent = _absent_members(front, pool)
+                absent = await _absent_members(api, front, pool)
             except ResourceConflict as error:
                 return [*problems, str(error)]
             problems += [f"{front.pool.noun} {front.pool.name} lacks {name}" for name in absent]
@@ -380,7 +380,7 @@ class GcpProvider:
         found = await api.get(pool.collection, pool.name)
         if found is None:
             raise GceError(f"{pool.noun} {pool.name} vanished after it was made; fix: run again")
-        absent = _absent_members(front, found)
+        absent = await _absent_members(api, front, found)
         if not absent:
             log(f"{pool.noun} {pool.name}: holds {', '.join(front.members)}")
             return
@@ -582,16 +582,18 @@ def running_hourly(prices: dict[str, Any], instances: list[Any], disks: list[Any
     return total
 
 
-def _absent_members(front: Frontend, found: Any) -> list[str]:
-    """The controllers a target pool (its `instances`) or instance group lacks. A group's members
-    cannot be listed cheaply; only khwtui adds them, all in one call, so its size tells."""
+async def _absent_members(api: GceApi, front: Frontend, found: Any) -> list[str]:
+    """The controllers a target pool (its `instances`) or instance group (listed) lacks. Any
+    other instance in them would get API traffic: refused, naming it."""
     if front.pool.collection == "targetPools":
-        present = {last(url) for url in found.instances}
-        return [name for name in front.members if name not in present]
-    if found.size not in (0, len(front.members)):
-        fix = "fix: run `khwtui down` and `khwtui up` to rebuild it"
-        raise ResourceConflict([f"instance group {front.pool.name} holds {found.size} instances, wanted the {len(front.members)} controllers; {fix}"])
-    return list(front.members) if found.size == 0 else []
+        present = [last(url) for url in found.instances]
+    else:
+        present = await api.group_members(front.pool.name)
+    strangers = sorted(set(present) - set(front.members))
+    if strangers:
+        fix = "fix: remove them from it, or run `khwtui down` and `khwtui up` to rebuild it"
+        raise ResourceConflict([f"{front.pool.noun} {front.pool.name} holds {', '.join(strangers)}, which are not this cluster's controllers; {fix}"])
+    return [name for name in front.members if name not in present]
 
 
 def _unlogged(line: str) -> None:

@@ -284,6 +284,18 @@ class GceApi:
         operation = await self.call(getattr(self._client(kind), f"{method}_unary"), request=request)
         await self.wait(operation)
 
+    async def group_members(self, group: str) -> list[str]:
+        """The names of the instances in an unmanaged instance group (listInstances: a read sent as a POST)."""
+        request = compute_v1.ListInstancesInstanceGroupsRequest(
+            project=self.project, zone=self.zone, instance_group=group,
+            instance_groups_list_instances_request_resource=compute_v1.InstanceGroupsListInstancesRequest(instance_state="ALL"),
+        )
+        try:
+            found = await self.call(_all_pages, self._client(KINDS["instanceGroups"]).list_instances, request=request)
+        except CALL_ERRORS as error:
+            raise failure(f"listing the instances of instance group {group}", error, self.region) from None
+        return [last(member.instance) for member in found]
+
     async def host_keys(self, instance: str) -> dict[str, str] | None:
         """The SSH host keys the guest agent published (type -> base64), None until it has."""
         request = compute_v1.GetGuestAttributesInstanceRequest(

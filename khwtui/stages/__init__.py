@@ -32,8 +32,8 @@ STAGES: list[StageInfo] = [
     StageInfo("frontend", "frontend", "the load balancer in front of the apiservers", ("control-plane",), "frontend"),
     StageInfo("workers", "workers", "containerd, runc, CNI, kubelet, kube-proxy", ("frontend", "kubeconfigs"), "workers"),
     StageInfo("admin-access", "admin access", "your admin kubeconfig through the load balancer", ("frontend",), "admin_access"),
-    StageInfo("routes", "routes", "pod CIDR routes between the workers", ("workers",), "routes"),
-    StageInfo("dns", "dns", "CoreDNS with forward, kube-dns service", ("routes", "admin-access"), "dns"),
+    StageInfo("routes", "routes", "pod CIDR routes between the workers", ("compute",), "routes"),  # the nodes are its only input
+    StageInfo("dns", "dns", "CoreDNS with forward, kube-dns service", ("workers", "routes", "admin-access"), "dns"),
     StageInfo("smoke", "smoke test", "encryption at rest, deployment, port-forward, logs, exec, NodePort", ("dns",), "smoke"),
     StageInfo("demo", "demo", "the multi-container TODO app", ("smoke",), "demo"),
 ]

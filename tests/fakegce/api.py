@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from . import catalog, filters, kinds
 from .errors import ApiError, OpError, guest_attribute_missing, invalid, not_found
 from .paths import Scope, url
-from .rules import fingerprint, integer
+from .rules import fingerprint, integer, one_of
 from .specs import SPECS
 from .store import Store
 
@@ -167,6 +167,19 @@ class Api:
             "queryValue": {"items": entries},
         }
 
+    def list_instances(self, call: Call) -> dict:
+        """instanceGroups.listInstances: a read sent as a POST (no operation), paged like a list."""
+        scope, group = self._scope(call), call.params["name"]
+        state = one_of("request.instanceState", call.body.get("instanceState", "ALL"), ("ALL", "RUNNING"))
+        if call.query.get("filter"):
+            raise invalid("filter", call.query["filter"], "fakegce does not filter listInstances; use instanceState.")
+        members = self.store.members("instanceGroups", scope, group)
+        shown = [{"instance": m["selfLink"], "status": m["status"]} for m in members]
+        items, more = _page([m for m in shown if state == "ALL" or m["status"] == "RUNNING"], call.query)
+        link = f"projects/{self.store.project}/{scope.path}/instanceGroups/{group}/listInstances"
+        listed = {"kind": "compute#instanceGroupsListInstances", "id": link, "selfLink": url(link), **more}
+        return {**listed, "items": items} if items else listed
+
     # -- operations --
 
     def operation(self, call: Call) -> dict:
@@ -227,5 +240,6 @@ ROUTES = (
     _route("GET", f"/{_SCOPE}/{_COLLECTION}/{_NAME}", Api.get),
     _route("DELETE", f"/{_SCOPE}/{_COLLECTION}/{_NAME}", Api.delete, mutating=True),
     _route("GET", f"/{_SCOPE}/(?P<collection>instances)/{_NAME}/getGuestAttributes", Api.guest_attributes),
+    _route("POST", f"/{_SCOPE}/(?P<collection>instanceGroups)/{_NAME}/listInstances", Api.list_instances),
     _route("POST", f"/{_SCOPE}/{_COLLECTION}/{_NAME}/(?P<verb>[A-Za-z]+)", Api.act, mutating=True),
 )

@@ -14,6 +14,7 @@ from .api import Api, Call
 from .backing import InstanceBacking
 from .errors import ApiError, OpError, ReplyLost
 from .faults import Faults, LostReply
+from .paths import parse_ref
 from .store import Store
 
 
@@ -96,6 +97,12 @@ class FakeCompute:
     def resources(self, collection: str) -> list[dict]:
         """The READY (or being deleted) resources of a collection, e.g. "instances", "disks"."""
         return self._store.visible(collection)
+
+    def group_members(self, group: str) -> list[dict]:
+        """The instances of the instance group at `group` (a full or partial URL, as a backend
+        names it), as reads serve them: what listInstances lists."""
+        ref = parse_ref("group", group, self._store.project, "instanceGroups")
+        return self._store.members(ref.collection, ref.scope, ref.name)
 
     def max_in_flight(self, kind: str = "instances.insert") -> int:
         """The most operations of `kind` ("<collection>.<verb>") ever running at once."""

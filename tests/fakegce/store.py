@@ -117,6 +117,13 @@ class Store:
             record = self._shown(collection, scope, name)
             return kinds.render(record, self.users(record.path))
 
+    def members(self, collection: str, scope: Scope, name: str) -> list[dict]:
+        """The instances of a target pool or instance group (joined once their add op was DONE),
+        as a read serves them: an instance being deleted shows as STOPPING until it is gone."""
+        with self._changed:
+            record = self._shown(collection, scope, name)
+            return [kinds.render(self._records[p], self.users(p)) for p in record.members]
+
     def host_keys(self, scope: Scope, name: str) -> dict[str, str] | None:
         """An instance's published host keys, once the guest agent would have written them."""
         with self._changed:
