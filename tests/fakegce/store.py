@@ -23,6 +23,8 @@ from .paths import Scope, parse_ref
 from .rules import check_name
 from .specs import SPECS
 
+_EXTERNAL_IPS = itertools.count(2)  # shared by every fake of the process; next() is atomic under the GIL
+
 
 class Store:
     def __init__(
@@ -44,7 +46,6 @@ class Store:
         self._records: dict[str, Record] = {}
         self._ops = Operations(project, op_latency, self._notify)
         self._ids = itertools.count(1)
-        self._external_ips = itertools.count(2)
         self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="fakegce-backing")
         self._stopping = False
 
@@ -71,11 +72,13 @@ class Store:
         return str(5 * 10**18 + next(self._ids))
 
     def allocate_external_ip(self) -> str:
-        """The next loopback address no reserved address holds: 127.0.0.2, 127.0.0.3, ..."""
+        """The next loopback address no reserved address holds: 127.0.0.2, 127.0.0.3, ... counted
+        across every fake of the process, so fakes alive at once (each perhaps with a data plane
+        listening on its forwarding rules' addresses) never hand out the same address."""
         with self._changed:
             taken = {r.body["address"] for r in self.records("addresses")}
             while True:
-                n = next(self._external_ips)
+                n = next(_EXTERNAL_IPS)
                 ip = f"127.{n // 65536 % 256}.{n // 256 % 256}.{n % 256}"
                 if n % 256 not in (0, 255) and ip not in taken:
                     return ip
