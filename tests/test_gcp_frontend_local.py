@@ -27,13 +27,14 @@ from fakegce import FakeCompute
 from gcp_dataplane import LoadBalancers
 from localcluster import LocalCluster
 from test_gcp_frontend import frontend_bodies, route_bodies
-from test_gcp_local import PROJECT, REGION, ZONE, cluster_config, gcp_cluster
+from test_gcp_local import PROJECT, REGION, ZONE, cluster_config, gcp_cluster, go_offline
 from test_gcp_provider import everything, insert_requests, mutating
 from workerbed import STANDIN_PACKAGES
 
 from khwtui import config as config_mod
 from khwtui.config import Config
 from khwtui.providers.gcp import GcpProvider
+from khwtui.providers.gcp_api import KINDS
 from khwtui.sshkey import client_key
 from khwtui.topology import Topology
 
@@ -67,8 +68,10 @@ class Built:
 def build(tmp_path: Path, mirror: dict, apt: object, design: str, controllers: int, workers: int, **knobs: float) -> Iterator[Built]:
     """A gcp cluster of `design` made by the CLI up to the front end, then its routes."""
     prefix = janitor.new_prefix()
-    with gcp_cluster(tmp_path, prefix, mirror, controllers, workers, apt=apt, packages=STANDIN_PACKAGES, gcp={"load_balancer": design}, **knobs) as (fake, cluster):
-        with LoadBalancers(fake) as lbs:
+    knobs_and_nodes = {"apt": apt, "packages": STANDIN_PACKAGES, "gcp": {"load_balancer": design}, **knobs}
+    with pytest.MonkeyPatch.context() as env:
+        go_offline(env, tmp_path)
+        with gcp_cluster(tmp_path, prefix, mirror, controllers, workers, **knobs_and_nodes) as (fake, cluster), LoadBalancers(fake) as lbs:
             until = cluster.khwtui("up", "--auto", "--until", "frontend", timeout=900)
             assert until.returncode in (0, 3), until.stdout[-4000:] + until.stderr
             routes = cluster.khwtui("up", "--auto", "--only", "routes")
@@ -116,8 +119,7 @@ def planned(built: Built) -> set[tuple[str, str]]:
 
 
 def made(fake: FakeCompute) -> set[tuple[str, str]]:
-    from khwtui.providers.gcp_api import KINDS
-
+    """What exists, as `plan` names it (boot disks aside: they come with their instances)."""
     return {(KINDS[c].noun, n) for c, n in everything(fake) if c != "disks"}
 
 

@@ -79,6 +79,10 @@ sys.addaudithook(_hook)
 
 @pytest.fixture(autouse=True)
 def offline_gcloud(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    go_offline(monkeypatch, tmp_path)
+
+
+def go_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """What the CLI subprocesses inherit: no metadata-server probe, an empty gcloud config, no
     credentials, project, region or zone from this machine."""
     monkeypatch.setenv("NO_GCE_CHECK", "true")
