@@ -53,7 +53,7 @@ from khwtui.tui.log_pane import LogPane
 from khwtui.tui.log_store import LogFilter
 from khwtui.tui.node_log import NodeLogScreen, log_path
 from khwtui.tui.node_shell import open_shell
-from khwtui.tui.node_tree import FRONTEND, NodeTree, Pick
+from khwtui.tui.node_tree import NodeTree, Pick
 from khwtui.tui.progress import TEARDOWN, Change, Progress
 from khwtui.tui.stage_list import StageList
 from khwtui.tui.teardown_screen import ConfirmTeardown
@@ -232,8 +232,8 @@ class KhwApp(App[int | None]):
     def _show_change(self, change: Change) -> None:
         for stage in change.stages:
             self.stage_list.refresh_stage(stage)
-        if FRONTEND in change.stages:
-            self.node_tree.refresh_api()
+        if change.stages:  # compute reserves a cloud's static address, a teardown releases it
+            self.node_tree.refresh_api(self.services.api_address() if self.services.api_address else self.topo.api_address)
         for node in change.nodes:
             self.node_tree.refresh_node(node)
         if change.stages:

@@ -70,10 +70,12 @@ class ShellTarget:
 class Services:
     """health: one probe round (khwtui.health.probe_round); certs: the `khwtui certs` rows;
     teardown: the provider's plan and teardown; shell: a node's login (None: not reachable);
-    cost_per_hour: the running cost of a cloud cluster in USD (None: unknown)."""
+    cost_per_hour: the running cost of a cloud cluster in USD (None: unknown); api_address: the
+    API endpoint's address as the state knows it now (a cloud's static address appears with compute)."""
 
     health: Callable[[], Awaitable[list[HealthChanged]]] | None = None
     certs: Callable[[], Sequence[CertRow]] | None = None
     teardown: TeardownLike | None = None
     shell: Callable[[str], ShellTarget | None] | None = None
     cost_per_hour: Callable[[], float | None] | None = None
+    api_address: Callable[[], str | None] | None = None

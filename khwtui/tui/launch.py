@@ -43,6 +43,7 @@ def services(cluster: Cluster) -> Services:
         teardown=ClusterTeardown(cluster),
         shell=partial(shell_target, cluster),
         cost_per_hour=hourly_cost(cluster),
+        api_address=lambda: cluster.topology.api_address,
     )
 
 

@@ -73,6 +73,7 @@ class NodeTree(Tree[Pick | None]):
         self.show_root = False  # the header names the cluster
         self.auto_expand = False  # Enter filters the log; space or a click on ▶ folds
         self._topo = topo
+        self._api_address = topo.api_address
         self._progress = progress
         self._entries: dict[str, TreeNode[Pick | None]] = {}
         self._api: TreeNode[Pick | None] | None = None
@@ -124,7 +125,7 @@ class NodeTree(Tree[Pick | None]):
         status = stage.status if stage else "pending"
         label = mark(status, self.app.theme_variables, NODE_MARKS)
         label.append(" api ")
-        label.append(self._topo.api_address or "address pending", style="dim")
+        label.append(self._api_address or "address pending", style="dim")
         return label
 
     def refresh_node(self, name: str) -> None:
@@ -132,7 +133,12 @@ class NodeTree(Tree[Pick | None]):
         if entry is not None:
             entry.set_label(self._label(self._progress.nodes[name]))
 
-    def refresh_api(self) -> None:
+    def refresh_api(self, address: str | None) -> None:
+        """The frontend stage's mark and the address as known now (None: pending)."""
+        self._api_address = address
+        self._relabel_api()
+
+    def _relabel_api(self) -> None:
         if self._api is not None:
             self._api.set_label(self._api_label())
 
@@ -142,11 +148,16 @@ class NodeTree(Tree[Pick | None]):
     def relabel(self) -> None:
         for name in self._entries:
             self.refresh_node(name)
-        self.refresh_api()
+        self._relabel_api()
 
     def label_of(self, name: str) -> str:
         """The text shown for a node (tests and screenshots read it)."""
         return str(self._entries[name].label)
+
+    @property
+    def api_text(self) -> str:
+        """The text of the cloud load balancer's line ("" without one)."""
+        return str(self._api.label) if self._api is not None else ""
 
     def on_tree_node_selected(self, event: Tree.NodeSelected[Pick | None]) -> None:
         event.stop()

@@ -97,3 +97,11 @@ def test_the_running_cost_is_the_gcp_estimate_while_nodes_exist(tmp_path, monkey
     from khwtui.providers.factory import make_provider
 
     assert cost() == make_provider(cluster).plan().hourly_usd > 0
+
+
+def test_the_api_address_is_read_from_the_state_as_the_engine_saves_it(tmp_path, monkeypatch) -> None:
+    cluster = cluster_at(tmp_path, monkeypatch, kind="gcp")
+    address = launch.services(cluster).api_address
+    assert address() is None  # compute has not reserved the static address yet
+    cluster.state.public_address = "34.83.1.2"
+    assert address() == "34.83.1.2"

@@ -8,6 +8,7 @@ from khwtui.errors import UsageError
 from khwtui.events import CheckResult, LogLines, StageChanged
 from khwtui.tui.app import make_app
 from khwtui.tui.confirm import ConfirmQuit
+from khwtui.tui.contracts import Services
 from khwtui.tui.log_pane import FOLLOWING, PAUSED
 from khwtui.tui.marks import status_style
 
@@ -62,6 +63,17 @@ async def test_build_in_progress_shows_marks_nodes_and_progress() -> None:
         assert row(app, "etcd")["time"] == "0:07"
         assert not app.banner.display
         assert len(app.log_pane.lines) == shown_lines(engine.events)
+        engine.release()
+
+
+async def test_the_static_address_appears_in_the_tree_once_compute_has_reserved_it() -> None:
+    config = gcp_config()
+    engine = FakeEngine(load_stream("gcp_build_in_progress"), hold=True)
+    app = make_app(config, gcp_topology(config, learned=False), engine, clock=FrozenClock(T0), services=Services(api_address=lambda: "34.83.1.2"))
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.node_tree.api_text == "○ api address pending"
+        await replay(pilot, engine)
+        assert app.node_tree.api_text == "○ api 34.83.1.2"  # the frontend stage has not run yet
         engine.release()
 
 

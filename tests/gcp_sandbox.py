@@ -1,0 +1,66 @@
+"""A gcp cluster to try by hand, offline, as root: `python3 tests/gcp_sandbox.py [-c N] [-w N] [--lb DESIGN]`.
+
+Starts what the gcp end-to-end tests use — the Compute fake on 127.0.0.1 whose instances boot as
+nspawn nodes (with the test apt repository and the stand-ins' python3), the data plane of its
+load balancers, the release mirror with the kube-* stand-ins — writes a config pointed at them,
+prints the command to run khwtui against it, and keeps it all up until Ctrl-C; then `down` runs
+and the nodes are removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import signal
+import sys
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
+
+import janitor
+from fakegce import FakeCompute
+from gcp_dataplane import LoadBalancers
+from localcluster import K8S_VERSION, publish_standins
+from mirror import default_cache
+from mirror.aptrepo import NODE_PACKAGES, build_apt_repo
+from mirror.server import MirrorServer
+from mirror.tarballs import build_release_tree
+from test_gcp_local import gcp_cluster
+from workerbed import STANDIN_PACKAGES
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-c", "--controllers", type=int, default=2)
+    parser.add_argument("-w", "--workers", type=int, default=1)
+    parser.add_argument("--lb", choices=("target-pool", "backend-service"), default="target-pool")
+    args = parser.parse_args()
+    root = Path(tempfile.mkdtemp(prefix="khwtui-gcp-sandbox-"))
+    os.environ.update({"NO_GCE_CHECK": "true", "CLOUDSDK_CONFIG": str(root / "gcloud")})
+    with ExitStack() as stack:
+        tree = build_release_tree(root / "releases", default_cache())
+        server = stack.enter_context(MirrorServer(tree.root))
+        mirror = tree.config(server.url)
+        mirror["binaries"]["urls"]["kubernetes"], sums = publish_standins(tree.root, server.url, K8S_VERSION)
+        mirror["binaries"]["sha256"].update(sums)
+        apt = build_apt_repo(root / "apt", default_cache(), list(NODE_PACKAGES))
+        knobs = {"apt": apt, "packages": STANDIN_PACKAGES, "gcp": {"load_balancer": args.lb}}
+        fake, cluster = stack.enter_context(gcp_cluster(root, janitor.new_prefix(), mirror, args.controllers, args.workers, **knobs))
+        stack.enter_context(LoadBalancers(fake))
+        env = f"NO_GCE_CHECK=true CLOUDSDK_CONFIG={shlex.quote(os.environ['CLOUDSDK_CONFIG'])}"
+        print(f"{env} {shlex.quote(sys.executable)} -m khwtui --config {cluster.config_path} --state-dir {cluster.state_dir}")
+        print("Ctrl-C to tear it all down", flush=True)
+        try:
+            signal.pause()
+        except KeyboardInterrupt:
+            print("tearing down", flush=True)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
+    main()
