@@ -26,7 +26,7 @@ import pytest
 from fakegce import FakeCompute
 from gcp_dataplane import LoadBalancers
 from localcluster import LocalCluster
-from test_gcp_frontend import frontend_bodies, route_bodies
+from test_gcp_frontend import PRICES, frontend_bodies, route_bodies
 from test_gcp_local import PROJECT, REGION, ZONE, cluster_config, gcp_cluster, go_offline
 from test_gcp_provider import everything, insert_requests, mutating
 from workerbed import STANDIN_PACKAGES
@@ -182,6 +182,18 @@ def test_a_second_run_of_the_front_end_and_routes_changes_nothing(target_pool: B
     again = target_pool.cluster.khwtui("up", "--auto", "--only", "frontend,routes")
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr
     assert mutating(target_pool.fake, before) == []
+
+
+def test_status_probes_the_front_end_and_shows_what_the_cluster_costs_now(target_pool: Built) -> None:
+    status = target_pool.cluster.khwtui("status")
+    assert status.returncode == 0, status.stdout + status.stderr  # every probe of the stages done passes
+    lines = status.stdout.splitlines()
+    for controller in target_pool.topo.controllers:
+        assert any(line.startswith(f"✔ frontend:/healthz proxy for the health check {controller.name} ") for line in lines)
+    assert any(line.startswith("✔ frontend:/version through the load balancer ") and f"https://{target_pool.address}:6443/version: v1.35.4" in line for line in lines)
+    nodes = len(target_pool.topo.nodes)  # each: machine, external IPv4, 50 GB disk; the rule holds the static address
+    wanted = nodes * (PRICES["machine"] + PRICES["ip"] + 50 * PRICES["disk_gb_hour"]) + PRICES["rule"]
+    assert f"✔ cost  ${wanted:.3f}/h" in lines
 
 
 def test_down_without_a_terminal_or_yes_exits_2_and_deletes_nothing(target_pool: Built) -> None:
