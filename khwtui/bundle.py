@@ -1,8 +1,11 @@
 """`khwtui render --out DIR`: everything the hard way makes, written to a folder to read or diff.
 
-Layout: pki/ (0700), kubeconfigs/<name>.kubeconfig, encryption-config.yaml, and
-nodes/<node>/<absolute path on the node> for every file a stage places. Only files whose bytes
-(or mode) differ are written, each atomically, so a re-render leaves unchanged files untouched.
+Layout: pki/ (0700), kubeconfigs/<name>.kubeconfig, encryption-config.yaml,
+manifests/ (what the rbac stage applies through the API), and nodes/<node>/<absolute path on the
+node> for every file a stage places (binaries aside): etcd, the control plane, the front end, the
+workers, the pod routes. Worker files depend on facts read on each node; the bundle shows them as
+for RENDER_FACTS. Only files whose bytes (or mode) differ are written, each atomically, so a
+re-render leaves unchanged files untouched.
 """
 
 from __future__ import annotations
@@ -10,13 +13,20 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from khwtui.controlplane_files import control_plane_config_files, rbac_manifest
 from khwtui.encryption import encryption_config
+from khwtui.frontend_files import healthz_files, healthz_proxied, lb_files
 from khwtui.fsutil import mkdirs_private, write_if_changed
 from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs
 from khwtui.nodefiles import SECRET, Artifacts, node_files
 from khwtui.pki import Pki, cert_specs
 from khwtui.render import NodeFile
-from khwtui.topology import Topology
+from khwtui.topology import Node, Topology
+from khwtui.workers_files import NodeFacts, routes_files, worker_config_files
+
+# A typical cloud VM: cgroup v2, kernel modules, root may lower oom_score_adj, containerd on a real
+# disk, no systemd-resolved. The workers stage renders each node's files from its own facts.
+RENDER_FACTS = NodeFacts(cgroup_v2=True, modules=True, lower_oom=True, containerd_on_overlay=False, resolved=False)
 
 PRIVATE_DIRS = ("pki", "kubeconfigs", "nodes")  # they hold keys, so 0700 whatever existed before
 
@@ -40,9 +50,24 @@ def bundle_files(a: Artifacts) -> list[NodeFile]:
     ]
     config = encryption_config(topo.config.encryption.provider, a.encryption_key)
     files.append(NodeFile("encryption-config.yaml", config.encode(), SECRET))
+    files.append(NodeFile("manifests/apiserver-to-kubelet-rbac.yaml", rbac_manifest(topo).encode()))
     for node, placed in node_files(a).items():
+        placed += stage_config_files(a, topo.node(node))
         files += [dataclasses.replace(f, path=f"nodes/{node}{f.path}") for f in placed]
     return files
+
+
+def stage_config_files(a: Artifacts, node: Node) -> list[NodeFile]:
+    """The configs and units the later stages place on `node` (its credentials come from node_files)."""
+    topo = a.topo
+    routes = [] if topo.config.provider.kind == "gcp" else routes_files(topo, node)  # gcp: cloud routes
+    if node.role == "controller":
+        proxy = healthz_files(topo) if healthz_proxied(topo.config) else []
+        units = control_plane_config_files(topo, node) if topo.api_url else []  # the endpoint is the SA issuer
+        return units + proxy + routes
+    if node.role == "worker":
+        return worker_config_files(topo, node, RENDER_FACTS) + routes
+    return lb_files(topo, a.pki) + routes
 
 
 def _pki_files(pki: Pki, topo: Topology) -> list[NodeFile]:

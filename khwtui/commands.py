@@ -125,7 +125,7 @@ def render(args: argparse.Namespace) -> int:
     made = sum(1 for c in changes.values() if c != "kept")
     print(f"rendered {len(written)} changed files into {args.out} ({made} certificates made or re-issued, {len(changes) - made} kept)")
     if topo.api_address is None:
-        print("note: the API endpoint address is not known yet, so it is not in the apiserver certificate SANs and the kubeconfigs that use it were left out; pass --public-address IP")
+        print("note: the API endpoint address is not known yet, so it is not in the apiserver certificate SANs, and the kubeconfigs and control-plane units that use it were left out; pass --public-address IP")
     return EXIT_OK
 
 

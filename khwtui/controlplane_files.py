@@ -30,6 +30,7 @@ AUDIT_LOG = "/var/log/audit.log"
 ADMISSION_PLUGINS = "NamespaceLifecycle,NodeRestriction,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota"
 NODE_PORT_RANGE = "30000-32767"
 APISERVER_CERT = "kubernetes"  # pki name of the apiserver's serving and kubelet-client certificate
+CERT_NAME = "kubernetes"  # a DNS name in the apiserver certificate, for addresses that are not in it
 _PATH = re.compile(r"/[\w.@+-]+(?:/[\w.@+-]+)+")
 
 
@@ -87,9 +88,12 @@ def rbac_manifest(topo: Topology) -> str:
 
 def control_plane_files(a: Artifacts, node: Node) -> list[NodeFile]:
     """Everything the control-plane stage places on a controller except the binaries."""
-    topo = a.topo
+    return [*control_plane_secret_files(a, node), *control_plane_config_files(a.topo, node)]
+
+
+def control_plane_config_files(topo: Topology, node: Node) -> list[NodeFile]:
+    """The units and the scheduler config: what holds no credential."""
     return [
-        *control_plane_secret_files(a, node),
         NodeFile(SCHEDULER_CONFIG, scheduler_config().encode()),
         NodeFile(unit_path("kube-apiserver"), apiserver_unit(topo, node).encode()),
         NodeFile(unit_path("kube-controller-manager"), controller_manager_unit(topo).encode()),

@@ -182,9 +182,12 @@ def kernel_files(facts: NodeFacts) -> list[NodeFile]:
 
 def worker_files(a: Artifacts, node: Node, facts: NodeFacts) -> list[NodeFile]:
     """Everything the workers stage places on `node` except the release binaries."""
-    topo = a.topo
+    return [*worker_secret_files(a, node), *worker_config_files(a.topo, node, facts)]
+
+
+def worker_config_files(topo: Topology, node: Node, facts: NodeFacts) -> list[NodeFile]:
+    """The configs and units, as `facts` decide them: what holds no credential."""
     return [
-        *worker_secret_files(a, node),
         *kernel_files(facts),
         NodeFile(CONTAINERD_CONFIG, containerd_config(facts).encode()),
         NodeFile(unit_path("containerd"), containerd_unit(facts).encode()),

@@ -29,6 +29,7 @@ from test_gcp_provider import (  # noqa: F401 - `outside` is the autouse offline
 from khwtui.config import Config
 from khwtui.context import Cluster
 from khwtui.events import FAILED, PASSED, Event, HealthChanged
+from khwtui.frontend_files import healthz_files
 from khwtui.health import probe_once
 from khwtui.providers import gcp_api
 from khwtui.providers.gcp import ResourceConflict, price_table, running_hourly
@@ -36,7 +37,7 @@ from khwtui.providers.gcp_api import HttpHealthCheck
 from khwtui.remote import RunResult
 from khwtui.render import NodeFile
 from khwtui.stages.base import Outcome
-from khwtui.stages.frontend import FrontendStage, healthz_files, healthz_probe
+from khwtui.stages.frontend import FrontendStage, healthz_probe
 from khwtui.state import StateDir
 from khwtui.topology import HEALTH_CHECK_SOURCES, Node, Topology
 

@@ -16,7 +16,8 @@ from localcluster import LocalCluster, local_config
 from test_frontend_local import on_node
 
 from khwtui import config as config_mod
-from khwtui.stages.frontend import apt_install, healthz_files, healthz_probe
+from khwtui.frontend_files import healthz_files
+from khwtui.stages.frontend import apt_install, healthz_probe
 from khwtui.topology import Topology
 
 pytestmark = pytest.mark.integration

@@ -12,6 +12,7 @@ import pytest
 
 from khwtui import config
 from khwtui.bundle import write_bundle
+from khwtui.frontend_files import healthz_files
 from khwtui.encryption import encryption_config, load_or_create_key
 from khwtui.errors import StateError
 from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs
@@ -202,6 +203,50 @@ def test_the_bundle_holds_every_node_file_with_its_mode_and_private_folders(tmp_
     assert files["encryption-config.yaml"][0] == encryption_config("aescbc", a.encryption_key).encode()
 
 
+def stage_files(files: dict, node: str) -> set[str]:
+    """The paths under nodes/<node>/ that are neither certificates nor kubeconfigs."""
+    prefix = f"nodes/{node}"
+    return {p[len(prefix):] for p in files if p.startswith(prefix + "/") and not p.endswith((".pem", "kubeconfig"))}
+
+
+CONTROL_PLANE = {"/etc/systemd/system/etcd.service", "/var/lib/kubernetes/encryption-config.yaml", "/etc/kubernetes/config/kube-scheduler.yaml",
+                 *(f"/etc/systemd/system/{u}.service" for u in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"))}
+WORKER = {"/etc/cni/net.d/10-bridge.conf", "/etc/cni/net.d/99-loopback.conf", "/etc/containerd/config.toml",
+          "/etc/modules-load.d/kubernetes.conf", "/etc/sysctl.d/kubernetes.conf", "/var/lib/kubelet/kubelet-config.yaml",
+          "/var/lib/kube-proxy/kube-proxy-config.yaml", *(f"/etc/systemd/system/{u}.service" for u in ("containerd", "kubelet", "kube-proxy"))}
+ROUTES = "/etc/systemd/system/khwtui-pod-routes.service"
+NGINX_SITE = "/etc/nginx/conf.d/kubernetes-healthz.conf"
+
+
+def test_the_bundle_shows_every_file_each_later_stage_places_for_the_provider(tmp_path: Path) -> None:
+    """The front end as the provider builds it; routes as units on nodes, or as cloud resources on gcp."""
+    target_pool = snapshot_of(tmp_path / "tp", GCP_2_2, PUBLIC)
+    assert stage_files(target_pool, "controller-0") == CONTROL_PLANE | {NGINX_SITE}
+    assert stage_files(target_pool, "worker-0") == WORKER
+    assert target_pool["nodes/controller-0" + NGINX_SITE][0] == healthz_files(Topology(config.from_dict(GCP_2_2), PUBLIC))[0].content
+    assert "manifests/apiserver-to-kubelet-rbac.yaml" in target_pool
+
+    backend = snapshot_of(tmp_path / "bs", {**GCP_2_2, "gcp": {"load_balancer": "backend-service"}}, PUBLIC)
+    assert stage_files(backend, "controller-0") == CONTROL_PLANE
+
+    on_hosts = snapshot_of(tmp_path / "m", machines("192.0.2.21"))
+    assert stage_files(on_hosts, "lb") == {"/etc/haproxy/haproxy.cfg", ROUTES}
+    assert on_hosts["nodes/lb/etc/haproxy/kubernetes-ca.pem"][1] == 0o644
+    assert stage_files(on_hosts, "cp-a") == CONTROL_PLANE | {ROUTES}
+    assert stage_files(on_hosts, "node-a") == WORKER | {ROUTES}
+    assert "10.200.1.0/24 via 192.0.2.21" in on_hosts["nodes/node-a" + ROUTES][0].decode()
+
+
+def test_without_the_api_address_the_bundle_leaves_out_the_control_plane_units_that_name_it(tmp_path: Path) -> None:
+    files = snapshot_of(tmp_path, GCP_2_2)
+    assert stage_files(files, "controller-0") == {"/etc/systemd/system/etcd.service", "/var/lib/kubernetes/encryption-config.yaml", NGINX_SITE}
+
+
+def snapshot_of(folder: Path, raw: dict, addresses: Addresses = Addresses()) -> dict:
+    write_bundle(folder / "bundle", artifacts(folder, raw, addresses))
+    return snapshot(folder / "bundle")
+
+
 def test_rendering_again_leaves_every_file_untouched(tmp_path: Path) -> None:
     out = tmp_path / "bundle"
     write_bundle(out, artifacts(tmp_path, GCP_2_2, PUBLIC))
@@ -239,6 +284,9 @@ def test_moving_one_worker_rewrites_only_what_carries_its_address(tmp_path: Path
         "kubeconfigs/node-b.kubeconfig",
         "nodes/node-b/var/lib/kubelet/node-b.pem",
         "nodes/node-b/var/lib/kubelet/kubeconfig",
+        "nodes/node-b/etc/systemd/system/kubelet.service",  # --node-ip
+        # every other node reaches node-b's pod CIDR through its address
+        *(f"nodes/{n}/etc/systemd/system/khwtui-pod-routes.service" for n in ("lb", "cp-a", "cp-b", "node-a")),
     }
     assert sorted(written) == sorted(out / p for p in changed)
     assert set(after) == set(before)

@@ -8,7 +8,6 @@ then polled on all of them.
 from __future__ import annotations
 
 import shlex
-from functools import cached_property
 
 import platformdirs
 

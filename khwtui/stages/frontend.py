@@ -18,26 +18,29 @@ import shlex
 from dataclasses import dataclass
 from typing import cast
 
-from khwtui.controlplane_files import CA_FILE as APISERVER_CA
 from khwtui.errors import StageFailed
 from khwtui.events import PASSED
+from khwtui.frontend_files import (
+    CA_FILE,
+    CONFIG,
+    STATS_PATH,
+    STATS_PORT,
+    healthz_files,
+    healthz_host,
+    healthz_proxied,
+    lb_files,
+)
 from khwtui.kubeapi import ApiClient, ApiError, Credentials
 from khwtui.providers.base import CloudNetwork
-from khwtui.render import NodeFile, render
+from khwtui.render import NodeFile
 from khwtui.runctx import RunContext
 from khwtui.stages.base import Outcome, Stage
-from khwtui.stages.rbac import CERT_NAME
 from khwtui.topology import Node, Topology
 from khwtui.waiting import poll
 
 UNIT = "haproxy"
-CONFIG = "/etc/haproxy/haproxy.cfg"
-CA_FILE = "/etc/haproxy/kubernetes-ca.pem"
 BACKEND = "kube-apiservers"
-STATS_PORT = 8404  # on the lb's loopback only
-STATS_PATH = "/stats"
 STATS = shlex.join(["/usr/bin/curl", "--silent", "--show-error", "--max-time", "5", f"http://127.0.0.1:{STATS_PORT}{STATS_PATH};csv"])
-HEALTHZ_SITE = "/etc/nginx/conf.d/kubernetes-healthz.conf"  # Debian's nginx.conf includes conf.d/*.conf
 PROXY = "nginx"
 HEALTHZ_CHECK = "/healthz proxy for the health check"
 CLOUD_CHECK = "load balancer resources"
@@ -61,22 +64,6 @@ class Backend:
         return f"{self.name} {self.status} ({self.check})"
 
 
-def haproxy_config(topo: Topology) -> str:
-    return render(
-        "haproxy.cfg.j2",
-        api_port=topo.config.network.api_port,
-        controllers=topo.controllers,
-        ca_file=CA_FILE,
-        cert_name=CERT_NAME,
-        stats_port=STATS_PORT,
-        stats_path=STATS_PATH,
-    )
-
-
-def lb_files(run: RunContext) -> list[NodeFile]:
-    return [NodeFile(CA_FILE, run.artifacts.pki.ca_pem()), NodeFile(CONFIG, haproxy_config(run.topo).encode())]
-
-
 def apt_install(program: str) -> str:
     """Install `program` (and curl, for the checks) from the node's own apt sources, unless present."""
     return (
@@ -85,27 +72,12 @@ def apt_install(program: str) -> str:
     )
 
 
-def healthz_host(topo: Topology) -> str:
-    return f"kubernetes.default.svc.{topo.config.network.cluster_domain}"
-
-
-def healthz_files(topo: Topology) -> list[NodeFile]:
-    """KTHW's nginx site on a controller: :80/healthz for host kubernetes.default.svc.<domain>."""
-    site = render("nginx-healthz.conf.j2", host=healthz_host(topo), api_port=topo.config.network.api_port, ca_file=APISERVER_CA)
-    return [NodeFile(HEALTHZ_SITE, site.encode())]
-
-
 def healthz_probe(topo: Topology) -> str:
     """KTHW's `curl -H "Host: kubernetes.default.svc.cluster.local" -i http://127.0.0.1/healthz`: the status code."""
     return shlex.join([
         "/usr/bin/curl", "--silent", "--show-error", "--max-time", "5", "--output", "/dev/null", "--write-out", "%{http_code}",
         "-H", f"Host: {healthz_host(topo)}", "http://127.0.0.1/healthz",
     ])
-
-
-def proxied(run: RunContext) -> bool:
-    """Whether the load balancer probes the controllers through the HTTP /healthz proxy."""
-    return run.config.provider.kind == "gcp" and run.config.gcp.load_balancer == "target-pool"
 
 
 def parse_backends(text: str) -> dict[str, Backend]:
@@ -153,7 +125,7 @@ class FrontendStage(Stage):
         return None
 
     async def _lb_outcomes(self, run: RunContext, lb: Node) -> tuple[Outcome, Outcome]:
-        drift = await run.drifted(lb.name, lb_files(run))
+        drift = await run.drifted(lb.name, lb_files(run.topo, run.artifacts.pki))
         files = (Outcome.failed("load balancer files", lb.name, "differ: " + ", ".join(f.path for f in drift)) if drift
                  else Outcome.passed("load balancer files", lb.name, f"{CONFIG} and {CA_FILE} in place"))
         result = await run.sh(lb.name, f"systemctl is-active {UNIT}", check=False, timeout=30)
@@ -163,7 +135,7 @@ class FrontendStage(Stage):
     async def _serving_outcomes(self, run: RunContext) -> list[Outcome]:
         """Each controller as haproxy sees it (when there is an lb host), and /version through the endpoint."""
         lb = run.topo.lb
-        if proxied(run):
+        if healthz_proxied(run.config):
             return [*await run.each(run.topo.controllers, lambda c: self._healthz_outcome(run, c)), await self._version_outcome(run, {})]
         if lb is None:
             return [await self._version_outcome(run, {})]
@@ -208,12 +180,12 @@ class FrontendStage(Stage):
 
     async def apply(self, run: RunContext) -> None:
         if run.config.provider.kind == "gcp":
-            if proxied(run):
+            if healthz_proxied(run.config):
                 files = healthz_files(run.topo)
                 await run.each(run.topo.controllers, lambda c: self._install(run, c, PROXY, files, ["nginx", "-t", "-q"]))
             await cast(CloudNetwork, run.provider).ensure_frontend(lambda line: run.log("", line))
         elif run.topo.lb is not None:
-            await self._install(run, run.topo.lb, UNIT, lb_files(run), ["haproxy", "-c", "-q", "-f", CONFIG])
+            await self._install(run, run.topo.lb, UNIT, lb_files(run.topo, run.artifacts.pki), ["haproxy", "-c", "-q", "-f", CONFIG])
         else:
             run.log("", f"warning: {run.topo.api_endpoint_warning}")
         await self._wait_serving(run)

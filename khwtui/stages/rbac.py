@@ -14,15 +14,13 @@ from collections.abc import Callable
 
 import yaml
 
-from khwtui.controlplane_files import rbac_manifest
+from khwtui.controlplane_files import CERT_NAME, rbac_manifest
 from khwtui.kubeapi import ApiClient, ApiError, Credentials
 from khwtui.kubeconfigs import spec_named
 from khwtui.manifests import apply, drift, ref, unserved
 from khwtui.runctx import RunContext
 from khwtui.stages.base import Outcome, Stage
 from khwtui.topology import Node, Topology
-
-CERT_NAME = "kubernetes"  # a DNS name in the apiserver certificate, for addresses that are not in it
 
 
 def wanted_objects(topo: Topology) -> list[dict]:
