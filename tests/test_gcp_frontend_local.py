@@ -194,6 +194,7 @@ def test_status_probes_the_front_end_and_shows_what_the_cluster_costs_now(target
     nodes = len(target_pool.topo.nodes)  # each: machine, external IPv4, 50 GB disk; the rule holds the static address
     wanted = nodes * (PRICES["machine"] + PRICES["ip"] + 50 * PRICES["disk_gb_hour"]) + PRICES["rule"]
     assert f"✔ cost  ${wanted:.3f}/h" in lines
+    assert any(line.startswith("✔ routes:cloud routes ") for line in lines)
 
 
 def test_down_without_a_terminal_or_yes_exits_2_and_deletes_nothing(target_pool: Built) -> None:

@@ -603,4 +603,6 @@ async def test_on_gcp_the_routes_are_the_providers_and_the_check_reads_them_back
     assert [(o.result, o.evidence) for o in await stage.check(run)] == [(FAILED, "\n".join(run.provider.missing))]
     await stage.apply(run)
     assert [(o.result, o.evidence) for o in await stage.check(run)] == [(PASSED, "172.21.0.0/24 via 192.168.60.20, 172.21.1.0/24 via 192.168.60.21")]
+    run.provider.missing = ["route kthw-route-10-200-1-0-24 does not exist"]  # deleted by hand: status sees it
+    assert [(o.result, o.evidence) for o in await stage.probe(run)] == [(FAILED, "route kthw-route-10-200-1-0-24 does not exist")]
     assert run.nodes == {} or all(not node.changes() for node in run.nodes.values())  # nothing ran on a node

@@ -70,9 +70,10 @@ class RoutesStage(Stage):
             await run.sh(node.name, f"systemctl start {ROUTE_UNIT_NAME}")
 
     async def probe(self, run: RunContext) -> list[Outcome]:
-        """The route table of every node that needs routes (one command each)."""
+        """The route table of every node that needs routes (one command each); on gcp the cloud
+        routes, read back (one GET each)."""
         if run.config.provider.kind == "gcp":
-            return []
+            return [await self._cloud_outcome(run)]
         return await run.each([n for n in run.topo.nodes if node_routes(run.topo, n)], lambda node: self._probe_node(run, node))
 
     async def _probe_node(self, run: RunContext, node: Node) -> Outcome:
