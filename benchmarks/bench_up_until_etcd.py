@@ -12,11 +12,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-import janitor  # noqa: E402
-from localcluster import LocalCluster, local_config  # noqa: E402
-from mirror import default_cache  # noqa: E402
-from mirror.server import MirrorServer  # noqa: E402
-from mirror.tarballs import build_release_tree  # noqa: E402
+import janitor
+from localcluster import LocalCluster, local_config
+from mirror import default_cache
+from mirror.server import MirrorServer
+from mirror.tarballs import build_release_tree
 
 
 def timed(cluster: LocalCluster, *args: str) -> float:
