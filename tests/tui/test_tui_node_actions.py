@@ -12,7 +12,7 @@ from textual.widgets import Log
 from khwtui.tui.app import make_app
 from khwtui.tui.commands import TargetCommands
 from khwtui.tui.contracts import Services, ShellTarget
-from khwtui.tui.node_log import NodeLogScreen
+from khwtui.tui.node_log import CONTINUATION, NodeLogScreen, wrap_line
 from khwtui.tui.node_shell import (
     known_hosts_line,
     open_shell,
@@ -114,15 +114,49 @@ async def test_n_shows_the_whole_log_file_of_the_node_under_the_cursor(tmp_path)
         await wait_until(pilot, lambda: not isinstance(app.screen, NodeLogScreen), "the log to close")
 
 
+def unwrap(rows: list[str]) -> str:
+    return rows[0] + "".join(row.removeprefix(CONTINUATION) for row in rows[1:])
+
+
+def test_a_long_line_wraps_at_spaces_keeping_every_character() -> None:
+    line = "03:26:46 [frontend] $ sudo sh -c 'for f in /etc/nginx/conf.d/kubernetes-healthz.conf; do  test -e \"$f\"; done'"
+    rows = wrap_line(line, 40)
+    assert len(rows) > 2 and all(len(row) <= 40 for row in rows)
+    assert all(row.startswith(CONTINUATION) for row in rows[1:])
+    assert unwrap(rows) == line
+    assert wrap_line("x" * 100, 30)[1] == CONTINUATION + "x" * 26  # no space: broken anyway
+    assert wrap_line(line, len(line)) == [line]
+
+
+async def test_the_node_log_wraps_long_lines_to_its_width_and_again_when_the_terminal_narrows(tmp_path) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    lines = ["03:26:47 [frontend] $ sudo /usr/bin/curl --silent --show-error --max-time 5 " + "http://127.0.0.1/healthz " * 8, "03:26:47 [frontend] 200"]
+    (logs / "controller-1.log").write_text("".join(f"{line}\n" for line in lines))
+    app = app_at(tmp_path)
+    async with app.run_test(size=SIZE) as pilot:
+        app.show_node_log("controller-1")
+        await wait_until(pilot, lambda: isinstance(app.screen, NodeLogScreen), "the node log")
+        await pilot.pause()
+        log = app.screen.query_one(Log)
+        for size in (SIZE, (80, 24)):
+            await pilot.resize_terminal(*size)
+            await wait_until(pilot, lambda: log.wrapped_at == log.scrollable_content_region.width, "the log to wrap at its width")
+            rows = list(log.lines)
+            assert max(len(row) for row in rows) <= log.wrapped_at < size[0]
+            assert [unwrap(rows[:-1]), rows[-1]] == lines  # every character, each line one block
+            assert log.virtual_size.width <= log.scrollable_content_region.width  # nothing to scroll sideways to
+
+
 async def test_a_node_without_a_log_file_says_so(tmp_path) -> None:
     app = app_at(tmp_path)
     async with app.run_test(size=SIZE) as pilot:
         app.show_node_log("worker-1")
         await wait_until(pilot, lambda: isinstance(app.screen, NodeLogScreen), "the node log")
         await pilot.pause()
-        assert list(app.screen.query_one(Log).lines) == [
+        assert unwrap(list(app.screen.query_one(Log).lines)) == (
             f"no log yet: {tmp_path / 'logs' / 'worker-1.log'} does not exist (nothing ran on this node)"
-        ]
+        )
 
 
 async def test_where_the_terminal_cannot_be_handed_over_the_shell_says_so_and_probing_goes_on(tmp_path) -> None:

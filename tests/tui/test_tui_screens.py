@@ -10,7 +10,7 @@ from textual.widgets import Button, Input, Log
 
 from khwtui.tui.app import KhwApp
 from khwtui.tui.certs_screen import CertsScreen, CertTable
-from khwtui.tui.node_log import NodeLogScreen
+from khwtui.tui.node_log import NodeLogScreen, WrappedLog
 from khwtui.tui.teardown_screen import ConfirmTeardown
 
 from .fake_services import AGED
@@ -129,7 +129,7 @@ def test_node_log(snap_compare, tmp_path) -> None:
     def look(app: KhwApp) -> dict[str, object]:
         screen = app.screen
         assert isinstance(screen, NodeLogScreen)
-        return {"node": screen.node, "lines": list(screen.query_one(Log).lines)}
+        return {"node": screen.node, "lines": screen.query_one(WrappedLog).source}
 
     seen = shoot(snap_compare, tmp_path, "node-log", look)
     assert seen == {"node": "controller-1", "lines": node_log_lines("gcp_etcd_failed", "controller-1")}
