@@ -43,7 +43,7 @@ COMMANDS = (
     Command("teardown", "d", "teardown", "Tear down the cluster", "Shows every resource that would be deleted and asks first"),
     Command("node_log", "n", "node log", "Full log of the selected node", "The whole logs/<node>.log of the node under the tree's cursor"),
     Command("node_shell", "x", "shell", "Shell on the selected node", "ssh to the node under the tree's cursor (the app waits until you exit)"),
-    Command("focus_log", "l", "log", "Focus the log", "Move the focus to the log pane to scroll it", narrow=False),
+    Command("focus_log", "l", "log", "Focus the log", "Move the focus to the log pane to scroll it: ↑↓ lines, ←→ sideways for long ones", narrow=False),
     Command("search", "slash", "search", "Search the log", "Highlight every match; Enter steps to older ones", narrow=False, key_display="/"),
     Command("clear_filters", "escape", "all logs", "Show all logs", "Clear the node and stage filters of the log pane", footer=False),
     Command("toggle_dark", "ctrl+t", "theme", "Toggle light and dark theme", "Switch between textual-light and textual-dark", narrow=False),
