@@ -83,7 +83,8 @@ class KhwApp(App[int | None]):
     #bottom { height: 1fr; }
     .-narrow #nodes { width: 28; }
     .-narrow #bottom { layout: vertical; }
-    .-narrow #health { width: 1fr; height: auto; max-height: 7; }
+    .-narrow #health { width: 1fr; height: 2fr; max-height: 7; }
+    .-narrow #logpane { min-height: 3; }  /* the health panel never squeezes out the log's last line */
     .-short #top { height: 12; }
     .-short #stages { height: 100%; }
     Footer.-compact FooterKey.-command-palette { padding-right: 1; }  /* covers a key cut off by a narrow terminal */

@@ -167,3 +167,19 @@ async def test_h_hides_and_shows_the_panel_and_at_80_columns_it_folds_under_the_
         assert panel.plain.splitlines()[0].split() == ["✔", "ssh", "and", "sudo", "4/4", "42", "ms", "21:52:53"]
         await pilot.press("h")
         assert not panel.display
+
+
+async def test_on_a_small_terminal_the_open_panel_leaves_the_log_a_line_and_stays_above_the_footer() -> None:
+    health = FakeHealth([health_round()])
+    app = healthy_app(health)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await next_round(pilot, health, 1)
+        await pilot.press("h")
+        for banner_lines in (1, 2):  # a long next-step sentence wraps the banner onto a second line
+            app.banner.update("resume " * (9 * banner_lines))
+            await pilot.pause()
+            assert app.banner.region.height == banner_lines
+            panel, log = app.health_panel, app.log_pane
+            assert log.region.height >= 3  # a line between the borders
+            assert panel.region.y >= log.region.bottom and panel.region.bottom <= app.footer.region.y
+            assert panel.region.height - 2 == 5 - banner_lines  # probes in view inside the border; the rest scroll
