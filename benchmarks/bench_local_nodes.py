@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
+import cli_timing  # first: puts tests/ on the import path
 import janitor
 from localcluster import LocalCluster, local_config
 from mirror import default_cache
@@ -24,41 +22,32 @@ from mirror.tarballs import build_release_tree
 from khwtui.providers import rootfs
 
 
-def root_build_seconds(cache: Path) -> float:
-    """One ensure_rootfs() on `cache`: a debootstrap when the folder is empty, a lookup when not."""
-    mirror = rootfs.resolve_mirror("")
-    if mirror.uri is None:
-        raise SystemExit("no Debian mirror in this host's apt sources")
+def root_build_seconds(cache: rootfs.RootfsCache) -> float:
+    """One ensure_rootfs(): a debootstrap when the cache folder is empty, a lookup when not."""
     start = time.monotonic()
-    asyncio.run(rootfs.ensure_rootfs(rootfs.RootfsCache(cache, mirror.uri), lambda line: None))
-    return time.monotonic() - start
-
-
-def timed(cluster: LocalCluster, *args: str, env: dict[str, str]) -> float:
-    start = time.monotonic()
-    result = cluster.khwtui(*args, env=env)
-    if result.returncode != 0:
-        raise SystemExit(result.stdout + result.stderr)
+    asyncio.run(rootfs.ensure_rootfs(cache, lambda line: None))
     return time.monotonic() - start
 
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         xdg = Path(tmp) / "xdg"
-        cache = xdg / "khwtui" / "rootfs"  # where default_cache_dir() points with XDG_CACHE_HOME=xdg
-        env = {"XDG_CACHE_HOME": str(xdg)}
-        os.environ.update(env)
-        assert rootfs.default_cache_dir() == cache
+        os.environ["XDG_CACHE_HOME"] = str(xdg)  # for this process and the khwtui it runs
+        assert rootfs.default_cache_dir() == xdg / "khwtui" / "rootfs"
+        mirror_uri = rootfs.resolve_mirror("").uri
+        if mirror_uri is None:
+            raise SystemExit("no Debian mirror in this host's apt sources")
+        cache = rootfs.RootfsCache(rootfs.default_cache_dir(), mirror_uri)
         cold = root_build_seconds(cache)
         warm = root_build_seconds(cache)
         tree = build_release_tree(Path(tmp) / "releases", default_cache())
         mirror = tree.config("http://127.0.0.1:9")  # compute fetches nothing; the config needs sums and URLs
         cluster = LocalCluster(Path(tmp) / "c", local_config(f"t{janitor.new_prefix()}", 3, 2, mirror))
         try:
-            up = timed(cluster, "up", "--auto", "--only", "compute", env=env)
+            up = cli_timing.timed(cluster, "up", "--auto", "--only", "compute")
             nodes = sorted(cluster.state()["nodes"])
-            rerun = timed(cluster, "up", "--auto", "--only", "compute", env=env)
-            down = timed(cluster, "down", "--yes", env=env)
+            rerun = cli_timing.timed(cluster, "up", "--auto", "--only", "compute")
+            down = cli_timing.timed(cluster, "down", "--yes")
         finally:
             janitor.sweep(include_own=True)
     print(f"node root, cold (debootstrap):        {cold:.1f} s")

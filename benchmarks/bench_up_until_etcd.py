@@ -5,26 +5,16 @@ Run as root: python3 benchmarks/bench_up_until_etcd.py   (uses the test mirror; 
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
+import cli_timing  # first: puts tests/ on the import path
 import janitor
 from localcluster import LocalCluster, local_config
 from mirror import default_cache
 from mirror.server import MirrorServer
 from mirror.tarballs import build_release_tree
-
-
-def timed(cluster: LocalCluster, *args: str) -> float:
-    start = time.monotonic()
-    result = cluster.khwtui(*args)
-    if result.returncode != 0:
-        raise SystemExit(result.stdout + result.stderr)
-    return time.monotonic() - start
 
 
 def main() -> None:
@@ -33,8 +23,8 @@ def main() -> None:
         with MirrorServer(tree.root) as server:
             cluster = LocalCluster(Path(tmp) / "c", local_config(f"t{janitor.new_prefix()}", 3, 1, tree.config(server.url)))
             try:
-                cold = timed(cluster, "up", "--auto", "--until", "etcd")
-                rerun = timed(cluster, "up", "--auto", "--until", "etcd")
+                cold = cli_timing.timed(cluster, "up", "--auto", "--until", "etcd")
+                rerun = cli_timing.timed(cluster, "up", "--auto", "--until", "etcd")
                 start = time.monotonic()
                 cluster.down()
                 down = time.monotonic() - start
