@@ -19,7 +19,7 @@ from khwtui.frontend_files import healthz_files, healthz_proxied, lb_files
 from khwtui.fsutil import mkdirs_private, write_if_changed
 from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs
 from khwtui.nodefiles import SECRET, Artifacts, node_files
-from khwtui.pki import Pki, cert_specs
+from khwtui.pki import CAS, Pki, cert_specs
 from khwtui.render import NodeFile
 from khwtui.topology import Node, Topology
 from khwtui.workers_files import NodeFacts, routes_files, worker_config_files
@@ -71,7 +71,7 @@ def stage_config_files(a: Artifacts, node: Node) -> list[NodeFile]:
 
 
 def _pki_files(pki: Pki, topo: Topology) -> list[NodeFile]:
-    files = [NodeFile("pki/ca.pem", pki.ca_pem()), NodeFile("pki/ca-key.pem", pki.key_pem("ca"), SECRET)]
-    for name in (spec.name for spec in cert_specs(topo)):
+    files = []
+    for name in (*CAS, *(spec.name for spec in cert_specs(topo))):
         files += [NodeFile(f"pki/{name}.pem", pki.cert_pem(name)), NodeFile(f"pki/{name}-key.pem", pki.key_pem(name), SECRET)]
     return files

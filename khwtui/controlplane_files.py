@@ -13,7 +13,7 @@ import re
 
 from khwtui.errors import StateError
 from khwtui.nodefiles import KUBERNETES_DIR, Artifacts, control_plane_secret_files
-from khwtui.pki import cert_specs
+from khwtui.pki import FRONT_PROXY_CA, FRONT_PROXY_CLIENT, cert_specs
 from khwtui.render import NodeFile, render
 from khwtui.topology import Node, Topology
 
@@ -27,6 +27,7 @@ CONTROLLER_MANAGER_KUBECONFIG = f"{KUBERNETES_DIR}/kube-controller-manager.kubec
 SCHEDULER_KUBECONFIG = f"{KUBERNETES_DIR}/kube-scheduler.kubeconfig"
 CA_FILE = f"{KUBERNETES_DIR}/ca.pem"
 AUDIT_LOG = "/var/log/audit.log"
+AUDIT_POLICY = f"{CONFIG_DIR}/audit-policy.yaml"
 ADMISSION_PLUGINS = "NamespaceLifecycle,NodeRestriction,LimitRanger,ServiceAccount,DefaultStorageClass,ResourceQuota"
 NODE_PORT_RANGE = "30000-32767"
 APISERVER_CERT = "kubernetes"  # pki name of the apiserver's serving and kubelet-client certificate
@@ -48,8 +49,10 @@ def apiserver_unit(topo: Topology, node: Node) -> str:
         bin_dir=BIN_DIR,
         dir=KUBERNETES_DIR,
         advertise_address=node.internal_ip,
-        apiserver_count=len(topo.controllers),
         audit_log=AUDIT_LOG,
+        audit_policy=AUDIT_POLICY,
+        proxy_client=FRONT_PROXY_CLIENT,
+        front_proxy_ca=FRONT_PROXY_CA,
         admission_plugins=ADMISSION_PLUGINS,
         etcd_servers=topo.etcd_servers,
         api_port=net.api_port,
@@ -95,6 +98,7 @@ def control_plane_config_files(topo: Topology, node: Node) -> list[NodeFile]:
     """The units and the scheduler config: what holds no credential."""
     return [
         NodeFile(SCHEDULER_CONFIG, scheduler_config().encode()),
+        NodeFile(AUDIT_POLICY, render("audit-policy.yaml.j2").encode()),
         NodeFile(unit_path("kube-apiserver"), apiserver_unit(topo, node).encode()),
         NodeFile(unit_path("kube-controller-manager"), controller_manager_unit(topo).encode()),
         NodeFile(unit_path("kube-scheduler"), scheduler_unit().encode()),

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from khwtui.encryption import encryption_config
 from khwtui.errors import StateError
 from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs, spec_named
-from khwtui.pki import Pki
+from khwtui.pki import FRONT_PROXY_CA, FRONT_PROXY_CLIENT, Pki
 from khwtui.render import NodeFile, render
 from khwtui.topology import ETCD_CLIENT_PORT, ETCD_PEER_PORT, Node, Topology
 
@@ -74,6 +74,8 @@ def control_plane_secret_files(a: Artifacts, node: Node) -> list[NodeFile]:
         NodeFile(f"{KUBERNETES_DIR}/ca-key.pem", pki.key_pem("ca"), SECRET),
         *_cert_files(pki, KUBERNETES_DIR, "kubernetes"),
         *_cert_files(pki, KUBERNETES_DIR, "service-account"),
+        NodeFile(f"{KUBERNETES_DIR}/{FRONT_PROXY_CA}.pem", pki.cert_pem(FRONT_PROXY_CA)),
+        *_cert_files(pki, KUBERNETES_DIR, FRONT_PROXY_CLIENT),
         NodeFile(f"{KUBERNETES_DIR}/encryption-config.yaml", encryption_config(provider, a.encryption_key).encode(), SECRET),
         _kubeconfig_file(a, "kube-controller-manager", f"{KUBERNETES_DIR}/kube-controller-manager.kubeconfig"),
         _kubeconfig_file(a, "kube-scheduler", f"{KUBERNETES_DIR}/kube-scheduler.kubeconfig"),

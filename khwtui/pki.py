@@ -1,4 +1,11 @@
-"""The cluster's certificates: one CA and every KTHW leaf, made once, re-issued only when needed.
+"""The cluster's certificates: the CA, every KTHW leaf and the front proxy's pair, made once,
+re-issued only when needed.
+
+The front proxy has its own CA (kubeadm's front-proxy-ca): the apiserver trusts the user and group
+headers of a request only from a client certificate that CA signed (--requestheader-client-ca-file),
+so it must not be the cluster CA, which signs every user's certificate. Aggregated APIs such as
+metrics-server need it (kubernetes v1.36.0 staging/src/k8s.io/apiserver/pkg/server/options/authentication.go,
+RequestHeaderAuthenticationOptions).
 
 Every run compares what is on disk with what the topology wants. A leaf is re-issued only when it
 is missing, does not fit its key, the CA or its spec, or is about to expire; otherwise it is kept
@@ -26,6 +33,9 @@ from khwtui.topology import Topology
 
 CA_NAME = "ca"
 CA_CN = CA_ORG = "Kubernetes"
+FRONT_PROXY_CA = "front-proxy-ca"
+FRONT_PROXY_CLIENT = "front-proxy-client"
+CAS = {CA_NAME: (CA_CN, CA_ORG), FRONT_PROXY_CA: (FRONT_PROXY_CA, None)}  # file stem -> (CN, O)
 CA_VALIDITY_DAYS = 3650
 BACKDATE = dt.timedelta(hours=1)  # nodes whose clock is a little behind still accept a new cert
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
@@ -44,6 +54,7 @@ class CertSpec:
     ips: tuple[str, ...]
     server: bool  # serverAuth EKU
     client: bool  # clientAuth EKU
+    issuer: str = CA_NAME  # the CA that signs it (a key of CAS)
 
 
 @dataclass(frozen=True)
@@ -74,8 +85,10 @@ def cert_specs(topo: Topology) -> list[CertSpec]:
         # server and client: apiserver, etcd server and peer, apiserver -> etcd and -> kubelet
         CertSpec("kubernetes", "kubernetes", "Kubernetes", tuple(dns), tuple(ips), server=True, client=True),
         _client("service-account", "service-accounts", "Kubernetes"),  # its key signs SA tokens
+        # the apiserver's identity towards aggregated API servers, signed by the front proxy's own CA
+        CertSpec(FRONT_PROXY_CLIENT, FRONT_PROXY_CLIENT, None, (), (), server=False, client=True, issuer=FRONT_PROXY_CA),
     ]
-    reserved = {CA_NAME} | {spec.name for spec in fixed}
+    reserved = set(CAS) | {spec.name for spec in fixed}
     workers = []
     for node in topo.workers:
         if node.name in reserved:
@@ -123,35 +136,36 @@ class Pki:
     # --- load or create ---------------------------------------------------------------------
 
     def ensure(self, topo: Topology, now: dt.datetime | None = None) -> dict[str, str]:
-        """Make the CA and every leaf fit the topology: name -> "created" | "kept" | "reissued: why"."""
+        """Make the CAs and every leaf fit the topology: name -> "created" | "kept" | "reissued: why"."""
         now = now or _utcnow()
-        ca, ca_key, outcome = self._ensure_ca(now)
-        results = {CA_NAME: outcome}
+        cas, results = {}, {}
+        for name in CAS:
+            *cas[name], results[name] = self._ensure_ca(name, now)
         for spec in cert_specs(topo):
-            results[spec.name] = self._ensure_leaf(spec, ca, ca_key, now)
+            results[spec.name] = self._ensure_leaf(spec, *cas[spec.issuer], now)
         return results
 
-    def _ensure_ca(self, now: dt.datetime) -> tuple[x509.Certificate, PrivateKey, str]:
+    def _ensure_ca(self, name: str, now: dt.datetime) -> tuple[x509.Certificate, PrivateKey, str]:
         """Load the CA, or make one (10 years, so leaves are renewed many times before it ends).
 
         A CA key without its certificate is what a crash between the two writes leaves behind:
         the certificate is made again from that key, so certificates it signed stay valid.
         """
-        cert_path, key_path = self._cert_path(CA_NAME), self._key_path(CA_NAME)
+        cert_path, key_path = self._cert_path(name), self._key_path(name)
         if cert_path.exists():
-            return *self._existing_ca(), "kept"
+            return *self._existing_ca(name), "kept"
         key = _load_key(key_path)
         if key is None:
             if key_path.exists():
-                raise StateError(f"{key_path} is unreadable and there is no ca.pem; remove it to make a new CA")
+                raise StateError(f"{key_path} is unreadable and there is no {name}.pem; remove it to make a new CA")
             key = _new_key(self.config.pki.key_type)
             write_atomic(key_path, _key_bytes(key), 0o600)
-        cert = _ca_cert(key, now)
+        cert = _ca_cert(key, *CAS[name], now)
         write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
         return cert, key, "created"
 
-    def _existing_ca(self) -> tuple[x509.Certificate, PrivateKey]:
-        cert_path, key_path = self._cert_path(CA_NAME), self._key_path(CA_NAME)
+    def _existing_ca(self, name: str) -> tuple[x509.Certificate, PrivateKey]:
+        cert_path, key_path = self._cert_path(name), self._key_path(name)
         fix = f"restore it from a backup, or remove {self.dir} to make a new CA (every node then needs new certificates)"
         cert = _load_cert(cert_path)
         if cert is None:
@@ -214,15 +228,17 @@ class Pki:
     # --- report -------------------------------------------------------------------------------
 
     def rows(self, topo: Topology, now: dt.datetime | None = None) -> list[CertRow]:
-        """The CA first, then every leaf; reads only, so it is safe while nothing was made yet."""
+        """The CAs first, then every leaf; reads only, so it is safe while nothing was made yet."""
         now = now or _utcnow()
-        ca, ca_key = _load_cert(self._cert_path(CA_NAME)), _load_key(self._key_path(CA_NAME))
-        ca_fits = ca is not None and ca_key is not None and _matches(ca, ca_key)
-        rows = [self._row(CA_NAME, ca, CA_CN, CA_ORG, [], "mismatch" if ca and not ca_fits else None, now)]
+        rows, cas = [], {}
+        for name, (cn, org) in CAS.items():
+            ca, ca_key = cas[name] = _load_cert(self._cert_path(name)), _load_key(self._key_path(name))
+            ca_fits = ca is not None and ca_key is not None and _matches(ca, ca_key)
+            rows.append(self._row(name, ca, cn, org or "", [], "mismatch" if ca and not ca_fits else None, now))
         for spec in cert_specs(topo):
             cert, key = _load_cert(self._cert_path(spec.name)), _load_key(self._key_path(spec.name))
             missing = not (self._cert_path(spec.name).exists() and self._key_path(spec.name).exists())
-            problem = "missing" if missing else "mismatch" if self._mismatch(spec, cert, key, ca) else None
+            problem = "missing" if missing else "mismatch" if self._mismatch(spec, cert, key, cas[spec.issuer][0]) else None
             rows.append(self._row(spec.name, cert, spec.cn, spec.org or "", _sans(spec.dns, spec.ips), problem, now))
         return rows
 
@@ -270,8 +286,8 @@ def _builder(subject: x509.Name, issuer: x509.Name, key: PrivateKey, days: int, 
     )
 
 
-def _ca_cert(key: PrivateKey, now: dt.datetime) -> x509.Certificate:
-    name = _subject(CA_CN, CA_ORG)
+def _ca_cert(key: PrivateKey, cn: str, org: str | None, now: dt.datetime) -> x509.Certificate:
+    name = _subject(cn, org)
     return (
         _builder(name, name, key, CA_VALIDITY_DAYS, now)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)

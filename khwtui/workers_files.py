@@ -4,13 +4,16 @@ KTHW Lab 09 (current edition's formats) with what the current edition dropped pu
 (clusterDNS, clusterDomain, podCIDR). Settings only some hosts need are decided from NodeFacts,
 read on the node itself (FACTS_COMMAND), never from the provider's name: cgroup v1, kernel
 modules to load, whether oom_score_adj can be lowered, whether containerd's data directory is on
-overlayfs, and whether systemd-resolved runs. The same facts always render the same bytes.
+overlayfs, whether systemd-resolved runs, and whether the conntrack table's size can be set from
+the node's network namespace. The same facts always render the same bytes. containerd's config
+schema follows its configured major version (2 for 1.x, 3 for 2.x).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from khwtui.config import version_tuple
 from khwtui.nodefiles import (
     KUBE_PROXY_DIR,
     KUBELET_DIR,
@@ -42,7 +45,10 @@ MODULES_FILE = "/etc/modules-load.d/kubernetes.conf"
 MODULES = ("overlay", "br_netfilter")
 RESOLVED_RESOLV_CONF = "/run/systemd/resolve/resolv.conf"
 HOST_RESOLV_CONF = "/etc/resolv.conf"
-PAUSE_IMAGE = "registry.k8s.io/pause:3.10.1@sha256:278fb9dbcca9518083ad1e11276933a2e96f23de604a3a08cc3c80002767d24c"
+# pause 3.10.1 by digest alone: containerd pins the sandbox image it names (never garbage-collected),
+# and a reference with both tag and digest is not the name it stores the image under.
+PAUSE_IMAGE = "registry.k8s.io/pause@sha256:278fb9dbcca9518083ad1e11276933a2e96f23de604a3a08cc3c80002767d24c"
+CNI_BIN_DIRS_FROM = (2, 1)  # containerd 2.1 replaced the CRI plugin's cni bin_dir with bin_dirs
 FAIL_CGROUP_V1_FROM = 35  # the first minor whose kubelet refuses cgroup v1 by default (KEP-5573)
 UNITS = ("containerd", "kubelet", "kube-proxy")
 ROUTES_UNIT = "khwtui-pod-routes"
@@ -63,7 +69,8 @@ echo "cgroup=$(stat -fc %T /sys/fs/cgroup)"
 if [ -d "/lib/modules/$(uname -r)" ]; then echo modules=yes; else echo modules=no; fi
 if sh -c 'echo -999 >/proc/self/oom_score_adj' 2>/dev/null; then echo lower_oom=yes; else echo lower_oom=no; fi
 echo "containerd_fs=$(stat -fc %T "$d")"
-if [ -s /run/systemd/resolve/resolv.conf ]; then echo resolved=yes; else echo resolved=no; fi"""
+if [ -s /run/systemd/resolve/resolv.conf ]; then echo resolved=yes; else echo resolved=no; fi
+if [ -w /proc/sys/net/netfilter/nf_conntrack_max ]; then echo conntrack_max=writable; else echo conntrack_max=fixed; fi"""
 
 
 @dataclass(frozen=True)
@@ -75,12 +82,13 @@ class NodeFacts:
     lower_oom: bool  # root may lower oom_score_adj (CAP_SYS_RESOURCE)
     containerd_on_overlay: bool  # containerd's data directory would be on overlayfs
     resolved: bool  # systemd-resolved writes the upstream resolv.conf
+    conntrack_max_writable: bool = True  # false in a network namespace of Linux 5.12+ (a local node)
 
     @classmethod
     def parse(cls, text: str) -> NodeFacts:
         """From FACTS_COMMAND's output; a missing line is an error, not a guess."""
         seen = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-        wanted = ("cgroup", "modules", "lower_oom", "containerd_fs", "resolved")
+        wanted = ("cgroup", "modules", "lower_oom", "containerd_fs", "resolved", "conntrack_max")
         missing = [key for key in wanted if key not in seen]
         if missing:
             raise ValueError(f"the node's facts lack {', '.join(missing)}: {text.strip()!r}")
@@ -90,6 +98,7 @@ class NodeFacts:
             lower_oom=seen["lower_oom"] == "yes",
             containerd_on_overlay=seen["containerd_fs"] == "overlayfs",
             resolved=seen["resolved"] == "yes",
+            conntrack_max_writable=seen["conntrack_max"] == "writable",
         )
 
     def describe(self) -> str:
@@ -100,6 +109,7 @@ class NodeFacts:
             "oom_score_adj can be lowered" if self.lower_oom else "oom_score_adj cannot be lowered (restrict_oom_score_adj)",
             f"containerd data in {containerd_root(self)}",
             f"resolv.conf {resolv_conf(self)}",
+            "conntrack limits set by kube-proxy" if self.conntrack_max_writable else "conntrack limits read-only (kube-proxy leaves them)",
         ])
 
 
@@ -116,9 +126,12 @@ def resolv_conf(facts: NodeFacts) -> str:
     return RESOLVED_RESOLV_CONF if facts.resolved else HOST_RESOLV_CONF
 
 
-def containerd_config(facts: NodeFacts) -> str:
+def containerd_config(version: str, facts: NodeFacts) -> str:
+    """Schema version 2 for containerd 1.x, version 3 (the 2.x plugin ids) for 2.x."""
+    release = version_tuple(version)
     return render(
-        "containerd-config.toml.j2",
+        "containerd2-config.toml.j2" if release[0] >= 2 else "containerd1-config.toml.j2",
+        cni_bin_dirs=release[:2] >= CNI_BIN_DIRS_FROM,
         root=containerd_root(facts),
         state=CONTAINERD_STATE,
         socket=CONTAINERD_SOCKET,
@@ -163,9 +176,10 @@ def kubelet_unit(node: Node) -> str:
                   node_name=node.name, node_ip=node.internal_ip)
 
 
-def kube_proxy_config(topo: Topology, node: Node) -> str:
+def kube_proxy_config(topo: Topology, node: Node, facts: NodeFacts) -> str:
     return render("kube-proxy-config.yaml.j2", kubeconfig=KUBE_PROXY_KUBECONFIG,
-                  cluster_cidr=topo.config.network.cluster_cidr, node_name=node.name)
+                  cluster_cidr=topo.config.network.cluster_cidr, node_name=node.name,
+                  leave_conntrack_max=not facts.conntrack_max_writable)
 
 
 def kube_proxy_unit() -> str:
@@ -189,13 +203,13 @@ def worker_config_files(topo: Topology, node: Node, facts: NodeFacts) -> list[No
     """The configs and units, as `facts` decide them: what holds no credential."""
     return [
         *kernel_files(facts),
-        NodeFile(CONTAINERD_CONFIG, containerd_config(facts).encode()),
+        NodeFile(CONTAINERD_CONFIG, containerd_config(topo.config.versions.containerd, facts).encode()),
         NodeFile(unit_path("containerd"), containerd_unit(facts).encode()),
         NodeFile(CNI_BRIDGE, cni_bridge(node).encode()),
         NodeFile(CNI_LOOPBACK, cni_loopback().encode()),
         NodeFile(KUBELET_CONFIG, kubelet_config(topo, node, facts).encode()),
         NodeFile(unit_path("kubelet"), kubelet_unit(node).encode()),
-        NodeFile(KUBE_PROXY_CONFIG, kube_proxy_config(topo, node).encode()),
+        NodeFile(KUBE_PROXY_CONFIG, kube_proxy_config(topo, node, facts).encode()),
         NodeFile(unit_path("kube-proxy"), kube_proxy_unit().encode()),
     ]
 

@@ -73,17 +73,23 @@ def exec_flags(unit: str) -> tuple[str, dict[str, str]]:
     return program, flags
 
 
-def kthw_apiserver(node_ip: str, etcd: str, count: int) -> dict[str, str]:
-    """KTHW Lab 08's kube-apiserver flags for LOCAL, written out by hand."""
+def kthw_apiserver(node_ip: str, etcd: str) -> dict[str, str]:
+    """KTHW Lab 08's kube-apiserver flags for LOCAL, written out by hand: without --apiserver-count
+    and --runtime-config=api/all=true, with an audit policy and the front proxy's flags."""
     return {
-        "advertise-address": node_ip, "allow-privileged": "true", "apiserver-count": str(count),
+        "advertise-address": node_ip, "allow-privileged": "true",
         "audit-log-maxage": "30", "audit-log-maxbackup": "3", "audit-log-maxsize": "100",
-        "audit-log-path": "/var/log/audit.log", "authorization-mode": "Node,RBAC", "bind-address": "0.0.0.0",
-        "client-ca-file": f"{D}/ca.pem", "enable-admission-plugins": KTHW_ADMISSION,
+        "audit-log-path": "/var/log/audit.log", "audit-policy-file": "/etc/kubernetes/config/audit-policy.yaml",
+        "authorization-mode": "Node,RBAC", "bind-address": "0.0.0.0",
+        "client-ca-file": f"{D}/ca.pem", "enable-admission-plugins": KTHW_ADMISSION, "enable-aggregator-routing": "true",
+        "proxy-client-cert-file": f"{D}/front-proxy-client.pem", "proxy-client-key-file": f"{D}/front-proxy-client-key.pem",
+        "requestheader-allowed-names": "front-proxy-client", "requestheader-client-ca-file": f"{D}/front-proxy-ca.pem",
+        "requestheader-extra-headers-prefix": "X-Remote-Extra-", "requestheader-group-headers": "X-Remote-Group",
+        "requestheader-username-headers": "X-Remote-User",
         "etcd-cafile": f"{D}/ca.pem", "etcd-certfile": f"{D}/kubernetes.pem", "etcd-keyfile": f"{D}/kubernetes-key.pem",
         "etcd-servers": etcd, "event-ttl": "1h", "encryption-provider-config": f"{D}/encryption-config.yaml",
         "kubelet-certificate-authority": f"{D}/ca.pem", "kubelet-client-certificate": f"{D}/kubernetes.pem",
-        "kubelet-client-key": f"{D}/kubernetes-key.pem", "runtime-config": "api/all=true", "secure-port": "8443",
+        "kubelet-client-key": f"{D}/kubernetes-key.pem", "secure-port": "8443",
         "service-account-key-file": f"{D}/service-account.pem",
         "service-account-signing-key-file": f"{D}/service-account-key.pem",
         "service-account-issuer": "https://192.168.50.2:8443", "service-cluster-ip-range": "10.96.0.0/20",
@@ -117,7 +123,8 @@ def test_each_unit_carries_exactly_the_kthw_flags_with_values_from_the_config(mi
     topo = topology(minor)
     units = rendered_units(topo)
     etcd = "https://192.168.50.10:2379,https://192.168.50.11:2379,https://192.168.50.12:2379"
-    assert exec_flags(units["kube-apiserver"]) == ("/usr/local/bin/kube-apiserver", kthw_apiserver("192.168.50.10", etcd, 3))
+    assert exec_flags(units["kube-apiserver"]) == ("/usr/local/bin/kube-apiserver", kthw_apiserver("192.168.50.10", etcd))
+    assert not {"apiserver-count", "runtime-config"} & set(exec_flags(units["kube-apiserver"])[1])
     assert exec_flags(units["kube-controller-manager"]) == ("/usr/local/bin/kube-controller-manager", KTHW_CONTROLLER_MANAGER)
     assert exec_flags(units["kube-scheduler"]) == ("/usr/local/bin/kube-scheduler", {"config": SCHEDULER_CONFIG, "v": "2"})
 
@@ -141,13 +148,12 @@ def test_the_inventory_knows_flags_that_a_minor_added_or_removed() -> None:
 
 
 @pytest.mark.parametrize("controllers", [1, 3, 7])
-def test_apiserver_count_and_etcd_servers_follow_the_number_of_controllers(controllers: int) -> None:
+def test_etcd_servers_follow_the_number_of_controllers(controllers: int) -> None:
     topo = topology(controllers=controllers)
     ips = [f"192.168.50.{10 + i}" for i in range(controllers)]
     for node, ip in zip(topo.controllers, ips, strict=True):
         _, flags = exec_flags(apiserver_unit(topo, node))
         assert flags["advertise-address"] == ip
-        assert flags["apiserver-count"] == str(controllers)
         assert flags["etcd-servers"].split(",") == [f"https://{i}:2379" for i in ips]
 
 
@@ -211,6 +217,8 @@ def test_each_unit_restarts_for_exactly_the_files_it_reads(files: list[NodeFile]
     assert unit_inputs("kube-apiserver", files) == {
         unit_path("kube-apiserver"), "/usr/local/bin/kube-apiserver", f"{D}/ca.pem", f"{D}/kubernetes.pem",
         f"{D}/kubernetes-key.pem", f"{D}/service-account.pem", f"{D}/service-account-key.pem", f"{D}/encryption-config.yaml",
+        "/etc/kubernetes/config/audit-policy.yaml", f"{D}/front-proxy-ca.pem", f"{D}/front-proxy-client.pem",
+        f"{D}/front-proxy-client-key.pem",
     }
     assert unit_inputs("kube-controller-manager", files) == {
         unit_path("kube-controller-manager"), "/usr/local/bin/kube-controller-manager", f"{D}/ca.pem", f"{D}/ca-key.pem",

@@ -116,9 +116,9 @@ def sans_of(back: ReadBack) -> set[str]:
     return {item.strip().replace("IP Address:", "IP:") for item in value.split(",") if item.strip()}
 
 
-def verifies(directory: Path, name: str, purpose: str | None = None) -> bool:
+def verifies(directory: Path, name: str, purpose: str | None = None, ca: str = "ca") -> bool:
     extra = ("-purpose", purpose) if purpose else ()
-    result = openssl("verify", "-CAfile", directory / "ca.pem", *extra, directory / f"{name}.pem")
+    result = openssl("verify", "-CAfile", directory / f"{ca}.pem", *extra, directory / f"{name}.pem")
     return result.returncode == 0 and result.stdout.strip() == f"{directory / name}.pem: OK"
 
 
@@ -197,8 +197,9 @@ def test_every_certificate_matches_the_kthw_table(tmp_path: Path, raw: dict, add
     directory = tmp_path / "pki"
     results = Pki(directory, c).ensure(Topology(c, addresses))
 
-    assert results == {"ca": "created"} | {name: "created" for name in expected}
-    assert {p.name for p in directory.iterdir()} == {f"{n}{s}" for n in ["ca", *expected] for s in (".pem", "-key.pem")}
+    assert results == {name: "created" for name in ["ca", "front-proxy-ca", *expected, "front-proxy-client"]}
+    assert {p.name for p in directory.iterdir()} == {f"{n}{s}" for n in ["ca", "front-proxy-ca", *expected, "front-proxy-client"]
+                                                     for s in (".pem", "-key.pem")}
     rsa = key_type == "rsa-2048"
 
     ca = read_back(directory / "ca.pem")
@@ -230,11 +231,29 @@ def test_every_certificate_matches_the_kthw_table(tmp_path: Path, raw: dict, add
     assert len(serials) == len(expected)
 
 
+def test_the_front_proxy_has_its_own_ca_and_a_client_certificate_only_it_signed(tmp_path: Path) -> None:
+    """What --requestheader-client-ca-file must hold: a CA that signs nothing but the front proxy's
+    client, so no user certificate from the cluster CA can claim request headers."""
+    c = make(HA)
+    directory = tmp_path / "pki"
+    Pki(directory, c).ensure(Topology(c, HA_ADDRESSES))
+    ca = read_back(directory / "front-proxy-ca.pem")
+    assert ca.subject == {"CN": "front-proxy-ca"} and ca.ext["Basic Constraints"] == (True, "CA:TRUE")
+    assert verifies(directory, "front-proxy-ca", ca="front-proxy-ca")
+    client = read_back(directory / "front-proxy-client.pem")
+    assert client.subject == {"CN": "front-proxy-client"} and client.ext["Extended Key Usage"][1] == CLIENT
+    assert verifies(directory, "front-proxy-client", "sslclient", ca="front-proxy-ca")
+    assert key_fits_cert(directory, "front-proxy-client")
+    assert not verifies(directory, "front-proxy-client", ca="ca")  # the cluster CA did not sign it
+    assert not verifies(directory, "admin", ca="front-proxy-ca")  # and users cannot pass as the front proxy
+    assert client.ext["Authority Key Identifier"][1] == ca.ext["Subject Key Identifier"][1]
+
+
 def test_cert_specs_follow_the_topology_order() -> None:
     c = make(HA)
     names = [spec.name for spec in cert_specs(Topology(c, HA_ADDRESSES))]
     assert names == ["admin", "worker-0", "worker-1", "worker-2", "kube-controller-manager", "kube-proxy",
-                     "kube-scheduler", "kubernetes", "service-account"]
+                     "kube-scheduler", "kubernetes", "service-account", "front-proxy-client"]
 
 
 def test_a_worker_named_like_a_certificate_file_is_a_config_error() -> None:
@@ -254,7 +273,7 @@ def test_second_ensure_keeps_every_file_byte_identical(small: tuple[Pki, Topolog
     pki, topo, directory = small
     before = snapshot(directory)
     results = Pki(directory, pki.config).ensure(topo)
-    assert set(results.values()) == {"kept"} and len(results) == 9
+    assert set(results.values()) == {"kept"} and len(results) == 11
     assert changed(before, directory) == set()
 
 
@@ -317,7 +336,7 @@ def test_certificates_inside_the_renewal_window_are_reissued_with_their_keys(tmp
 
     results = Pki(directory, make()).ensure(Topology(make()))  # default window: 30 days
 
-    assert results.pop("ca") == "kept"
+    assert results.pop("ca") == results.pop("front-proxy-ca") == "kept"
     assert set(results.values()) == {"reissued: expires in 19 days"}
     assert changed(before, directory) == {f"{name}.pem" for name in results}  # keys kept
     assert all(valid_for_days(directory, name, 364) and key_fits_cert(directory, name) for name in results)
@@ -330,7 +349,7 @@ def test_expired_certificates_are_reissued_and_say_so(small: tuple[Pki, Topology
     results = pki.ensure(topo, now=NOW + dt.timedelta(days=400))
     assert results["ca"] == "kept"
     assert results["admin"] == f"reissued: expired on {end:%Y-%m-%d}"
-    assert all(outcome.startswith("reissued: expired on ") for name, outcome in results.items() if name != "ca")
+    assert all(outcome.startswith("reissued: expired on ") for name, outcome in results.items() if name not in ("ca", "front-proxy-ca"))
 
 
 def test_a_key_that_does_not_match_is_kept_and_gets_a_new_certificate(small: tuple[Pki, Topology, Path]) -> None:
@@ -415,11 +434,11 @@ def test_a_new_key_type_reissues_leaves_with_new_keys_and_keeps_the_ca(small: tu
 
     results = Pki(directory, rsa).ensure(Topology(rsa, topo.addresses))
 
-    assert results.pop("ca") == "kept"
+    assert results.pop("ca") == results.pop("front-proxy-ca") == "kept"
     assert set(results.values()) == {"reissued: key type changed to rsa-2048"}
     assert changed(before, directory) == {f"{n}{s}" for n in results for s in (".pem", "-key.pem")}
     assert "id-ecPublicKey" in read_back(directory / "ca.pem").text
-    assert all("Public-Key: (2048 bit)" in read_back(directory / f"{n}.pem").text and verifies(directory, n) for n in results)
+    assert all("Public-Key: (2048 bit)" in read_back(directory / f"{n}.pem").text and verifies(directory, n, ca="front-proxy-ca" if n == "front-proxy-client" else "ca") for n in results)
 
 
 # --- the CA is never replaced -----------------------------------------------------------------------
@@ -457,7 +476,7 @@ def test_a_ca_certificate_lost_after_its_key_was_written_is_remade_from_that_key
     assert kept_except(results, "ca") == {"ca": "created"}
     assert changed(before, directory) == {"ca.pem"}
     assert key_fits_cert(directory, "ca")
-    assert all(verifies(directory, spec.name) for spec in cert_specs(topo))  # same key, same name: leaves stay valid
+    assert all(verifies(directory, spec.name, ca=spec.issuer) for spec in cert_specs(topo))  # same key, same name: leaves stay valid
 
 
 # --- files ----------------------------------------------------------------------------------------------
@@ -473,9 +492,9 @@ def test_modes_are_private_whatever_the_umask(tmp_path: Path) -> None:
         os.umask(old)
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     keys = sorted(directory.glob("*-key.pem"))
-    assert len(keys) == 9 and {stat.S_IMODE(k.stat().st_mode) for k in keys} == {0o600}
+    assert len(keys) == 11 and {stat.S_IMODE(k.stat().st_mode) for k in keys} == {0o600}
     certs = set(directory.glob("*.pem")) - set(keys)
-    assert len(certs) == 9 and {stat.S_IMODE(c.stat().st_mode) for c in certs} == {0o644}
+    assert len(certs) == 11 and {stat.S_IMODE(c.stat().st_mode) for c in certs} == {0o644}
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp_file(small: tuple[Pki, Topology, Path], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -522,29 +541,30 @@ def statuses(pki: Pki, topo: Topology, now: dt.datetime | None = None) -> dict[s
 def test_rows_before_anything_was_made_are_all_missing(tmp_path: Path) -> None:
     c = make()
     rows = Pki(tmp_path / "pki", c).rows(Topology(c))
-    assert [r.name for r in rows] == ["ca", "admin", "worker-0", "worker-1", "kube-controller-manager", "kube-proxy",
-                                      "kube-scheduler", "kubernetes", "service-account"]
+    assert [r.name for r in rows] == ["ca", "front-proxy-ca", "admin", "worker-0", "worker-1", "kube-controller-manager", "kube-proxy",
+                                      "kube-scheduler", "kubernetes", "service-account", "front-proxy-client"]
     assert {(r.status, r.not_after, r.days_left) for r in rows} == {("missing", None, None)}
-    assert rows[2].cn == "system:node:worker-0" and rows[2].sans == "DNS:worker-0, IP:10.240.0.20"
+    assert rows[3].cn == "system:node:worker-0" and rows[3].sans == "DNS:worker-0, IP:10.240.0.20"
 
 
 def test_rows_report_days_left_and_the_renewal_window(small: tuple[Pki, Topology, Path]) -> None:
     pki, topo, _ = small
     rows = pki.rows(topo)
     assert (rows[0].name, rows[0].cn, rows[0].org, rows[0].days_left, rows[0].status) == ("ca", "Kubernetes", "Kubernetes", 3649, "ok")
-    assert {(r.days_left, r.status) for r in rows[1:]} == {(364, "ok")}
+    assert (rows[1].name, rows[1].cn, rows[1].org, rows[1].days_left) == ("front-proxy-ca", "front-proxy-ca", "", 3649)
+    assert {(r.days_left, r.status) for r in rows[2:]} == {(364, "ok")}
     kubernetes = next(r for r in rows if r.name == "kubernetes")
     assert "IP:203.0.113.10" in kubernetes.sans and kubernetes.org == "Kubernetes"
 
-    end = rows[1].not_after
-    assert {r.not_after for r in rows[1:]} == {end}
+    end = rows[2].not_after
+    assert {r.not_after for r in rows[2:]} == {end}
     before_window = pki.rows(topo, end - dt.timedelta(days=30, hours=1))
     assert {r.status for r in before_window} == {"ok"}
     soon = pki.rows(topo, end - dt.timedelta(days=24, hours=12))
-    assert soon[0].status == "ok"
-    assert {(r.days_left, r.status) for r in soon[1:]} == {(24, "renew soon")}
+    assert soon[0].status == soon[1].status == "ok"
+    assert {(r.days_left, r.status) for r in soon[2:]} == {(24, "renew soon")}
     late = pki.rows(topo, end + dt.timedelta(hours=1))
-    assert {(r.days_left, r.status) for r in late[1:]} == {(-1, "expired")}
+    assert {(r.days_left, r.status) for r in late[2:]} == {(-1, "expired")}
 
 
 def test_rows_flag_mismatches_and_missing_files_without_changing_anything(small: tuple[Pki, Topology, Path]) -> None:

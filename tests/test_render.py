@@ -37,6 +37,9 @@ CONTROLLER_FILES = {
     "/var/lib/kubernetes/kubernetes-key.pem": 0o600,
     "/var/lib/kubernetes/service-account.pem": 0o644,
     "/var/lib/kubernetes/service-account-key.pem": 0o600,
+    "/var/lib/kubernetes/front-proxy-ca.pem": 0o644,
+    "/var/lib/kubernetes/front-proxy-client.pem": 0o644,
+    "/var/lib/kubernetes/front-proxy-client-key.pem": 0o600,
     "/var/lib/kubernetes/encryption-config.yaml": 0o600,
     "/var/lib/kubernetes/kube-controller-manager.kubeconfig": 0o600,
     "/var/lib/kubernetes/kube-scheduler.kubeconfig": 0o600,
@@ -193,7 +196,7 @@ def test_the_bundle_holds_every_node_file_with_its_mode_and_private_folders(tmp_
             content, mode, _, _ = files[f"nodes/{node}{f.path}"]
             assert (content, mode) == (f.content, f.mode)
     keys = [p for p in files if p.endswith("-key.pem")]
-    assert len([p for p in keys if p.startswith("pki/")]) == 9  # ca, admin, 2 workers, kcm, proxy, scheduler, kubernetes, sa
+    assert len([p for p in keys if p.startswith("pki/")]) == 11  # 2 CAs, admin, 2 workers, kcm, proxy, scheduler, kubernetes, sa, front proxy
     private = keys + [p for p in files if p.endswith(("kubeconfig", "encryption-config.yaml"))]
     assert {files[p][1] for p in private} == {0o600}
     assert {p for p in files if p.startswith("kubeconfigs/")} == {
@@ -210,6 +213,7 @@ def stage_files(files: dict, node: str) -> set[str]:
 
 
 CONTROL_PLANE = {"/etc/systemd/system/etcd.service", "/var/lib/kubernetes/encryption-config.yaml", "/etc/kubernetes/config/kube-scheduler.yaml",
+                 "/etc/kubernetes/config/audit-policy.yaml",
                  *(f"/etc/systemd/system/{u}.service" for u in ("kube-apiserver", "kube-controller-manager", "kube-scheduler"))}
 WORKER = {"/etc/cni/net.d/10-bridge.conf", "/etc/cni/net.d/99-loopback.conf", "/etc/containerd/config.toml",
           "/etc/modules-load.d/kubernetes.conf", "/etc/sysctl.d/kubernetes.conf", "/var/lib/kubelet/kubelet-config.yaml",

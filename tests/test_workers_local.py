@@ -2,7 +2,10 @@
 
 One cluster serves every test here, in order: the build, pods with `ctr run --cni` on both
 workers reaching each other across the routes, every placed file as rendered, a no-op rerun, a
-node restart after its pod routes were deleted by hand, and last a kubelet flag the minor removed.
+node restart after its pod routes were deleted by hand, and last two programs refusing to start
+(a kubelet flag the minor removed; kube-proxy setting the conntrack limit, read-only in a node's
+network namespace). The kubelets' kernel settings are the host's while the cluster runs (the nodes
+share its kernel), and the last `down` puts them back.
 Worker-1's containerd folder is taken off its bind mount first, so it sits on the node's overlayfs
 root and the settings decided from that fact are exercised on a real node too.
 """
@@ -15,6 +18,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import janitor
@@ -38,6 +42,7 @@ from workerbed import (
 )
 
 from khwtui.controlplane_files import control_plane_files
+from khwtui.providers.host_tunables import KUBELET_TUNABLES, HostTunables
 from khwtui.nodefiles import etcd_files
 from khwtui.workers_files import (
     CONTAINERD_CONFIG,
@@ -53,6 +58,7 @@ pytestmark = pytest.mark.integration
 WORKER_UNITS = ["containerd", "kubelet", "kube-proxy"]
 NOT_READY = "the API server serves v1 without nodes (its discovery lists nothing), so whether {node} is Ready cannot be read there"
 REMOVED_FLAG = "kubelet: unknown flag: --pod-infra-container-image (removed in Kubernetes 1.35)"
+CONNTRACK_REFUSED = 'kube-proxy: "Error running ProxyServer" err="open /proc/sys/net/netfilter/nf_conntrack_max: permission denied"'
 
 
 def build_up_to_workers(cluster: LocalCluster, overlay_node: str | None = None) -> list[dict]:
@@ -80,6 +86,7 @@ def built(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict) -> Ite
         yield cluster, build_up_to_workers(cluster, overlay_node="worker-1")
     finally:
         cluster.down()
+    assert not HostTunables().held_by(cluster.prefix)
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +113,14 @@ def test_containerd_runs_on_both_workers_with_the_settings_their_facts_decide(cl
         assert ('root = "/run/containerd-root"' in config) == overlay
         assert ("restrict_oom_score_adj = true" in config) == (not facts.lower_oom)
     assert "failCgroupV1: false" in nodes["worker-0"].run("cat /var/lib/kubelet/kubelet-config.yaml").stdout
+
+
+def test_the_kubelets_kernel_settings_were_set_on_the_host_before_the_nodes_booted(cluster: LocalCluster) -> None:
+    host = HostTunables()
+    assert host.held_by(cluster.prefix) and host.to_change() == {}
+    for name in ("worker-0", "worker-1"):
+        seen = shells(cluster.state_dir)[name].run("sysctl -n " + " ".join(KUBELET_TUNABLES)).stdout.split()
+        assert seen == list(KUBELET_TUNABLES.values())
 
 
 def test_pods_get_addresses_in_their_workers_pod_cidr_and_reach_each_other(cluster: LocalCluster) -> None:
@@ -191,22 +206,43 @@ def test_pod_routes_deleted_by_hand_come_back_from_the_nodes_own_config_when_it_
     assert pod.fetch(f"http://{other_pod}/") == "served by a khwtui test pod\n"
 
 
-def test_a_kubelet_flag_the_minor_removed_fails_the_workers_stage_with_the_kubelets_own_line(cluster: LocalCluster, tmp_path: Path) -> None:
-    """The mutation: khwtui run from a copy whose kubelet unit passes --pod-infra-container-image,
-    which 1.35 removed; the stand-in kubelet refuses it and the stage says why, at once."""
+@dataclass(frozen=True)
+class Mutation:
+    """A template edit that makes one program refuse to start on these nodes, and its own line."""
+
+    template: str
+    old: str
+    new: str
+    refusal: str
+
+
+MUTATIONS = {
+    "a kubelet flag the minor removed": Mutation(
+        "kubelet.service.j2", "  --config={{ config }} \\\n",
+        "  --config={{ config }} \\\n  --pod-infra-container-image=registry.k8s.io/pause:3.10.1 \\\n", REMOVED_FLAG),
+    "kube-proxy setting the conntrack limit in the node's network namespace": Mutation(
+        "kube-proxy-config.yaml.j2", "{%- if leave_conntrack_max %}", "{%- if false %}", CONNTRACK_REFUSED),
+}
+
+
+@pytest.mark.parametrize("mutation", MUTATIONS.values(), ids=MUTATIONS.keys())
+def test_a_program_that_refuses_to_start_fails_the_workers_stage_with_its_own_line(cluster: LocalCluster, tmp_path: Path, mutation: Mutation) -> None:
+    """The mutation: khwtui run from a copy with one template changed (a kubelet unit passing
+    --pod-infra-container-image, which 1.35 removed; a kube-proxy config without maxPerCore: 0);
+    the stand-in refuses as the real program would and the stage says why, at once."""
     copy = tmp_path / "mutated"
     shutil.copytree(Path(__file__).parents[1] / "khwtui", copy / "khwtui", ignore=shutil.ignore_patterns("__pycache__"))
-    unit = copy / "khwtui" / "templates" / "kubelet.service.j2"
-    text = unit.read_text()
-    assert "  --config={{ config }} \\\n" in text
-    unit.write_text(text.replace("  --config={{ config }} \\\n", "  --config={{ config }} \\\n  --pod-infra-container-image=registry.k8s.io/pause:3.10.1 \\\n"))
+    template = copy / "khwtui" / "templates" / mutation.template
+    text = template.read_text()
+    assert mutation.old in text
+    template.write_text(text.replace(mutation.old, mutation.new))
     for name in ("worker-0", "worker-1"):
         remove_pods(shells(cluster.state_dir)[name])
     first = {"PYTHONPATH": str(copy), "PYTHONSAFEPATH": "1"}  # the copy before the working folder's khwtui
     failed = cluster.khwtui("up", "--auto", "--only", "workers", env=first)
     assert failed.returncode == 1, failed.stdout[-3000:]
-    assert "does not stay up: " + REMOVED_FLAG in failed.stdout
-    assert REMOVED_FLAG in failed.stdout.split("✖ workers · apply on ", 1)[1]
+    assert "does not stay up: " + mutation.refusal in failed.stdout
+    assert mutation.refusal in failed.stdout.split("✖ workers · apply on ", 1)[1]
 
     fixed = cluster.khwtui("up", "--auto", "--only", "workers")  # the real templates again
     assert fixed.returncode == 3, fixed.stdout[-3000:]

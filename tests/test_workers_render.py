@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -67,8 +68,10 @@ LOCAL = {
                 "dns_ip": "10.96.0.10", "cluster_domain": "corp.internal"},
     "pki": {"key_type": "ecdsa-p256"},
 }
-# This test machine's kind of host (reference/local-nodes.md): cgroup v1, no modules, no CAP_SYS_RESOURCE.
-THIS_HOST = NodeFacts(cgroup_v2=False, modules=False, lower_oom=False, containerd_on_overlay=False, resolved=False)
+# A node on this test machine (reference/local-nodes.md): cgroup v1, no modules, no CAP_SYS_RESOURCE,
+# and its own network namespace, where nf_conntrack_max is read-only.
+THIS_HOST = NodeFacts(cgroup_v2=False, modules=False, lower_oom=False, containerd_on_overlay=False, resolved=False,
+                      conntrack_max_writable=False)
 CLOUD_VM = NodeFacts(cgroup_v2=True, modules=True, lower_oom=True, containerd_on_overlay=False, resolved=True)
 
 
@@ -133,13 +136,25 @@ def test_resolv_conf_is_systemd_resolveds_upstream_list_only_where_it_runs() -> 
 @pytest.mark.parametrize("minor", MINORS)
 def test_the_kube_proxy_config_has_the_cluster_cidr_and_no_removed_field(minor: int) -> None:
     topo = topology(minor)
-    doc = yaml.safe_load(kube_proxy_config(topo, topo.workers[0]))
+    doc = yaml.safe_load(kube_proxy_config(topo, topo.workers[0], CLOUD_VM))
     proxy = PROGRAMS["kube-proxy"]
     assert set(doc) <= set(proxy.accepted_fields(minor)) and set(proxy.fields_required) <= set(doc)
     assert not {"udpIdleTimeout", "resourceContainer"} & set(doc)
     assert doc == {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
                    "clientConnection": {"kubeconfig": "/var/lib/kube-proxy/kubeconfig"}, "mode": "iptables",
                    "clusterCIDR": "172.21.0.0/16", "hostnameOverride": "worker-0"}
+
+
+def test_kube_proxy_leaves_the_conntrack_limit_only_where_the_node_cannot_set_it() -> None:
+    topo = topology()
+    assert yaml.safe_load(kube_proxy_config(topo, topo.workers[0], THIS_HOST))["conntrack"] == {"maxPerCore": 0}
+    assert "conntrack" not in yaml.safe_load(kube_proxy_config(topo, topo.workers[0], CLOUD_VM))
+
+
+def test_a_machine_with_swap_still_runs_its_kubelet_and_pods_never_swap() -> None:
+    topo = topology()
+    doc = yaml.safe_load(kubelet_config(topo, topo.workers[0], CLOUD_VM))
+    assert doc["failSwapOn"] is False and doc["memorySwap"] == {"swapBehavior": "NoSwap"}
 
 
 def test_the_inventory_knows_what_each_minor_removed() -> None:
@@ -154,27 +169,44 @@ def test_the_inventory_knows_what_each_minor_removed() -> None:
 # --- containerd and CNI, decided from facts -----------------------------------------------------------
 
 
-def test_containerd_reads_a_version_2_config_with_systemd_cgroups_and_the_pinned_pause_image() -> None:
-    doc = tomllib.loads(containerd_config(CLOUD_VM))
+PAUSE_BY_DIGEST = "registry.k8s.io/pause@sha256:278fb9dbcca9518083ad1e11276933a2e96f23de604a3a08cc3c80002767d24c"
+RUNC = {"runtime_type": "io.containerd.runc.v2", "options": {"BinaryName": "/usr/local/bin/runc", "SystemdCgroup": True}}
+
+
+def test_containerd_1_reads_a_version_2_config_with_systemd_cgroups_and_the_pause_image_by_digest() -> None:
+    doc = tomllib.loads(containerd_config("1.6.20", CLOUD_VM))
+    assert set(doc) == {"version", "root", "state", "grpc", "plugins"} and set(doc["plugins"]) == {"io.containerd.grpc.v1.cri"}
+    assert (doc["version"], doc["root"], doc["state"], doc["grpc"]) == (2, "/var/lib/containerd", "/run/containerd", {"address": "/run/containerd/containerd.sock"})
     cri = doc["plugins"]["io.containerd.grpc.v1.cri"]
-    assert doc["version"] == 2 and doc["root"] == "/var/lib/containerd"
-    assert cri["sandbox_image"] == PAUSE_IMAGE and "@sha256:" in PAUSE_IMAGE
-    assert "restrict_oom_score_adj" not in cri
-    runc = cri["containerd"]["runtimes"]["runc"]
-    assert runc["runtime_type"] == "io.containerd.runc.v2"
-    assert runc["options"] == {"BinaryName": "/usr/local/bin/runc", "SystemdCgroup": True}
-    assert cri["cni"] == {"bin_dir": "/opt/cni/bin", "conf_dir": "/etc/cni/net.d"}
+    assert cri == {"sandbox_image": PAUSE_BY_DIGEST,
+                   "containerd": {"snapshotter": "overlayfs", "default_runtime_name": "runc", "runtimes": {"runc": RUNC}},
+                   "cni": {"bin_dir": "/opt/cni/bin", "conf_dir": "/etc/cni/net.d"}}
+    assert PAUSE_IMAGE == PAUSE_BY_DIGEST
 
 
-def test_a_node_that_cannot_lower_oom_score_adj_gets_restrict_oom_score_adj() -> None:
-    cri = tomllib.loads(containerd_config(THIS_HOST))["plugins"]["io.containerd.grpc.v1.cri"]
-    assert cri["restrict_oom_score_adj"] is True
+@pytest.mark.parametrize(("version", "cni_dirs"), [("2.0.7", {"bin_dir": "/opt/cni/bin"}), ("2.2.3", {"bin_dirs": ["/opt/cni/bin"]})])
+def test_containerd_2_reads_a_version_3_config_with_the_2_x_plugin_ids(version: str, cni_dirs: dict) -> None:
+    doc = tomllib.loads(containerd_config(version, CLOUD_VM))
+    assert set(doc) == {"version", "root", "state", "grpc", "plugins"}
+    assert (doc["version"], doc["root"], doc["state"], doc["grpc"]) == (3, "/var/lib/containerd", "/run/containerd", {"address": "/run/containerd/containerd.sock"})
+    assert doc["plugins"] == {
+        "io.containerd.cri.v1.images": {"snapshotter": "overlayfs", "pinned_images": {"sandbox": PAUSE_BY_DIGEST}},
+        "io.containerd.cri.v1.runtime": {"containerd": {"default_runtime_name": "runc", "runtimes": {"runc": RUNC}},
+                                         "cni": {**cni_dirs, "conf_dir": "/etc/cni/net.d"}},
+    }
 
 
-def test_containerd_data_moves_off_overlayfs() -> None:
+@pytest.mark.parametrize(("version", "section"), [("1.7.27", ("io.containerd.grpc.v1.cri",)), ("2.2.3", ("io.containerd.cri.v1.runtime",))])
+def test_a_node_that_cannot_lower_oom_score_adj_gets_restrict_oom_score_adj(version: str, section: tuple[str]) -> None:
+    assert tomllib.loads(containerd_config(version, THIS_HOST))["plugins"][section[0]]["restrict_oom_score_adj"] is True
+    assert "restrict_oom_score_adj" not in tomllib.loads(containerd_config(version, CLOUD_VM))["plugins"][section[0]]
+
+
+@pytest.mark.parametrize("version", ["1.6.20", "2.2.3"])
+def test_containerd_data_moves_off_overlayfs(version: str) -> None:
     on_overlay = NodeFacts(**{**vars(THIS_HOST), "containerd_on_overlay": True})
-    assert tomllib.loads(containerd_config(on_overlay))["root"] == "/run/containerd-root"
-    assert tomllib.loads(containerd_config(THIS_HOST))["root"] == "/var/lib/containerd"
+    assert tomllib.loads(containerd_config(version, on_overlay))["root"] == "/run/containerd-root"
+    assert tomllib.loads(containerd_config(version, THIS_HOST))["root"] == "/var/lib/containerd"
 
 
 def test_modules_are_loaded_only_where_the_node_has_modules() -> None:
@@ -221,9 +253,10 @@ def test_credentials_are_private_and_a_unit_restarts_for_exactly_what_it_reads(a
 
 
 def test_node_facts_are_read_from_the_facts_command_and_a_missing_one_is_an_error() -> None:
-    out = "cgroup=tmpfs\nmodules=no\nlower_oom=no\ncontainerd_fs=ext2/ext3\nresolved=no\n"
+    out = "cgroup=tmpfs\nmodules=no\nlower_oom=no\ncontainerd_fs=ext2/ext3\nresolved=no\nconntrack_max=fixed\n"
     assert NodeFacts.parse(out) == THIS_HOST
-    assert NodeFacts.parse(out.replace("tmpfs", "cgroup2fs").replace("ext2/ext3", "overlayfs")) == NodeFacts(True, False, False, True, False)
+    changed = out.replace("tmpfs", "cgroup2fs").replace("ext2/ext3", "overlayfs").replace("fixed", "writable")
+    assert NodeFacts.parse(changed) == NodeFacts(True, False, False, True, False, True)
     with pytest.raises(ValueError, match="lack lower_oom"):
         NodeFacts.parse(out.replace("lower_oom=no\n", ""))
 
@@ -258,27 +291,52 @@ def test_missing_routes_reads_the_route_table() -> None:
 # --- the stand-ins accept what khwtui renders, and refuse one mistake at a time -------------------------
 
 
+# What /proc says on a node of this machine before any kubelet ran: the kernel defaults the kubelet
+# changes (three of its six tunables), the host's conntrack limit and no swap.
+HOST_PROC = {"sys/vm/overcommit_memory": "0", "sys/vm/panic_on_oom": "0", "sys/kernel/panic": "1", "sys/kernel/panic_on_oops": "0",
+             "sys/kernel/keys/root_maxkeys": "1000000", "sys/kernel/keys/root_maxbytes": "25000000",
+             "sys/net/netfilter/nf_conntrack_max": "262144", "swaps": "Filename\tType\tSize\tUsed\tPriority\n"}
+KUBELET_TUNABLES = {"sys/vm/overcommit_memory": "1", "sys/kernel/panic": "10", "sys/kernel/panic_on_oops": "1"}
+
+
+def fake_proc(folder: Path, **changed: str) -> Path:
+    """A copy of the /proc files the stand-ins read and write (KHWTUI_STANDIN_PROC), so a stand-in run
+    here never changes this machine's kernel settings."""
+    for name, text in {**HOST_PROC, **{k.replace("__", "/"): v for k, v in changed.items()}}.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+    return folder
+
+
 @dataclass
 class Worker:
     """One worker's files under `root` (paths in the configs rooted too), a CRI socket that answers,
-    and the kubelet's and kube-proxy's rendered flags."""
+    the kubelet's and kube-proxy's rendered flags, and the /proc they see (`proc`, a copy)."""
 
     root: Path
     minor: int
     bin: dict[str, Path]
     flags: dict[str, list[str]]
     cri: socket.socket
+    proc: Path
 
     def path(self, node_path: str) -> Path:
         return self.root / node_path.lstrip("/")
 
-    def run(self, program: str, flags: list[str]) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, str(self.bin[program]), *flags], stderr=subprocess.PIPE, text=True)
+    def run(self, program: str, flags: list[str], proc: Path | None = None, read_only_proc: bool = False) -> subprocess.Popen:
+        """The stand-in on `proc` (the worker's own copy by default), mounted read-only for it alone
+        (in a private mount namespace) when `read_only_proc`."""
+        folder = proc or self.proc
+        argv = [sys.executable, str(self.bin[program]), *flags]
+        if read_only_proc:
+            argv = ["unshare", "--mount", "--propagation", "private", "sh", "-ec", 'mount --bind -o ro "$0" "$0"; exec "$@"', str(folder), *argv]
+        env = {**os.environ, "KHWTUI_STANDIN_PROC": str(folder)}
+        return subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
 
-    def outcome(self, program: str, flags: list[str] | None = None) -> str:
+    def outcome(self, program: str, flags: list[str] | None = None, proc: Path | None = None, read_only_proc: bool = False) -> str:
         """The stand-in's first line; a stand-in that accepted is stopped (and must exit 0), one that
         refused must exit 1 after exactly that line."""
-        proc = self.run(program, self.flags[program] if flags is None else flags)
+        proc = self.run(program, self.flags[program] if flags is None else flags, proc, read_only_proc)
         line = wait_line(proc)
         if line.startswith(f"{program} stand-in"):
             assert stop(proc) == 0
@@ -315,7 +373,7 @@ def place_worker(root: Path, a: Artifacts, minor: int, facts: NodeFacts) -> Work
     cri.listen(16)
     flags = {"kubelet": [f"--{k}={root}{v}" if v.startswith("/") else f"--{k}={v}" for k, v in flags_of(kubelet_unit(node)).items()],
              "kube-proxy": [f"--config={root}{KUBE_PROXY_CONFIG}"]}
-    return Worker(root, minor, install(root / "bin", f"1.{minor}.3"), flags, cri)
+    return Worker(root, minor, install(root / "bin", f"1.{minor}.3"), flags, cri, fake_proc(root / "proc"))
 
 
 def worker_artifacts(folder: Path, minor: int) -> Artifacts:
@@ -396,6 +454,54 @@ def test_a_kubelet_whose_container_runtime_does_not_answer_is_refused(worker: Wo
     line = worker.outcome("kubelet", worker.config_with("kubelet", KUBELET_CONFIG, lambda d: d.update(containerRuntimeEndpoint=f"unix://{gone}")))
     assert line == f'kubelet: failed to run Kubelet: validate service connection: validate CRI v1 runtime API for endpoint "unix://{gone}": ' \
                    "connect: No such file or directory"
+
+
+@MUTATION_MINORS
+def test_the_kubelet_sets_the_kernel_tunables_it_needs_where_it_can(worker: Worker, tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path)
+    assert worker.outcome("kubelet", proc=proc).endswith("flags and files accepted")
+    assert {name: (proc / name).read_text() for name in KUBELET_TUNABLES} == KUBELET_TUNABLES
+
+
+@MUTATION_MINORS
+def test_a_kubelet_on_a_node_whose_kernel_tunables_are_read_only_and_unset_exits_with_the_kubelets_error(worker: Worker, tmp_path: Path) -> None:
+    line = worker.outcome("kubelet", proc=fake_proc(tmp_path), read_only_proc=True)
+    assert line == 'kubelet: "Failed to start ContainerManager" err="[' + ", ".join(
+        f"open /proc/{name}: read-only file system" for name in sorted(KUBELET_TUNABLES, key=lambda n: n.removeprefix("sys/"))) + ']"'
+
+
+@MUTATION_MINORS
+def test_a_kubelet_on_read_only_tunables_that_already_hold_its_values_starts(worker: Worker, tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path, **{name.replace("/", "__"): value for name, value in KUBELET_TUNABLES.items()})
+    assert worker.outcome("kubelet", proc=proc, read_only_proc=True).endswith("flags and files accepted")
+
+
+@MUTATION_MINORS
+def test_protect_kernel_defaults_refuses_tunables_it_would_otherwise_set(worker: Worker, tmp_path: Path) -> None:
+    flags = worker.config_with("kubelet", KUBELET_CONFIG, lambda d: d.update(protectKernelDefaults=True))
+    line = worker.outcome("kubelet", flags, proc=fake_proc(tmp_path, sys__kernel__panic="10", sys__kernel__panic_on_oops="1"))
+    assert line == 'kubelet: "Failed to start ContainerManager" err="invalid kernel flag: vm/overcommit_memory, expected value: 1, actual value: 0"'
+
+
+@MUTATION_MINORS
+def test_swap_stops_the_kubelet_only_while_fail_swap_on_holds(worker: Worker, tmp_path: Path) -> None:
+    swap = "/swapfile                               file\t\t1048572\t\t0\t\t-2"
+    proc = fake_proc(tmp_path, swaps=HOST_PROC["swaps"] + swap + "\n")
+    assert worker.outcome("kubelet", proc=proc).endswith("flags and files accepted")  # failSwapOn: false, as rendered
+    line = worker.outcome("kubelet", worker.config_with("kubelet", KUBELET_CONFIG, lambda d: d.pop("failSwapOn")), proc=proc)
+    assert line == "kubelet: failed to run Kubelet: running with swap on is not supported, please disable swap or set " \
+                   f"--fail-swap-on flag to false. /proc/swaps contained: {[swap]!r}"
+
+
+@MUTATION_MINORS
+def test_kube_proxy_exits_where_it_cannot_set_the_conntrack_limit_unless_told_to_leave_it(worker: Worker, tmp_path: Path) -> None:
+    proc = fake_proc(tmp_path)
+    assert worker.outcome("kube-proxy", proc=proc, read_only_proc=True).endswith("flags and files accepted")  # maxPerCore: 0
+    flags = worker.config_with("kube-proxy", KUBE_PROXY_CONFIG, lambda d: d.pop("conntrack"))
+    assert worker.outcome("kube-proxy", flags, proc=proc, read_only_proc=True) == \
+        'kube-proxy: "Error running ProxyServer" err="open /proc/sys/net/netfilter/nf_conntrack_max: read-only file system"'
+    assert worker.outcome("kube-proxy", flags, proc=proc).endswith("flags and files accepted")
+    assert (proc / "sys/net/netfilter/nf_conntrack_max").read_text() == str(max(32768 * (os.cpu_count() or 1), 131072))
 
 
 @MUTATION_MINORS
@@ -485,7 +591,7 @@ def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, crictl: bool = 
     topo = Topology(cfg)
     pki = Pki(tmp_path / "pki", cfg)
     pki.ensure(topo)
-    facts = "cgroup=tmpfs\nmodules=no\nlower_oom=no\ncontainerd_fs=ext2/ext3\nresolved=no\n"
+    facts = "cgroup=tmpfs\nmodules=no\nlower_oom=no\ncontainerd_fs=ext2/ext3\nresolved=no\nconntrack_max=fixed\n"
     return FakeRun(cfg, topo, Artifacts(topo, pki, load_or_create_key(tmp_path / "pki")), {n.name: FakeWorker(facts) for n in topo.nodes}, "workers")
 
 

@@ -31,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 from khwtui.config import Config
 from khwtui.errors import KhwError, StateError
 from khwtui.providers import nspawn, rootfs
+from khwtui.providers.host_tunables import KUBELET_TUNABLES, HostTunables
 from khwtui.providers.base import LogFn, NodeEndpoint, Plan, PlannedResource, PreflightError
 from khwtui.providers.nspawn import PREFIX, BootSpec, HostError, HostObject, Names
 from khwtui.remote import offered_host_key
@@ -92,6 +93,7 @@ class LocalProvider:
         *,
         prefix: str | None = None,
         cache_dir: Path | None = None,
+        tunables: HostTunables | None = None,
     ) -> None:
         self.config = config
         self.topo = topo
@@ -101,6 +103,7 @@ class LocalProvider:
         self.dir = Path(state_dir) / "local"
         self.client_public_key = client_public_key.strip()
         self.cache_base = cache_dir or rootfs.default_cache_dir()
+        self.tunables = tunables or HostTunables()
         net = ipaddress.IPv4Network(config.network.node_cidr)
         self.node_cidr = str(net)
         self.prefixlen = net.prefixlen
@@ -113,6 +116,7 @@ class LocalProvider:
         mirror = self._mirror()
         resources = [self._root_resource(mirror), PlannedResource("link", self.names.bridge, f"bridge, operator address {self.bridge_address}")]
         resources += self._chain_resources()
+        resources += self._tunable_resources()
         for node in self.topo.nodes:
             machine = self.names.machine(node.name)
             resources += [
@@ -130,6 +134,12 @@ class LocalProvider:
         cache = rootfs.RootfsCache(self.cache_base, mirror.uri)
         detail = "cached" if cache.ready() else f"debootstrap {rootfs.SUITE} from {mirror.uri}"
         return PlannedResource("node-root", str(cache.path), detail)
+
+    def _tunable_resources(self) -> list[PlannedResource]:
+        """The host's kernel settings the nodes' kubelets need and cannot set from inside a node."""
+        return [PlannedResource("sysctl", key, f"{now} -> {KUBELET_TUNABLES[key]} on this host: the nodes share its kernel and "
+                                                "their kubelets need it; down restores it")
+                for key, now in self.tunables.to_change().items()]
 
     def _chain_resources(self) -> list[PlannedResource]:
         outbound = self.config.local.outbound
@@ -210,6 +220,7 @@ class LocalProvider:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # the nodes' disks hold their private host keys
         root = await self._node_root(runtime, log)
         actions = await asyncio.to_thread(self._ensure_network, runtime)
+        actions += await asyncio.to_thread(self.tunables.hold, self.names.prefix)  # before any kubelet starts
         results = await asyncio.gather(*(asyncio.to_thread(self._ensure_node, n, root, runtime.nodes.get(n.name)) for n in self.topo.nodes))
         for node, (node_runtime, node_actions) in zip(self.topo.nodes, results):
             runtime.nodes[node.name] = node_runtime
@@ -395,6 +406,8 @@ class LocalProvider:
 
     def teardown_plan(self) -> list[PlannedResource]:
         plan = [PlannedResource(o.kind, _object_name(o), f"pid {o.pid}" if o.pid else "") for o in self._host_objects()]
+        if self.tunables.held_by(self.names.prefix):
+            plan.append(PlannedResource("sysctl", ", ".join(KUBELET_TUNABLES), "restored to their values before khwtui if no other local cluster runs"))
         if self.dir.exists():
             plan.append(PlannedResource("folder", str(self.dir), "the nodes' disks and the runtime record"))
         return plan
@@ -408,6 +421,9 @@ class LocalProvider:
 
     def _teardown(self, runtime: Runtime, log: LogFn) -> None:
         nspawn.remove(self._host_objects(), log)
+        running = {m.prefix for m in nspawn.machine_processes(nspawn.PREFIX_PATTERN)}
+        for line in self.tunables.release(self.names.prefix, running):
+            log(line)
         if runtime.ip_forward_before and not _other_outbound_clusters():
             nspawn.write_ip_forward(runtime.ip_forward_before)
             log(f"IPv4 forwarding back to {runtime.ip_forward_before}")

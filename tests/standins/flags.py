@@ -31,7 +31,7 @@ MINORS = (34, 35, 36, 37)
 class Flag:
     name: str  # without the leading --
     kind: str  # flags: bool | string | strings | map | int | duration | ip | ips | cidrs | portrange | url |
-    #            urls | file | cert | key | kubeconfig | encryption-config | scheduler-config | audit-log |
+    #            urls | file | cert | key | kubeconfig | encryption-config | scheduler-config | audit-log | audit-policy |
     #            authz-modes | kubelet-config | kube-proxy-config; config fields: FIELD_CHECKS in harness.py
     since: int = 0  # first minor that has it; 0 = older than 1.34
     removed: int = 0  # minor that removed it; 0 = still there in 1.37
@@ -133,7 +133,7 @@ KUBE_APISERVER = Program(
         F("audit-log-maxbackup", "int"),
         F("audit-log-maxsize", "int"),
         F("audit-log-path", "audit-log"),
-        F("audit-policy-file", "file"),
+        F("audit-policy-file", "audit-policy"),
         F("authorization-mode", "authz-modes"),
         F("authorization-config", "file"),
         F("disable-admission-plugins", "strings"),
@@ -156,6 +156,11 @@ KUBE_APISERVER = Program(
         F("kubelet-timeout", "duration"),
         F("max-requests-inflight", "int"),
         F("requestheader-allowed-names", "strings"),
+        F("requestheader-extra-headers-prefix", "strings"),
+        F("requestheader-group-headers", "strings"),
+        F("requestheader-username-headers", "strings"),
+        F("proxy-client-cert-file", "cert"),
+        F("proxy-client-key-file", "key"),
         F("runtime-config", "map"),
         F("service-account-issuer", "url"),
         F("service-account-key-file", "cert"),
@@ -190,6 +195,7 @@ KUBE_APISERVER = Program(
         ("etcd-certfile", "etcd-keyfile"),
         ("kubelet-client-certificate", "kubelet-client-key"),
         ("service-account-key-file", "service-account-signing-key-file"),  # tokens it signs must verify
+        ("proxy-client-cert-file", "proxy-client-key-file"),
     ),
 )
 

@@ -165,6 +165,24 @@ def check_audit_log(name: str, path: str) -> None:
         raise Refused(f"--{name}={path}: its folder does not exist")
 
 
+AUDIT_LEVELS = {"None", "Metadata", "Request", "RequestResponse"}
+
+
+def check_audit_policy(name: str, path: str) -> None:
+    """kubernetes v1.36.0 staging/src/k8s.io/apiserver/pkg/audit/policy/reader.go (LoadPolicyFromFile)
+    and validation: an audit.k8s.io/v1 Policy with at least one rule, each with a known level."""
+    where = f"--{name}={path}"
+    doc = load_yaml(where, path)
+    if (doc.get("apiVersion"), doc.get("kind")) != ("audit.k8s.io/v1", "Policy"):
+        raise Refused(f'{where}: failed decoding: no kind "{doc.get("kind")}" is registered for version "{doc.get("apiVersion")}"')
+    rules = doc.get("rules") or []
+    if not rules:
+        raise Refused(f"{where}: loaded illegal policy with 0 rules from file {path}")
+    for i, rule in enumerate(rules):
+        if not isinstance(rule, dict) or rule.get("level") not in AUDIT_LEVELS:
+            raise Refused(f"{where}: rules[{i}].level: Unsupported value: {rule.get('level') if isinstance(rule, dict) else rule!r}")
+
+
 CHECKS: dict[str, Check] = {
     "bool": check_value(lambda v: v in ("true", "false"), "true or false"),
     "string": check_value(bool, "a value"),
@@ -183,6 +201,7 @@ CHECKS: dict[str, Check] = {
     "cert": check_certs,
     "key": check_key,
     "audit-log": check_audit_log,
+    "audit-policy": check_audit_policy,
     "kubeconfig": lambda name, path: kubeconfig_ca(f"--{name}={path}", path),
     "encryption-config": lambda name, path: check_encryption_config(f"--{name}={path}", path),
     "scheduler-config": lambda name, path: check_scheduler_config(f"--{name}={path}", path),
@@ -355,6 +374,8 @@ def check_component_config(where: str, path: str) -> None:
         check_pair(labels[0], read(labels[0], doc[cert]), labels[1], read(labels[1], doc[key]))
     if PROGRAM == "kubelet":
         check_kubelet_host(doc)
+    else:
+        check_conntrack(doc)
 
 
 def default(doc: dict, field: str) -> bool:
@@ -363,10 +384,37 @@ def default(doc: dict, field: str) -> bool:
 
 
 def check_kubelet_host(doc: dict) -> None:
-    """What the real kubelet refuses about its host: a cgroup v1 host while failCgroupV1 holds
-    (true by default from 1.35), and a container runtime whose socket does not answer."""
+    """What the real kubelet refuses about its host, in the order it looks: a cgroup v1 host while
+    failCgroupV1 holds (true by default from 1.35), swap on while failSwapOn holds, a container
+    runtime whose socket does not answer, and kernel tunables it cannot set."""
     if not os.path.exists(CGROUP_V2_MARK) and default(doc, "failCgroupV1"):
         raise Refused(CGROUP_V1_REFUSED)
+    check_swap(doc)
+    check_cri(doc)
+    check_kernel_tunables(doc)
+
+
+def proc(path: str) -> str:
+    """A path under /proc, or under KHWTUI_STANDIN_PROC: tests that run a stand-in on the test
+    machine itself give it a copy, so it never writes the host kernel's settings."""
+    return os.path.join(os.environ.get("KHWTUI_STANDIN_PROC", "/proc"), path)
+
+
+def check_swap(doc: dict) -> None:
+    """kubernetes v1.36.0 pkg/kubelet/cm/container_manager_linux.go, NewContainerManager: with
+    failSwapOn (true by default) any active swap in /proc/swaps stops the kubelet;
+    cmd/kubelet/app/server.go prints it as "failed to run Kubelet: ..."."""
+    if not default(doc, "failSwapOn"):
+        return
+    with open(proc("swaps")) as swaps:
+        active = [line for line in swaps.read().splitlines()[1:] if line.strip()]
+    if active:
+        raise Refused("failed to run Kubelet: running with swap on is not supported, please disable swap or set "
+                      f"--fail-swap-on flag to false. /proc/swaps contained: {active}")
+
+
+def check_cri(doc: dict) -> None:
+    """cmd/kubelet/app/server.go: the CRI runtime must answer before anything else starts."""
     endpoint = doc["containerRuntimeEndpoint"]
     with socket.socket(socket.AF_UNIX) as cri:
         cri.settimeout(5)
@@ -375,6 +423,80 @@ def check_kubelet_host(doc: dict) -> None:
         except OSError as exc:
             raise Refused(f'failed to run Kubelet: validate service connection: validate CRI v1 runtime API for endpoint "{endpoint}": '
                           f"connect: {exc.strerror or exc}") from None
+
+
+# kubernetes v1.36.0 pkg/kubelet/cm/container_manager_linux.go, setupKernelTunables (values from
+# k8s.io/component-helpers/node/util/sysctl): the kubelet's container manager reads each tunable and
+# writes the ones that differ; with protectKernelDefaults it only reports them. A failed write is
+# ignored only in a user namespace; otherwise pkg/kubelet/kubelet.go
+# (initializeRuntimeDependentModules) logs "Failed to start ContainerManager" and exits 1.
+KERNEL_TUNABLES = {"kernel/keys/root_maxbytes": 25000000, "kernel/keys/root_maxkeys": 1000000, "kernel/panic": 10,
+                   "kernel/panic_on_oops": 1, "vm/overcommit_memory": 1, "vm/panic_on_oom": 0}
+
+
+def check_kernel_tunables(doc: dict) -> None:
+    errors = []
+    for name, wanted in KERNEL_TUNABLES.items():
+        errors += set_sysctl(name, wanted, write=not doc.get("protectKernelDefaults", False), ignore_failed_write=in_user_namespace())
+    if errors:
+        raise Refused(f'"Failed to start ContainerManager" err="{aggregate(errors)}"')
+
+
+def set_sysctl(name: str, wanted: int, *, write: bool = True, ignore_failed_write: bool = False) -> list[str]:
+    """k8s.io/component-helpers/node/util/sysctl GetSysctl/SetSysctl as its callers use them: [] when
+    the value already is `wanted` or was written, else the error the Go code would return."""
+    path = proc(f"sys/{name}")
+    try:
+        with open(path) as current:
+            value = int(current.read().strip())
+    except (OSError, ValueError) as exc:
+        return [go_error("open", path, exc)]
+    if value == wanted:
+        return []
+    if not write:
+        return [f"invalid kernel flag: {name}, expected value: {wanted}, actual value: {value}"]
+    try:
+        with open(path, "w") as out:
+            out.write(str(wanted))
+    except OSError as exc:
+        return [] if ignore_failed_write else [go_error("open", path, exc)]
+    return []
+
+
+def go_error(op: str, path: str, exc: Exception) -> str:
+    """How Go's os.PathError reads: "open /proc/sys/vm/panic_on_oom: read-only file system"."""
+    reason = getattr(exc, "strerror", None) or str(exc)
+    return f"{op} {path.replace(proc(''), '/proc/')}: {reason[:1].lower()}{reason[1:]}"
+
+
+def aggregate(errors: list[str]) -> str:
+    """k8s.io/apimachinery/pkg/util/errors.NewAggregate(...).Error(): one error alone, else [a, b]."""
+    return errors[0] if len(errors) == 1 else f"[{', '.join(errors)}]"
+
+
+def in_user_namespace() -> bool:
+    """github.com/moby/sys/userns.RunningInUserNS: any uid_map but the full identity map."""
+    with open("/proc/self/uid_map") as uid_map:
+        return uid_map.read().split() != ["0", "0", "4294967295"]
+
+
+# kubernetes v1.36.0 cmd/kube-proxy/app/server_linux.go (platformSetup, getConntrackMax) and
+# conntrack.go (SetMax, setIntSysCtl): with conntrack.maxPerCore above 0 (32768 when unset) kube-proxy
+# sets net/netfilter/nf_conntrack_max to max(maxPerCore * CPUs, min (131072 when unset)) unless it
+# already has that value; a failed write ends it with "Error running ProxyServer". Outside the initial
+# network namespace that sysctl is read-only (Linux 5.12+), which is why kind sets maxPerCore: 0.
+CONNTRACK_DEFAULTS = {"maxPerCore": 32768, "min": 131072}
+
+
+def check_conntrack(doc: dict) -> None:
+    conntrack = strict("conntrack", doc.get("conntrack") or {}, {"maxPerCore", "min", "tcpEstablishedTimeout", "tcpCloseWaitTimeout",
+                                                                    "tcpBeLiberal", "udpTimeout", "udpStreamTimeout"})
+    per_core, floor = (conntrack.get(key, CONNTRACK_DEFAULTS[key]) for key in ("maxPerCore", "min"))
+    if not per_core or per_core <= 0:
+        return
+    errors = set_sysctl("net/netfilter/nf_conntrack_max", max(per_core * (os.cpu_count() or 1), floor or 0))
+    if errors:
+        raise Refused(f'"Error running ProxyServer" err="{errors[0]}"')
 
 
 def field_value(test: Callable[[object], object], what: str) -> Callable[[str, object], None]:
