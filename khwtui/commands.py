@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import ipaddress
+import sys
 from pathlib import Path
 
 from khwtui import gcloud_settings
 from khwtui.config import Config
 from khwtui.context import Cluster, open_cluster, topology_from_state
 from khwtui.errors import EXIT_OK, UsageError
+from khwtui.plan_warnings import plan_warnings
 from khwtui.table import table
 from khwtui.topology import Topology
 
@@ -95,6 +97,7 @@ def plan_text(config: Config, topo: Topology) -> str:
         out += [f"warning: {topo.api_endpoint_warning}"]
     if config.provider.kind == "gcp" and "0.0.0.0/0" in config.gcp.admin_cidrs:
         out += ["warning: gcp.admin_cidrs allows 0.0.0.0/0: SSH and the API are open to the internet; list your own address"]
+    out += [f"warning: {line}" for line in plan_warnings(config, len(topo.controllers))]
     out += [f"kubernetes service: {topo.kubernetes_service_ip} · cluster DNS: {config.network.dns_ip} · domain: {config.network.cluster_domain}", ""]
     certs = [(s.name, s.cn, s.org or "-", ", ".join(s.dns + s.ips) or "-") for s in cert_specs(topo)]
     out += ["Certificates", table(("name", "CN", "O", "SANs"), certs), ""]
@@ -162,6 +165,8 @@ def up(args: argparse.Namespace) -> int:
     from khwtui.headless import ConsoleSink, run_with_signals
 
     cluster = _open(args)
+    for line in plan_warnings(cluster.config, len(cluster.topology.controllers)):
+        print(f"warning: {line}", file=sys.stderr)
     engine = Engine(cluster)
     only = [s.strip() for s in args.only.split(",") if s.strip()] if args.only else None
     if not args.auto:
@@ -190,7 +195,6 @@ def status(args: argparse.Namespace) -> int:
 
 def down(args: argparse.Namespace) -> int:
     import asyncio
-    import sys
 
     from khwtui.providers.factory import make_provider
     from khwtui.teardown import confirm, forget_nodes
