@@ -1,7 +1,9 @@
 """`khwtui render --out DIR`: everything the hard way makes, written to a folder to read or diff.
 
 Layout: pki/ (0700), kubeconfigs/<name>.kubeconfig, encryption-config.yaml,
-manifests/ (what the rbac stage applies through the API), and nodes/<node>/<absolute path on the
+manifests/ (every object the rbac, dns, smoke and demo stages apply through the API, as they apply
+it; the demo's Secret values are made at its first apply and never stored, so the bundle shows
+DEMO_SECRET_PLACEHOLDER there), and nodes/<node>/<absolute path on the
 node> for every file a stage places (binaries aside): etcd, the control plane, the front end, the
 workers, the pod routes. Worker files depend on facts read on each node; the bundle shows them as
 for RENDER_FACTS. Only files whose bytes (or mode) differ are written, each atomically, so a
@@ -13,6 +15,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import yaml
+
+from khwtui.config import Config
 from khwtui.controlplane_files import control_plane_config_files, rbac_manifest
 from khwtui.encryption import encryption_config
 from khwtui.frontend_files import healthz_files, healthz_proxied, lb_files
@@ -28,7 +33,8 @@ from khwtui.workers_files import NodeFacts, routes_files, worker_config_files
 # disk, no systemd-resolved. The workers stage renders each node's files from its own facts.
 RENDER_FACTS = NodeFacts(cgroup_v2=True, modules=True, lower_oom=True, containerd_on_overlay=False, resolved=False)
 
-PRIVATE_DIRS = ("pki", "kubeconfigs", "nodes")  # they hold keys, so 0700 whatever existed before
+PRIVATE_DIRS = ("pki", "kubeconfigs", "nodes")
+DEMO_SECRET_PLACEHOLDER = "made-at-first-apply-never-stored"  # they hold keys, so 0700 whatever existed before
 
 
 def write_bundle(out: Path, a: Artifacts) -> list[Path]:
@@ -51,10 +57,24 @@ def bundle_files(a: Artifacts) -> list[NodeFile]:
     config = encryption_config(topo.config.encryption.provider, a.encryption_key)
     files.append(NodeFile("encryption-config.yaml", config.encode(), SECRET))
     files.append(NodeFile("manifests/apiserver-to-kubelet-rbac.yaml", rbac_manifest(topo).encode()))
+    files += [NodeFile(f"manifests/{name}.yaml", yaml.safe_dump_all(objects, sort_keys=False).encode())
+              for name, objects in stage_manifests(topo.config).items()]
     for node, placed in node_files(a).items():
         placed += stage_config_files(a, topo.node(node))
         files += [dataclasses.replace(f, path=f"nodes/{node}{f.path}") for f in placed]
     return files
+
+
+def stage_manifests(config: Config) -> dict[str, list[dict]]:
+    """File stem -> the objects the dns, smoke and demo stages apply (the demo only when enabled)."""
+    from khwtui.stages.demo import demo_objects
+    from khwtui.stages.dns import coredns_manifest, lookup_job
+    from khwtui.stages.smoke import smoke_objects
+
+    wanted = {"coredns": coredns_manifest(config), "dns-lookup-job": [lookup_job()], "smoke": smoke_objects()}
+    if config.demo.enabled:
+        wanted["demo"] = demo_objects(DEMO_SECRET_PLACEHOLDER, DEMO_SECRET_PLACEHOLDER)
+    return wanted
 
 
 def stage_config_files(a: Artifacts, node: Node) -> list[NodeFile]:

@@ -44,11 +44,11 @@ REACHABLE = "TODO app reachable from this machine"
 CHECKS = (DB_RUNNING, APP_RUNNING, REACHABLE)
 
 
-def demo_objects() -> list[dict]:
-    """The manifest; the Secret's values are fresh randoms, used only when the Secret is first made."""
+def demo_objects(db_password: str | None = None, jwt_secret: str | None = None) -> list[dict]:
+    """The manifest; the Secret's values are fresh randoms (unless given), used only when the Secret is first made."""
     return manifest(
-        "demo.yaml.j2", namespace=NAMESPACE, secret=SECRET, app=APP, db=DB, app_image=APP_IMAGE, db_image=DB_IMAGE,
-        app_port=APP_PORT, db_password=secrets.token_urlsafe(24), jwt_secret=secrets.token_urlsafe(32),
+        "demo.yaml.j2", namespace=NAMESPACE, secret=SECRET, app=APP, db=DB, app_image=APP_IMAGE, db_image=DB_IMAGE, app_port=APP_PORT,
+        db_password=db_password or secrets.token_urlsafe(24), jwt_secret=jwt_secret or secrets.token_urlsafe(32),
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from khwtui.config import Config
 from khwtui.errors import StageFailed
 from khwtui.kubeapi import ApiClient
 from khwtui.manifests import ApiStage, apply, drift, manifest, ref, unserved
@@ -62,8 +63,12 @@ def coredns_image(version: str) -> str:
 
 
 def coredns_objects(run: RunContext) -> list[dict]:
-    net = run.config.network
-    image = coredns_image(run.config.versions.coredns)
+    return coredns_manifest(run.config)
+
+
+def coredns_manifest(config: Config) -> list[dict]:
+    net = config.network
+    image = coredns_image(config.versions.coredns)
     return manifest("coredns.yaml.j2", image=image, replicas=REPLICAS, dns_ip=net.dns_ip, cluster_domain=net.cluster_domain)
 
 
