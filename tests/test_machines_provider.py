@@ -41,6 +41,7 @@ from khwtui.providers.machines import (
     short_key,
     teardown_command,
 )
+from khwtui.hosts_table import remove_command
 from khwtui.sshkey import client_key
 from khwtui.state import FileRecord, NodeRecord, State, StateDir
 from khwtui.topology import Topology
@@ -137,14 +138,15 @@ def test_the_plan_lists_the_hosts_and_how_khwtui_logs_in(tmp_path: Path) -> None
 def test_down_plans_exactly_the_recorded_units_and_files(tmp_path: Path) -> None:
     files = {"/etc/containerd/config.toml": FileRecord("/etc/containerd/config.toml", "0" * 64, 0o644, stage="workers")}
     StateDir(tmp_path).save(State(nodes={"w": NodeRecord("w", "worker", "192.0.2.20", host_key=KEY_A, files=files, units=["containerd"])}))
-    assert [(r.kind, r.name) for r in provider(tmp_path).teardown_plan()] == [("unit", "w:containerd"), ("file", "w:/etc/containerd/config.toml")]
+    assert [(r.kind, r.name) for r in provider(tmp_path).teardown_plan()] == [
+        ("unit", "w:containerd"), ("file", "w:/etc/containerd/config.toml"), ("hosts", "w:/etc/hosts")]
 
 
 def test_the_teardown_command_stops_units_last_started_first_and_quotes_every_path() -> None:
-    command = teardown_command(["etcd", "kube-apiserver"], ["/etc/a b", "/etc/c"])
+    command = teardown_command(["etcd", "kube-apiserver"], ["/etc/a b", "/etc/c"], "lab")
     assert command.splitlines() == ["systemctl disable --now kube-apiserver 2>/dev/null || true",
                                     "systemctl disable --now etcd 2>/dev/null || true", "rm -f -- '/etc/a b' /etc/c",
-                                    "systemctl daemon-reload", "systemctl reset-failed 2>/dev/null || true"]
+                                    "systemctl daemon-reload", "systemctl reset-failed 2>/dev/null || true", remove_command("lab")]
 
 
 def test_a_host_key_keeps_only_its_type_and_data() -> None:

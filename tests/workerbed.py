@@ -228,7 +228,8 @@ def bed_facts(containerd_on_overlay: bool):
     return NodeFacts(cgroup_v2=Path("/sys/fs/cgroup/cgroup.controllers").exists(),
                      modules=Path(f"/lib/modules/{os.uname().release}").is_dir(),
                      lower_oom=bool(bounding >> 24 & 1),  # CAP_SYS_RESOURCE
-                     containerd_on_overlay=containerd_on_overlay, resolved=False)
+                     containerd_on_overlay=containerd_on_overlay, resolved=False,
+                     conntrack_max_writable=False)  # a node has its own network namespace
 
 
 def release_files(release_mirror: dict, kubernetes_version: str) -> list:

@@ -303,7 +303,7 @@ class LocalProvider:
         user = self.config.ssh.user
         files = [
             NodeFile("/etc/hostname", render("local-hostname.j2", name=node.name).encode()),
-            NodeFile("/etc/hosts", render("local-hosts.j2", nodes=self.topo.nodes).encode()),
+            NodeFile("/etc/hosts", render("local-hosts.j2", node=node).encode()),
             NodeFile("/etc/ssh/sshd_config.d/khwtui.conf", render("local-sshd.conf.j2", port=self.config.ssh.port).encode()),
             NodeFile("/etc/sudoers.d/khwtui", render("local-sudoers.j2", user=user).encode(), 0o440),
             NodeFile(

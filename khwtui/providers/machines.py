@@ -6,7 +6,8 @@ config, or, with machines.trust_on_first_use, the one it presents the first time
 state like any other). Every host proves its key before anything is sent to any of them; then a
 preflight reads what khwtui needs of each (OS and version, architecture, swap on workers, clock,
 sudo) and names every problem in one line with its fix. `down` stops and removes exactly what the
-stages recorded in state (units and files) and leaves the hosts themselves alone.
+stages recorded in state (units and files) and the cluster's block of node names in /etc/hosts,
+and leaves the hosts themselves alone.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import asyncssh
 
+from khwtui import hosts_table
 from khwtui.config import Config, MachineHost
 from khwtui.providers.base import (
     LogFn,
@@ -233,11 +235,13 @@ class MachinesProvider:
         for name, record in self._state().nodes.items():
             plan += [PlannedResource("unit", f"{name}:{unit}", "stopped and disabled") for unit in record.units]
             plan += [PlannedResource("file", f"{name}:{path}", f"placed by the {f.stage} stage") for path, f in sorted(record.files.items())]
+            if record.host_key:
+                plan.append(PlannedResource("hosts", f"{name}:{hosts_table.HOSTS}", "this cluster's block of node names (compute stage)"))
         return plan
 
     async def teardown(self, log: LogFn) -> None:
         state = self._state()
-        recorded = {name: r for name, r in state.nodes.items() if r.units or r.files}
+        recorded = {name: r for name, r in state.nodes.items() if r.units or r.files or r.host_key}
         if not recorded:
             log("nothing of khwtui is recorded on the hosts")
             return
@@ -254,15 +258,17 @@ class MachinesProvider:
 
     async def _teardown_host(self, remote: Remote, name: str, record: NodeRecord) -> str:
         host = Host(name, record.ssh_host or record.internal_ip, record.ssh_port, self.config.ssh.user, record.host_key)
-        await remote.run(host, teardown_command(record.units, sorted(record.files)), sudo=True, timeout=TEARDOWN_TIMEOUT)
-        return f"{name}: stopped and disabled {', '.join(record.units) or 'no units'}; removed {len(record.files)} files"
+        command = teardown_command(record.units, sorted(record.files), self.config.cluster.name)
+        await remote.run(host, command, sudo=True, timeout=TEARDOWN_TIMEOUT)
+        return (f"{name}: stopped and disabled {', '.join(record.units) or 'no units'}; removed {len(record.files)} files "
+                "and the node names from /etc/hosts")
 
 
-def teardown_command(units: list[str], files: list[str]) -> str:
-    """Stop and disable each unit (one already gone is fine), then remove the files and let systemd
-    forget the unit files."""
+def teardown_command(units: list[str], files: list[str], cluster: str) -> str:
+    """Stop and disable each unit (one already gone is fine), remove the files, let systemd forget
+    the unit files, and take the cluster's node names out of /etc/hosts."""
     steps = [f"systemctl disable --now {shlex.quote(unit)} 2>/dev/null || true" for unit in reversed(units)]
     if files:
         steps.append(f"rm -f -- {' '.join(shlex.quote(path) for path in files)}")
-    steps += ["systemctl daemon-reload", "systemctl reset-failed 2>/dev/null || true"]
+    steps += ["systemctl daemon-reload", "systemctl reset-failed 2>/dev/null || true", hosts_table.remove_command(cluster)]
     return "\n".join(steps)

@@ -1,4 +1,5 @@
-"""compute: the nodes exist, their host keys are pinned in state, and SSH with sudo works.
+"""compute: the nodes exist, their host keys are pinned in state, SSH with sudo works, and every
+node's /etc/hosts holds every node's name (hosts_table).
 
 Keys are pinned the moment the provider reports them and before any command is sent; a key
 that differs from the pinned one later stops the run (never silently re-pinned).
@@ -6,6 +7,7 @@ that differs from the pinned one later stops the run (never silently re-pinned).
 
 from __future__ import annotations
 
+from khwtui import hosts_table
 from khwtui.errors import StageFailed
 from khwtui.runctx import RunContext, node_record
 from khwtui.stages.base import Outcome, Stage
@@ -31,7 +33,14 @@ class ComputeStage(Stage):
             else:
                 reachable.append(node)
         outcomes += await run.each(reachable, lambda node: self._ssh(run, node))
+        outcomes += await run.each(reachable, lambda node: self._hosts_table(run, node))
         return outcomes
+
+    async def _hosts_table(self, run: RunContext, node: Node) -> Outcome:
+        result = await run.sh(node.name, hosts_table.check_command(run.topo), check=False, timeout=SSH_TIMEOUT)
+        if hosts_table.PRESENT in result.stdout:
+            return Outcome.passed("node names in /etc/hosts", node.name)
+        return Outcome.failed("node names in /etc/hosts", node.name, f"{hosts_table.HOSTS} lacks this cluster's node names")
 
     async def _ssh(self, run: RunContext, node: Node) -> Outcome:
         result = await run.sh(node.name, "true", check=False, timeout=SSH_TIMEOUT)
@@ -57,6 +66,7 @@ class ComputeStage(Stage):
         run.state.public_address = run.provider.api_address() or ""
         run.save()
         run.forget_artifacts()
+        await run.each(run.topo.nodes, lambda node: run.sh(node.name, hosts_table.ensure_command(run.topo), timeout=SSH_TIMEOUT))
 
     async def probe(self, run: RunContext) -> list[Outcome]:
         return await run.each([n for n in run.topo.nodes if n.name in run.state.nodes], lambda node: self._ssh(run, node))
