@@ -9,7 +9,10 @@ folder of its own, and build it up to the routes.
 
 from __future__ import annotations
 
+import http.client
 import json
+import ssl
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,6 +169,8 @@ def hosts(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict) -> Ite
     try:
         done = local.khwtui("up", "--auto", "--only", "compute")
         assert done.returncode == 0, done.stdout + done.stderr
+        for node in shells(local.state_dir).values():  # machines of your own: nothing resolves the other nodes' names
+            node.run(remove_command(local.raw["cluster"]["name"]))
         install_standin_runtime([node for name, node in shells(local.state_dir).items() if name != "lb"])
         yield local
     finally:
@@ -258,6 +263,41 @@ def test_the_same_nodes_as_machines_reach_the_same_results(hosts: LocalCluster, 
         remove_pods(nodes[worker.name])
 
 
+def api_get(built: Path, address: str, path: str) -> tuple[int, str]:
+    """GET from the machines cluster's API server at `address`, as its admin."""
+    a = artifacts_of(built, built.parent / "state")
+    context = ssl.create_default_context(cadata=a.pki.ca_pem().decode())
+    with tempfile.TemporaryDirectory() as folder:
+        cert, key = Path(folder, "admin.pem"), Path(folder, "admin-key.pem")
+        cert.write_bytes(a.pki.cert_pem("admin"))
+        key.write_bytes(a.pki.key_pem("admin"))
+        context.load_cert_chain(cert, key)
+    connection = http.client.HTTPSConnection(address, a.topo.config.network.api_port, context=context, timeout=30)
+    try:
+        connection.request("GET", path)
+        answer = connection.getresponse()
+        return answer.status, answer.read().decode()
+    finally:
+        connection.close()
+
+
+@integration
+def test_the_apiserver_reaches_each_kubelet_by_the_name_it_registers_with(hosts: LocalCluster, built: Path) -> None:
+    """What logs, exec and port-forward need: the apiserver's own connection to a kubelet, by the
+    hostname first (its default --kubelet-preferred-address-types). Only the compute stage's table
+    makes the names resolve on these machines; without it the apiserver refuses, as the real one does."""
+    a = artifacts_of(built, built.parent / "state")
+    controller = a.topo.controllers[0]
+    for worker in a.topo.workers:
+        assert api_get(built, controller.internal_ip, f"/api/v1/nodes/{worker.name}/proxy/healthz") == (200, "ok")
+    shells(hosts.state_dir)[controller.name].run(remove_command(a.topo.config.cluster.name))
+    status, body = api_get(built, controller.internal_ip, "/api/v1/nodes/worker-0/proxy/healthz")
+    assert (status, json.loads(body)["message"]) == (503, "error trying to reach service: dial tcp: lookup worker-0: no such host")
+    code, out = machines(built, "up", "--auto", "--only", "compute")
+    assert code == 0, out[-2000:]
+    assert api_get(built, controller.internal_ip, "/api/v1/nodes/worker-0/proxy/healthz") == (200, "ok")
+
+
 @integration
 def test_down_removes_khwtuis_files_and_units_and_leaves_the_hosts(hosts: LocalCluster, built: Path) -> None:
     recorded = StateDir(built.parent / "state").load().nodes
@@ -272,4 +312,5 @@ def test_down_removes_khwtuis_files_and_units_and_leaves_the_hosts(hosts: LocalC
         active = nodes[name].run(f"systemctl is-active {units}", check=False).stdout.split()
         assert set(active) == {"inactive"} and "enabled" not in enabled, (name, enabled, active)
         assert nodes[name].run("systemctl is-system-running", check=False).stdout.strip() == "running", name
+        assert "khwtui" not in nodes[name].run("cat /etc/hosts").stdout, name
     assert StateDir(built.parent / "state").load().nodes == {}

@@ -436,3 +436,11 @@ def test_a_client_certificate_from_an_unknown_ca_gets_401_and_none_gets_403(api:
         assert (status, json.loads(body)["reason"]) == (401, "Unauthorized"), path
     status, body = api.request("POST", SSR)  # no certificate at all: system:anonymous
     assert status == 403 and json.loads(body)["reason"] == "Forbidden"
+
+
+@pytest.mark.parametrize("controller", [36], indirect=True, ids=["1.36"])
+def test_the_apiserver_reaches_a_kubelet_by_its_name_and_refuses_a_name_it_cannot_resolve(api: Api, controller: Controller) -> None:
+    admin = kubeconfig_of(controller.a, "admin")
+    status, body = api.get("/api/v1/nodes/worker-9.invalid/proxy/healthz", admin)
+    assert (status, json.loads(body)["message"]) == (503, "error trying to reach service: dial tcp: lookup worker-9.invalid: no such host")
+    assert api.get("/api/v1/nodes/worker-9.invalid/proxy/healthz")[0] == 403  # anonymous: not even asked

@@ -23,7 +23,7 @@ from standins import install
 from standins.flags import MINORS, PROGRAMS
 from test_controlplane_render import FakeController
 from test_controlplane_render import FakeRun as ControllerRun
-from test_standins import replace, stop, unit_flags, wait_line
+from test_standins import free_port, replace, stop, unit_flags, wait_line
 
 from khwtui import config
 from khwtui.encryption import load_or_create_key
@@ -364,6 +364,8 @@ def place_worker(root: Path, a: Artifacts, minor: int, facts: NodeFacts) -> Work
         target = root / f.path.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         content = rooted_text(root, f.content.decode()) if f.path in (KUBELET_CONFIG, KUBE_PROXY_CONFIG) else f.content.decode()
+        if f.path == KUBELET_CONFIG:  # its server on this machine: loopback and a port of its own
+            content = content.replace('address: "0.0.0.0"', f'address: "127.0.0.1"\nport: {free_port()}')
         target.write_text(content)
     (root / "etc/resolv.conf").write_text("nameserver 192.0.2.53\n")
     socket_path = root / "run/containerd/containerd.sock"

@@ -32,6 +32,7 @@ import ssl
 import sys
 import tempfile
 import threading
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -57,6 +58,9 @@ CGROUP_V1_REFUSED = ("failed to run Kubelet: kubelet is configured to not run on
                      "cgroup v1 support is unsupported and will be removed in a future release")
 PROGRAM = ""  # the name this stand-in runs as, and its spec (set by main before anything is checked)
 SPEC: dict = {}
+COMPONENT_CONFIG: dict = {}  # the kubelet's or kube-proxy's --config document, once checked
+KUBELET_PORT = 10250  # KubeletConfiguration port's default (staging/src/k8s.io/kubelet/config/v1beta1/types.go)
+NODE_PROXY = re.compile(r"^/api/v1/nodes/(?P<node>[^/]+)/proxy(?P<path>/.*)?$")
 PUBLIC_PATHS = {"/livez", "/readyz", "/healthz", "/version"}  # system:public-info-viewer
 
 
@@ -356,6 +360,7 @@ def check_component_config(where: str, path: str) -> None:
     """The program's --config file: its one version, the fields of the minor (strictly), the
     required ones, every field's value, certificate pairs, and the kubelet's host rules."""
     doc = load_yaml(where, path)
+    COMPONENT_CONFIG.update(doc)
     version, kind = CONFIG_VERSIONS[PROGRAM]
     if (doc.get("apiVersion"), doc.get("kind")) != (version, kind):
         raise Refused(f'{where}: no kind "{doc.get("kind")}" is registered for version "{doc.get("apiVersion")}"')
@@ -625,6 +630,9 @@ class ApiHandler(BaseHTTPRequestHandler):
             self.forbidden("get path", f'path "{path}"')
         elif path in api.discovery:
             self.send(200, api.discovery[path])
+        elif NODE_PROXY.match(path):
+            match = NODE_PROXY.match(path)
+            self.send(*api.node_proxy(match["node"], match["path"] or "/"))
         else:
             self.send(404, status(404, "NotFound", "the server could not find the requested resource"))
 
@@ -675,6 +683,28 @@ class Apiserver:
         problem = self.etcd_problem()
         return (500, f"[-]etcd failed: {problem}\n{path[1:]} check failed\n") if problem else (200, "ok")
 
+    def node_proxy(self, node: str, path: str) -> tuple[int, dict | str]:
+        """GET nodes/{node}/proxy/{path}: the apiserver's own connection to a kubelet, as logs, exec
+        and port-forward make it (kubernetes v1.36.0 pkg/registry/core/node/strategy.go,
+        ResourceLocation). The address is the first of --kubelet-preferred-address-types the node
+        has; first by default is Hostname, the name the kubelet registers with, which the apiserver's
+        host must resolve. The kubelet's certificate is verified against
+        --kubelet-certificate-authority for that name, and the apiserver presents
+        --kubelet-client-certificate."""
+        try:
+            socket.getaddrinfo(node, KUBELET_PORT, type=socket.SOCK_STREAM)
+        except socket.gaierror:
+            return 503, status(503, "ServiceUnavailable", f"error trying to reach service: dial tcp: lookup {node}: no such host")
+        context = ssl.create_default_context(cafile=self.flags["kubelet-certificate-authority"])
+        context.load_cert_chain(self.flags["kubelet-client-certificate"], self.flags["kubelet-client-key"])
+        try:
+            with urllib.request.urlopen(f"https://{node}:{KUBELET_PORT}{path}", context=context, timeout=10) as answer:
+                return answer.status, answer.read().decode()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode()
+        except (OSError, ValueError) as exc:
+            return 503, status(503, "ServiceUnavailable", f"error trying to reach service: {getattr(exc, 'reason', exc)}")
+
     def etcd_problem(self) -> str | None:
         """None when one of --etcd-servers answers /health as healthy over TLS with the etcd client certificate."""
         context = ssl.create_default_context(cafile=self.flags["etcd-cafile"])
@@ -695,7 +725,7 @@ class TlsServer(ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request: object, client_address: tuple) -> None:
-        print(f"kube-apiserver: TLS handshake or request from {client_address[0]} failed: {sys.exc_info()[1]}",
+        print(f"{PROGRAM}: TLS handshake or request from {client_address[0]} failed: {sys.exc_info()[1]}",
               file=sys.stderr, flush=True)
 
 
@@ -745,12 +775,56 @@ def stay_up(flags: dict[str, str]) -> None:
         signal.pause()
 
 
+class KubeletHandler(BaseHTTPRequestHandler):
+    """The kubelet's server as the apiserver meets it: client certificates from clientCAFile (anonymous
+    is off), /healthz answered; what needs pods is not here."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "kubelet-standin"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if not self.connection.getpeercert():
+            code, body = 401, "Unauthorized"
+        elif urlsplit(self.path).path == "/healthz":
+            code, body = 200, "ok"
+        else:
+            code, body = 404, "404 page not found"
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+def run_kubelet(flags: dict[str, str]) -> None:
+    """kubernetes v1.36.0 pkg/kubelet/server/server.go: the kubelet serves on address:port (10250)
+    with tlsCertFile, authenticating clients by certificates from authentication.x509.clientCAFile;
+    a port it cannot listen on ends it."""
+    doc = COMPONENT_CONFIG
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(doc["tlsCertFile"], doc["tlsPrivateKeyFile"])
+    context.load_verify_locations(doc["authentication"]["x509"]["clientCAFile"])
+    context.verify_mode = ssl.CERT_OPTIONAL
+    host, port = doc.get("address", "0.0.0.0"), int(doc.get("port", KUBELET_PORT))
+    try:
+        server = TlsServer((host, port), KubeletHandler)
+    except OSError as exc:
+        raise Refused(f'"Failed to listen and serve" err="listen tcp {host}:{port}: bind: {exc.strerror.lower()}"') from None
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+    announce("flags and files accepted")
+    server.serve_forever()
+
+
 def announce(what: str) -> None:
     print(f"{os.path.basename(sys.argv[0])} stand-in v{RELEASE['version']}: {what}", file=sys.stderr, flush=True)
 
 
 RUNNERS: dict[str, Callable[[dict[str, str]], None]] = {"kube-apiserver": run_apiserver, "kube-controller-manager": stay_up,
-                                                        "kube-scheduler": stay_up, "kubelet": stay_up, "kube-proxy": stay_up}
+                                                        "kube-scheduler": stay_up, "kubelet": run_kubelet, "kube-proxy": stay_up}
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ async def test_the_view_shows_the_rows_of_khwtui_certs(tmp_path, capsys) -> None
     app = make_app(config, topo, FakeEngine([]), services=Services(certs=lambda: pki.rows(topo)))
     screen, plain = await open_certs(app, size=(160, 40))  # wide enough that no cell wraps
     shown = [cells(r) for r in screen.rows]
-    assert len(printed) == len(shown) == 9  # the CA and eight leaves of the 2+2 cluster
+    assert len(printed) == len(shown) == 11  # the CA, the front proxy's CA and nine leaves of the 2+2 cluster
     assert shown == printed
     for row in shown:  # and every cell is on screen
         values = dict(zip(HEADERS, row, strict=True))
@@ -69,7 +69,7 @@ async def test_the_view_shows_the_rows_of_khwtui_certs(tmp_path, capsys) -> None
             assert values[header] in line, (header, line)
         if values["SANs"] != "-":
             assert f"SANs: {values['SANs']}" in " ".join(plain.split())
-    assert screen.summary.startswith("all 9 certificates ok; the first expires in 364 days")
+    assert screen.summary.startswith("all 11 certificates ok; the first expires in 364 days")
     assert "PRIVATE" not in plain and "BEGIN" not in plain
 
 
@@ -86,12 +86,12 @@ async def test_expiring_certificates_are_marked_and_coloured(tmp_path) -> None:
         seen["warning"] = status_style(UNVERIFIED, screen.app.theme_variables)
 
     screen, plain = await open_certs(app, size=(80, 24), look=look)
-    assert screen.summary == "2 of 9 need attention: worker-1 (renew soon), kube-proxy (renew soon)"
+    assert screen.summary == "2 of 11 need attention: worker-1 (renew soon), kube-proxy (renew soon)"
     lines = plain.splitlines()
     marked = {line.split()[1]: line[0] for line in lines if line[0] in "✔!✖"}
     assert marked == {
-        "ca": "✔", "admin": "✔", "worker-0": "✔", "worker-1": "!", "kube-controller-manager": "✔",
-        "kube-proxy": "!", "kube-scheduler": "✔", "kubernetes": "✔", "service-account": "✔",
+        "ca": "✔", "front-proxy-ca": "✔", "admin": "✔", "worker-0": "✔", "worker-1": "!", "kube-controller-manager": "✔",
+        "kube-proxy": "!", "kube-scheduler": "✔", "kubernetes": "✔", "service-account": "✔", "front-proxy-client": "✔",
     }  # fmt: skip
     assert lines[lines.index(next(line for line in lines if line.startswith("! kube-proxy"))) + 1] == (
         "  CN: system:kube-proxy · O: system:node-proxier"  # at 80 columns, CN and O go below the name

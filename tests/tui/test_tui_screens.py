@@ -96,10 +96,10 @@ def test_certificates(snap_compare, tmp_path) -> None:
         return {"summary": screen.summary, "table": screen.query_one(CertTable).plain.splitlines()}
 
     seen = shoot(snap_compare, tmp_path, "certificates", look)
-    assert seen["summary"] == "2 of 9 need attention: worker-1 (renew soon), kube-proxy (renew soon)"
+    assert seen["summary"] == "2 of 11 need attention: worker-1 (renew soon), kube-proxy (renew soon)"
     marked = {line.split()[1]: line.split()[0] for line in seen["table"] if line[:1] in ("✔", "!", "✖")}
     assert [name for name, mark in marked.items() if mark == "!"] == list(AGED)
-    assert len(marked) == 9 and seen["table"][0].split() == ["name", "not", "after", "days", "left", "status"]
+    assert len(marked) == 11 and seen["table"][0].split() == ["name", "not", "after", "days", "left", "status"]
     assert "  CN: system:kube-proxy · O: system:node-proxier" in seen["table"]  # below its name at 120 columns
 
 
