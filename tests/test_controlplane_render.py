@@ -18,10 +18,12 @@ from standins.flags import MINORS, PROGRAMS
 
 from khwtui import config
 from khwtui.controlplane_files import (
+    AUDIT_POLICY,
     BINARIES,
     SCHEDULER_CONFIG,
     UNITS,
     apiserver_unit,
+    control_plane_config_files,
     control_plane_files,
     controller_manager_unit,
     rbac_manifest,
@@ -155,6 +157,18 @@ def test_etcd_servers_follow_the_number_of_controllers(controllers: int) -> None
         _, flags = exec_flags(apiserver_unit(topo, node))
         assert flags["advertise-address"] == ip
         assert flags["etcd-servers"].split(",") == [f"https://{i}:2379" for i in ips]
+
+
+@pytest.mark.parametrize("minor", MINORS)
+def test_the_apiserver_audits_by_a_policy_it_is_given_and_logs_no_request_bodies(minor: int) -> None:
+    topo = topology(minor)
+    files = {f.path: f for f in control_plane_config_files(topo, topo.controllers[0])}
+    _, flags = exec_flags(files[unit_path("kube-apiserver")].content.decode())
+    assert flags["audit-policy-file"] == AUDIT_POLICY == "/etc/kubernetes/config/audit-policy.yaml"
+    policy = yaml.safe_load(files[AUDIT_POLICY].content)
+    assert (policy["apiVersion"], policy["kind"], policy["omitStages"]) == ("audit.k8s.io/v1", "Policy", ["RequestReceived"])
+    assert [rule["level"] for rule in policy["rules"]] == ["None", "Metadata"]  # health probes out; never Request bodies
+    assert {flags[f"audit-log-{k}"] for k in ("maxage", "maxbackup", "maxsize")} == {"30", "3", "100"}  # rotated
 
 
 def test_without_the_api_address_the_apiserver_unit_is_refused_with_the_fix() -> None:
