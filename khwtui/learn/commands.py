@@ -39,6 +39,13 @@ def explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def stage_explanation(cluster: Cluster, stage: str) -> str:
+    """One stage's explanation as plain text, from the certificates as they are (none yet: no files)."""
+    w = cluster_walkthrough(cluster, existing_artifacts(cluster))
+    names = [e.stage.name for e in w.stages]
+    return stage_text(w.stage(stage), names.index(stage) + 1, markdown=False)
+
+
 def made_artifacts(cluster: Cluster) -> Artifacts:
     """The certificates and the encryption key, made when missing (as `render` makes them)."""
     from khwtui.encryption import load_or_create_key

@@ -81,7 +81,7 @@ def _stage(out: Writer, e: Explanation, index: int) -> None:
         out.para(f"Note: {note}")
     if e.values:
         out.heading(3, "This cluster's values")
-        out.table(("", "value"), list(e.values))
+        out.table(("setting", "value"), list(e.values))
     if e.resources:
         out.heading(3, "Cloud resources")
         out.table(("kind", "name", "detail"), [(r.kind, r.name, r.detail) for r in e.resources])
