@@ -235,3 +235,19 @@ def test_the_exported_scripts_pass_shellcheck(tmp_path: Path, capsys: pytest.Cap
     workers = (tmp_path / "machines" / "09-workers.sh").read_text()
     assert re.search(r"^fetch containerd-\S+ \S+ '' \S+\.sha256sum$", workers, re.M)  # the official published sum
     assert (tmp_path / "machines").stat().st_mode & 0o777 == 0o700
+
+
+# --- the TUI's explanation: read only -----------------------------------------------------------
+
+
+def test_the_tuis_explanation_reads_the_state_folder_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from khwtui.tui.launch import explain_stage  # the function the app is given
+
+    state = tmp_path / "state"
+    text = explain_stage(open_cluster(None, str(state)), "etcd")
+    assert "Note: the certificates are not made yet, so the files are not shown" in text and "/etc/etcd" not in text
+    assert not state.exists()
+    code, _, _ = run(capsys, "render", "--out", str(tmp_path / "bundle"), "--state-dir", str(state))
+    assert code == 0
+    text = explain_stage(open_cluster(None, str(state)), "etcd")
+    assert "/etc/etcd/kubernetes-key.pem — 0600 root:root" in text and "Note:" not in text
