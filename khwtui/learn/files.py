@@ -24,6 +24,7 @@ from khwtui.render import NodeFile
 from khwtui.topology import Topology
 from khwtui.workers_files import ROUTES_UNIT, unit_path
 
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: kubeconfigs are many
 OTHER = ""  # files of the bundle no stage below claims (shown at the end, never dropped)
 MANIFEST_STAGES = {"apiserver-to-kubelet-rbac.yaml": "rbac"}
 MANIFEST_HINTS = (("coredns", "dns"), ("dns", "dns"), ("smoke", "smoke"), ("nginx", "smoke"), ("demo", "demo"), ("todo", "demo"))
@@ -144,7 +145,7 @@ def certificate_summary(pem: bytes) -> str:
 def _secret_summary(name: str, content: bytes) -> str:
     if name.endswith(".kubeconfig") or name == "kubeconfig":
         try:
-            doc = yaml.safe_load(content)
+            doc = yaml.load(content, Loader=SAFE_LOADER)
             server = doc["clusters"][0]["cluster"]["server"]
             user = doc["users"][0]["name"]
             return f"kubeconfig: server {server}, user {user}, with its client key (secret, not shown)"
