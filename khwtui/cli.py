@@ -13,7 +13,7 @@ from typing import NoReturn, Sequence
 from khwtui import __version__
 from khwtui.errors import EXIT_USAGE, KhwError, UsageError
 
-COMMANDS = ("up", "down", "status", "plan", "render", "certs", "kubeconfig")
+COMMANDS = ("up", "down", "status", "plan", "render", "certs", "kubeconfig", "explain", "script")
 EPILOG = """\
 commands:
   up           build or resume the cluster (the default; opens the TUI unless --auto)
@@ -23,6 +23,8 @@ commands:
   render       write the hard-way bundle (certificates, kubeconfigs, node files) to --out DIR
   certs        the certificate table: CN, O, SANs, expiry
   kubeconfig   print the path of your admin kubeconfig (--merge: into ~/.kube/config)
+  explain      what each stage does and why, with this cluster's values (--markdown: one document)
+  script       the build as bash scripts to read and run by hand (gcloud, ssh, scp) into --out DIR
 
 exit codes: 0 all checks passed, 1 a stage failed, 2 bad usage/config/state,
             3 finished but some checks could not be verified, 130 interrupted
@@ -73,6 +75,11 @@ def build_parser() -> Parser:
     sub.add_parser("certs", parents=[common], help="certificate table")
     kubeconfig = sub.add_parser("kubeconfig", parents=[common], help="your admin kubeconfig")
     kubeconfig.add_argument("--merge", action="store_true", help="merge into ~/.kube/config (after a backup)")
+    explain = sub.add_parser("explain", parents=[common], help="each stage explained with this cluster's values")
+    explain.add_argument("stage", nargs="?", metavar="STAGE", help="only this stage (default: every stage, in order)")
+    explain.add_argument("--markdown", action="store_true", help="one Markdown document")
+    script = sub.add_parser("script", parents=[common], help="the build as bash scripts")
+    script.add_argument("--out", required=True, metavar="DIR", help="output folder")
     return parser
 
 

@@ -238,3 +238,18 @@ def kubeconfig(args: argparse.Namespace) -> int:
     if not merged.current:
         print(f"switch to it with: kubectl config use-context {merged.context}")
     return EXIT_OK
+
+
+# --- explain, script (khwtui.learn) -------------------------------------------------------------
+
+
+def explain(args: argparse.Namespace) -> int:
+    from khwtui.learn import commands as learn
+
+    return learn.explain(args)
+
+
+def script(args: argparse.Namespace) -> int:
+    from khwtui.learn import commands as learn
+
+    return learn.script(args)

@@ -45,6 +45,7 @@ from khwtui.tui.certs_screen import CertsScreen
 from khwtui.tui.commands import WIDE_ONLY, TargetCommands, bindings, system_commands
 from khwtui.tui.confirm import ConfirmQuit
 from khwtui.tui.contracts import EngineLike, Services, TeardownLike
+from khwtui.tui.explain_screen import ExplainScreen
 from khwtui.tui.footer import KeyFooter
 from khwtui.tui.header import BuildHeader
 from khwtui.tui.health_board import describe
@@ -255,6 +256,7 @@ class KhwApp(App[int | None]):
         offered = {
             "teardown": self.services.teardown is not None,
             "show_certs": self.services.certs is not None,
+            "explain_stage": self.services.explain is not None,
             "probe_now": self.services.health is not None,
             "toggle_health": self.services.health is not None,
             "node_log": self.state_dir is not None,
@@ -376,7 +378,16 @@ class KhwApp(App[int | None]):
     def action_toggle_health(self) -> None:
         self.health_panel.display = not self.health_panel.display
 
-    # --- certificates, node log, shell, theme ------------------------------------------------
+    # --- explanations, certificates, node log, shell, theme ------------------------------------
+
+    def action_explain_stage(self) -> None:
+        stage = self.stage_list.highlighted
+        if stage:
+            self.explain(stage)
+
+    def explain(self, stage: str) -> None:
+        if self.services.explain is not None:
+            self.push_screen(ExplainScreen(stage, self.services.explain))
 
     def action_show_certs(self) -> None:
         source = self.services.certs

@@ -2,7 +2,7 @@
 
 `BINDINGS` and the palette are both made from `COMMANDS`, so no action is reachable one way
 and not the other. `TargetCommands` adds one palette entry per stage and per node ("Run stage
-etcd", "Full log of worker-0", "Shell on worker-0").
+etcd", "Explain stage etcd", "Full log of worker-0", "Shell on worker-0").
 """
 
 from __future__ import annotations
@@ -39,6 +39,9 @@ COMMANDS = (
     Command("retry_failed", "t", "retry", "Retry the failed stages", "Run the failed stages again", narrow=False),
     Command("toggle_health", "h", "health", "Show or hide the health panel", "Live probes of every done stage, refreshed on an interval"),
     Command("probe_now", "H", "probe now", "Probe now", "Start a health round now instead of at the next interval", footer=False),
+    Command("explain_stage", "e", "why", "Explain the selected stage",
+            "What the stage under the cursor does and why, its resources, files, commands and checks, with this cluster's values",
+            narrow=False),
     Command("show_certs", "c", "certs", "Certificates", "Every certificate: CN, O, SANs, expiry (khwtui certs)"),
     Command("teardown", "d", "teardown", "Tear down the cluster", "Shows every resource that would be deleted and asks first"),
     Command("node_log", "n", "node log", "Full log of the selected node", "The whole logs/<node>.log of the node under the tree's cursor"),
@@ -75,6 +78,9 @@ class TargetCommands(Provider):
             for name in app.progress.stages:
                 entries.append((f"Run stage {name}", "only this stage", partial(app.start_run, only=[name])))
                 entries.append((f"Run from {name}", "this stage and every stage after it", partial(app.start_run, start=name)))
+        if app.services.explain is not None:
+            entries += [(f"Explain stage {name}", "what it does and why, with this cluster's values", partial(app.explain, name))
+                        for name in app.progress.stages]
         for node in [*app.progress.nodes, ""]:
             label = node or "this machine"
             if app.state_dir is not None:

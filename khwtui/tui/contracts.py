@@ -71,7 +71,8 @@ class Services:
     """health: one probe round (khwtui.health.probe_round); certs: the `khwtui certs` rows;
     teardown: the provider's plan and teardown; shell: a node's login (None: not reachable);
     cost_per_hour: the running cost of a cloud cluster in USD (None: unknown); api_address: the
-    API endpoint's address as the state knows it now (a cloud's static address appears with compute)."""
+    API endpoint's address as the state knows it now (a cloud's static address appears with compute);
+    explain: a stage's explanation as text (`khwtui explain STAGE`), built in a worker thread."""
 
     health: Callable[[], Awaitable[list[HealthChanged]]] | None = None
     certs: Callable[[], Sequence[CertRow]] | None = None
@@ -79,3 +80,4 @@ class Services:
     shell: Callable[[str], ShellTarget | None] | None = None
     cost_per_hour: Callable[[], float | None] | None = None
     api_address: Callable[[], str | None] | None = None
+    explain: Callable[[str], str] | None = None

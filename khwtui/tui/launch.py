@@ -44,7 +44,15 @@ def services(cluster: Cluster) -> Services:
         shell=partial(shell_target, cluster),
         cost_per_hour=hourly_cost(cluster),
         api_address=lambda: cluster.topology.api_address,
+        explain=partial(explain_stage, cluster),
     )
+
+
+def explain_stage(cluster: Cluster, stage: str) -> str:
+    """`khwtui explain STAGE` as text, from the state as it is (nothing is made or written)."""
+    from khwtui.learn.commands import stage_explanation
+
+    return stage_explanation(cluster, stage)
 
 
 async def probe_round(cluster: Cluster) -> list[HealthChanged]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from textual.pilot import Pilot
-from textual.widgets import Input
+from textual.widgets import Input, TextArea
 
 from khwtui.events import HealthChanged, LogLines
 from khwtui.topology import Topology
@@ -194,6 +194,60 @@ async def node_log_steps(pilot: Pilot) -> None:
     await settle(pilot)
 
 
+# --- a stage explained -----------------------------------------------------------------------
+
+
+def explanations(workdir: Path, topo: Topology, pki) -> Callable[[str], str]:  # noqa: ANN001 - khwtui.pki.Pki
+    """`khwtui explain STAGE` of the scenes' gcp cluster: the real walkthrough over the aged
+    certificates and a fixed encryption key (never shown), with the addresses the topology knows."""
+    from khwtui.context import Cluster
+    from khwtui.learn.commands import cluster_walkthrough
+    from khwtui.learn.markdown import stage_text
+    from khwtui.nodefiles import Artifacts
+    from khwtui.state import NodeRecord, State, StateDir
+
+    nodes = {n.name: NodeRecord(n.name, n.role, n.internal_ip, n.external_ip or "") for n in topo.nodes}
+    cluster = Cluster(topo.config, StateDir(workdir / "state"), State(nodes=nodes, public_address=topo.api_address or ""))
+    artifacts = Artifacts(topo, pki, bytes(32))
+
+    def explain(stage: str) -> str:
+        w = cluster_walkthrough(cluster, artifacts)
+        names = [e.stage.name for e in w.stages]
+        return stage_text(w.stage(stage), names.index(stage) + 1, markdown=False)
+
+    return explain
+
+
+def explained(workdir: Path) -> KhwApp:
+    """The healthy cluster, with its explanations."""
+    config = gcp_config()
+    topo = gcp_topology(config)
+    pki = aged_pki(workdir / "pki", topo)
+    app = make_app(config, topo, FakeEngine([]), clock=FrozenClock(HEALTHY_AT + 2), state_dir=STATE_DIR, initial=build_events(),
+                   services=Services(health=FakeHealth([health_round()]), certs=lambda: cert_rows(pki, topo),
+                                     teardown=FakeTeardown(), cost_per_hour=lambda: COST, explain=explanations(workdir, topo, pki)))
+    app.theme = THEME
+    app.animation_level = "none"
+    return app
+
+
+def explain_steps(stage: str) -> Callable[[Pilot], Awaitable[None]]:
+    """The stage list's cursor on `stage`, then `e`, until its explanation is read."""
+    async def steps(pilot: Pilot) -> None:
+        app = pilot.app
+        await settle(pilot)
+        app.stage_list.focus()
+        app.stage_list.move_cursor(row=list(app.progress.stages).index(stage))
+        await pilot.press("e")
+        await pilot.pause()
+        await app.workers.wait_for_complete([w for w in app.workers if w.group == "explain"])
+        await settle(pilot)
+        app.screen.query_one(TextArea).cursor_blink = False
+        await pilot.pause()
+
+    return steps
+
+
 async def small_with_health_steps(pilot: Pilot) -> None:
     await settle(pilot)
     await pilot.press("h")  # at 80 columns the panel folds under the log, shown on demand
@@ -210,4 +264,8 @@ SCENES = [
     Scene("node-log", WIDE, with_node_log, node_log_steps),
     Scene("healthy-80x24", SMALL, healthy, small_with_health_steps),
     Scene("failed-stage-80x24", SMALL, failed_stage, failed_stage_steps),
+    Scene("explain-compute", WIDE, explained, explain_steps("compute")),
+    Scene("explain-etcd", WIDE, explained, explain_steps("etcd")),
+    Scene("explain-compute-80x24", SMALL, explained, explain_steps("compute")),
+    Scene("explain-etcd-80x24", SMALL, explained, explain_steps("etcd")),
 ]

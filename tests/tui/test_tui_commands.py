@@ -20,7 +20,8 @@ SIZE = (120, 40)
 
 def full_app(engine: FakeEngine | None = None, **kwargs) -> KhwApp:
     config = gcp_config()
-    services = Services(health=FakeHealth([health_round()]), certs=list, teardown=FakeTeardown(), cost_per_hour=lambda: 0.38)
+    services = Services(health=FakeHealth([health_round()]), certs=list, teardown=FakeTeardown(), cost_per_hour=lambda: 0.38,
+                        explain=lambda stage: f"what {stage} does")
     app = make_app(config, gcp_topology(config), engine or FakeEngine([]), clock=FrozenClock(), services=services, health_interval=3600, **kwargs)
     app.theme = "textual-dark"
     return app
@@ -77,7 +78,7 @@ async def test_the_footer_shows_the_keys() -> None:
     async with app.run_test(size=SIZE) as pilot:
         await pilot.pause()
         shown = [b.binding.key for b in app.screen.active_bindings.values() if b.binding.show and b.enabled]
-        assert shown[:6] == ["r", "s", "f", "h", "c", "d"]  # retry is greyed: nothing failed
+        assert shown[:7] == ["r", "s", "f", "h", "e", "c", "d"]  # retry is greyed: nothing failed
 
 
 async def test_ctrl_t_switches_between_light_and_dark() -> None:

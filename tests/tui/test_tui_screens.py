@@ -3,6 +3,7 @@ content its picture must show. `snap_compare` runs its own event loop, hence pla
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 from textual.pilot import Pilot
@@ -10,6 +11,7 @@ from textual.widgets import Button, Input, Log
 
 from khwtui.tui.app import KhwApp
 from khwtui.tui.certs_screen import CertsScreen, CertTable
+from khwtui.tui.explain_screen import ExplainScreen
 from khwtui.tui.node_log import NodeLogScreen, WrappedLog
 from khwtui.tui.teardown_screen import ConfirmTeardown
 
@@ -148,3 +150,37 @@ def test_80x24_failed_stage(snap_compare, tmp_path) -> None:
     seen = shoot(snap_compare, tmp_path, "failed-stage-80x24", main_screen)
     assert seen["marks"] == "✔✔✔✔✖" + "·" * 8
     assert seen["health"] is None  # folded away until h
+
+
+def explanation(app: KhwApp) -> dict[str, object]:
+    screen = app.screen
+    assert isinstance(screen, ExplainScreen)
+    return {"title": screen.query_one("#dialog").border_title, "text": screen.text, "top": screen.area.scroll_y}
+
+
+def test_a_cloud_stage_explained(snap_compare, tmp_path) -> None:
+    seen = shoot(snap_compare, tmp_path, "explain-compute", explanation)
+    assert seen["title"] == "Explain · compute" and seen["top"] == 0
+    text = str(seen["text"])
+    assert text.startswith("1. compute — network, nodes, SSH with pinned host keys\n") and "KTHW lab 03" in text
+    assert re.search(r"^instance +worker-1 +worker, e2-standard-2, debian-cloud/debian-12, 50 GB disk, 10.240.0.21", text, re.M)
+    assert "gcloud compute instances create worker-1 --zone=us-west1-c" in text and "--private-network-ip=10.240.0.21" in text
+
+
+def test_a_node_stage_explained(snap_compare, tmp_path) -> None:
+    seen = shoot(snap_compare, tmp_path, "explain-etcd", explanation)
+    text = str(seen["text"])
+    assert seen["title"] == "Explain · etcd"
+    assert "--initial-cluster controller-0=https://10.240.0.10:2380,controller-1=https://10.240.0.11:2380" in text
+    assert "    -  --name controller-0 \\\n    +  --name controller-1 \\" in text  # where the nodes differ
+    assert "/etc/etcd/kubernetes-key.pem — 0600 root:root" in text and "PRIVATE KEY" not in text
+
+
+def test_a_cloud_stage_explained_at_80_columns(snap_compare, tmp_path) -> None:
+    seen = shoot(snap_compare, tmp_path, "explain-compute-80x24", explanation)
+    assert seen["title"] == "Explain · compute" and seen["top"] == 0
+
+
+def test_a_node_stage_explained_at_80_columns(snap_compare, tmp_path) -> None:
+    seen = shoot(snap_compare, tmp_path, "explain-etcd-80x24", explanation)
+    assert seen["title"] == "Explain · etcd" and seen["top"] == 0

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_committed_screenshots_are_what_the_script_writes(tmp_path) -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "tools" / "screenshots.py"), "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=480, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     written = {p.name: p.read_bytes() for p in sorted(tmp_path.glob("*.svg"))}
