@@ -139,3 +139,8 @@ def keyscan(address: str) -> str:
     out = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", address], capture_output=True, text=True, check=True).stdout
     fields = [line.split() for line in out.splitlines() if line and not line.startswith("#")]
     return " ".join(fields[0][1:3])
+
+
+def status_marks(result: subprocess.CompletedProcess[str]) -> list[str]:
+    """`khwtui status` output as each probe's mark and name without its latency ("✔ etcd controller-0")."""
+    return sorted(" ".join(line.split()[:3]) for line in result.stdout.splitlines() if line[:1] in "✔✖?")

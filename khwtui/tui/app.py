@@ -52,7 +52,7 @@ from khwtui.tui.health_panel import HealthPanel, clock_time
 from khwtui.tui.log_pane import LogPane
 from khwtui.tui.log_store import LogFilter
 from khwtui.tui.node_log import NodeLogScreen, log_path
-from khwtui.tui.node_shell import open_shell
+from khwtui.node_ssh import open_shell
 from khwtui.tui.node_tree import NodeTree, Pick
 from khwtui.tui.progress import TEARDOWN, Change, Progress
 from khwtui.tui.stage_list import StageList

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from khwtui.events import HealthChanged, Sink
+from khwtui.node_ssh import ShellTarget
 from khwtui.providers.base import PlannedResource
 from khwtui.stages import (
     StageInfo,  # one row of the stage checklist: name, title, description
@@ -52,18 +52,6 @@ class TeardownLike(Protocol):
     def teardown_plan(self) -> list[PlannedResource]: ...
 
     async def teardown(self, log: Callable[[str], None]) -> None: ...
-
-
-@dataclass(frozen=True)
-class ShellTarget:
-    """How to log in to one node: its SSH endpoint, pinned host key and the cluster's client key."""
-
-    node: str
-    host: str
-    port: int
-    user: str
-    host_key: str  # "ssh-ed25519 AAAA..." as pinned in state; never shown
-    key_path: Path
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,8 @@ from khwtui.events import Event, HealthChanged
 from khwtui.pki import CertRow, Pki
 from khwtui.providers.base import PlannedResource
 from khwtui.tui.app import make_app
-from khwtui.tui.contracts import Services, ShellTarget
+from khwtui.node_ssh import shell_target
+from khwtui.tui.contracts import Services
 
 
 def run_interactive(cluster: Cluster, engine: Engine, *, only: list[str] | None, start: str | None, until: str | None) -> int:
@@ -74,17 +75,6 @@ def _drop_line(_node: str, _line: str, _stream: str) -> None:
 def cert_rows(cluster: Cluster) -> Sequence[CertRow]:
     """The rows `khwtui certs` prints."""
     return Pki(cluster.state_dir.pki_dir, cluster.config).rows(cluster.topology)
-
-
-def shell_target(cluster: Cluster, node: str) -> ShellTarget | None:
-    """The node's SSH endpoint and pinned host key from state (None before the compute stage)."""
-    from khwtui.sshkey import client_key
-
-    record = cluster.state.nodes.get(node)
-    if record is None or not record.host_key:
-        return None
-    key_path, _ = client_key(cluster.state_dir.ssh_dir, f"khwtui@{cluster.config.cluster.name}")
-    return ShellTarget(node, record.ssh_host or record.internal_ip, record.ssh_port, cluster.config.ssh.user, record.host_key, key_path)
 
 
 def hourly_cost(cluster: Cluster) -> Callable[[], float | None] | None:
