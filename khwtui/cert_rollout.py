@@ -217,3 +217,17 @@ def print_rollouts(rollouts: list[NodeRollout]) -> None:
         what = [f"placed {', '.join(r.placed)}" if r.placed else "holds none of them"]
         what += [f"restarted {', '.join(r.restarted)}"] if r.restarted else []
         print(f"{r.node}: {'; '.join(what + list(r.served))}")
+
+
+def renew_summary(cluster: Cluster, names: list[str]) -> str:
+    """The same renewal for the TUI: nothing printed (the commands go to the node logs); one line back."""
+    from khwtui.operation import run_operation
+
+    leaf_names(cluster.topology, ",".join(names), False)
+    rollouts = run_operation(cluster, "certs", lambda run: renew(run, names), sink=_quiet)
+    restarted = sorted({f"{unit} on {r.node}" for r in rollouts for unit in r.restarted})
+    return f"renewed {', '.join(names)}: restarted {', '.join(restarted) or 'nothing'}; every node serves the new certificates"
+
+
+def _quiet(event: object) -> None:
+    """The TUI shows the outcome; the renewal's own events would scroll over it."""

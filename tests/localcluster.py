@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -141,6 +142,8 @@ def keyscan(address: str) -> str:
     return " ".join(fields[0][1:3])
 
 
-def status_marks(result: subprocess.CompletedProcess[str]) -> list[str]:
-    """`khwtui status` output as each probe's mark and name without its latency ("✔ etcd controller-0")."""
-    return sorted(" ".join(line.split()[:3]) for line in result.stdout.splitlines() if line[:1] in "✔✖?")
+def status_results(cluster: LocalCluster) -> tuple[int, list[tuple[str, str, str]]]:
+    """`khwtui status --json`: its exit code and each probe's (probe, node, result), latency left out."""
+    result = cluster.khwtui("status", "--json")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    return result.returncode, sorted((e["probe"], e["node"], e["result"]) for e in events if e["kind"] == "health")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import janitor
 import pytest
-from localcluster import LocalCluster, local_config, status_marks
+from localcluster import LocalCluster, local_config, status_results
 from test_etcd_local import etcd_started_at, host_etcdctl
 
 from khwtui.context import open_cluster
@@ -194,21 +194,21 @@ def test_ssh_runs_one_command_on_a_node_with_the_pinned_key(cluster: LocalCluste
 
 
 def test_stop_and_start_power_the_nodes_off_and_on_and_status_exits_as_before(cluster: LocalCluster, etcd) -> None:
-    before = cluster.khwtui("status")
+    assert etcd("put", "/khwtui-test/power", "survives a power cycle").returncode == 0
+    before = status_results(cluster)
     asked = cluster.khwtui("stop")
     assert asked.returncode == 2 and "nothing was stopped" in asked.stderr
     stopped = cluster.khwtui("stop", "--yes")
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
-    assert stopped.stdout.count(": powered off") == 4, stopped.stdout
+    assert stopped.stdout.count(": powered off") == len(cluster.state()["nodes"]), stopped.stdout
     assert not [o for o in cluster.host_objects() if o.kind == "machine"]
 
     started = cluster.khwtui("start")
     assert started.returncode == 0, started.stdout + started.stderr
-    after = cluster.khwtui("status")
-    assert (after.returncode, status_marks(after)) == (before.returncode, status_marks(before)), before.stdout + after.stdout
+    assert status_results(cluster) == before
     health = etcd("endpoint", "health")
     assert (health.stdout + health.stderr).count("is healthy") == 3, health.stdout + health.stderr
-    assert value(etcd, "/khwtui-test/a") == "value of /khwtui-test/a"  # the data survived the power cycle
+    assert value(etcd, "/khwtui-test/power") == "survives a power cycle"
 
 
 async def _run_context(cluster: LocalCluster) -> RunContext:

@@ -59,7 +59,8 @@ class Services:
     """health: one probe round (khwtui.health.probe_round); certs: the `khwtui certs` rows;
     teardown: the provider's plan and teardown; shell: a node's login (None: not reachable);
     cost_per_hour: the running cost of a cloud cluster in USD (None: unknown); api_address: the
-    API endpoint's address as the state knows it now (a cloud's static address appears with compute)."""
+    API endpoint's address as the state knows it now (a cloud's static address appears with compute);
+    renew: `khwtui certs --renew` for the certificates view."""
 
     health: Callable[[], Awaitable[list[HealthChanged]]] | None = None
     certs: Callable[[], Sequence[CertRow]] | None = None
@@ -67,3 +68,4 @@ class Services:
     shell: Callable[[str], ShellTarget | None] | None = None
     cost_per_hour: Callable[[], float | None] | None = None
     api_address: Callable[[], str | None] | None = None
+    renew: Callable[[list[str]], Awaitable[str]] | None = None  # re-issue and roll out; returns a summary line

@@ -2,11 +2,13 @@
 
 Here the app's services are wired to the real objects: health rounds of khwtui.health, the
 certificates of `khwtui certs`, the provider's teardown (as `khwtui down` does it), a node's
-pinned SSH endpoint, and for gcp the provider's hourly estimate.
+pinned SSH endpoint, certificate renewal (`khwtui certs --renew`), and for gcp the provider's
+hourly estimate.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -45,7 +47,15 @@ def services(cluster: Cluster) -> Services:
         shell=partial(shell_target, cluster),
         cost_per_hour=hourly_cost(cluster),
         api_address=lambda: cluster.topology.api_address,
+        renew=partial(renew_certificates, cluster),
     )
+
+
+async def renew_certificates(cluster: Cluster, names: list[str]) -> str:
+    """`khwtui certs --renew`, off the UI's event loop."""
+    from khwtui.cert_rollout import renew_summary
+
+    return await asyncio.to_thread(renew_summary, cluster, names)
 
 
 async def probe_round(cluster: Cluster) -> list[HealthChanged]:
