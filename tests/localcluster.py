@@ -14,6 +14,8 @@ import os
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +121,18 @@ class LocalCluster:
         for server in self.servers:
             server.__exit__(None, None, None)
         nspawn.remove([o for o in self.host_objects() if o.kind == "link"], lambda line: None)
+
+
+@contextmanager
+def built_until(root: Path, mirror: dict, controllers: int, workers: int, stage: str) -> Iterator[LocalCluster]:
+    """A fresh local cluster built through the CLI up to and including `stage`, torn down after."""
+    cluster = LocalCluster(root, local_config(f"t{janitor.new_prefix()}", controllers, workers, mirror))
+    try:
+        built = cluster.khwtui("up", "--auto", "--until", stage)
+        assert built.returncode == 0, built.stdout + built.stderr
+        yield cluster
+    finally:
+        cluster.down()
 
 
 def serve_apt_on_bridge(prefix: str, node_cidr: str, apt: object):  # noqa: ANN201 - mirror.server.MirrorServer

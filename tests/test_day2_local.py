@@ -18,9 +18,9 @@ import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import janitor
 import pytest
-from localcluster import LocalCluster, local_config, status_results
+from localcluster import LocalCluster, built_until, status_results
+from test_encryption_at_rest import SERIALIZED  # a Secret as the apiserver stores it
 from test_etcd_local import etcd_started_at, host_etcdctl
 
 from khwtui.context import open_cluster
@@ -34,19 +34,12 @@ from khwtui.stages.smoke import SECRET_VALUE, encrypted_at_rest, etcd_key
 pytestmark = pytest.mark.integration
 
 CONTROLLERS = ("controller-0", "controller-1", "controller-2")
-# The start of a Secret as the apiserver stores it (protobuf with the "k8s\0" magic), holding the value.
-SERIALIZED = b"k8s\x00\n\x0c\n\x02v1\x12\x06Secret\x12\x32\n\x19\n\x0ekhwtui-at-rest\x12\x07default\x12\x15\n\x05mykey\x12\x13" + SECRET_VALUE
 
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("day2") / "c", local_config(f"t{janitor.new_prefix()}", 3, 1, release_mirror))
-    try:
-        built = c.khwtui("up", "--auto", "--until", "etcd")
-        assert built.returncode == 0, built.stdout + built.stderr
-        yield c
-    finally:
-        c.down()
+    with built_until(tmp_path_factory.mktemp("day2") / "c", release_mirror, 3, 1, "etcd") as built:
+        yield built
 
 
 @pytest.fixture(scope="module")
