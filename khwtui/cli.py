@@ -22,7 +22,7 @@ commands:
   status       one round of health probes (--deep: the full checks)
   plan         every resolved setting, node, address, resource and certificate; changes nothing
   render       write the hard-way bundle (certificates, kubeconfigs, node files) to --out DIR
-  certs        the certificate table: CN, O, SANs, expiry
+  certs        the certificate table: CN, O, SANs, expiry (--renew NAME[,NAME] | --renew-all: roll out new ones)
   kubeconfig   print the path of your admin kubeconfig (--merge: into ~/.kube/config)
   backup       etcd snapshot + CA, service-account keys, encryption key, state (one 0600 archive)
   restore      etcd disaster recovery from a backup on this (or a rebuilt) cluster (asks unless --yes)
