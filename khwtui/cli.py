@@ -14,6 +14,7 @@ from khwtui import __version__
 from khwtui.errors import EXIT_USAGE, KhwError, UsageError
 
 COMMANDS = ("up", "down", "status", "plan", "render", "certs", "kubeconfig", "explain", "script")
+DAY2_COMMANDS = ("backup", "restore", "stop", "start", "ssh")
 EPILOG = """\
 commands:
   up           build or resume the cluster (the default; opens the TUI unless --auto)
@@ -21,10 +22,14 @@ commands:
   status       one round of health probes (--deep: the full checks)
   plan         every resolved setting, node, address, resource and certificate; changes nothing
   render       write the hard-way bundle (certificates, kubeconfigs, node files) to --out DIR
-  certs        the certificate table: CN, O, SANs, expiry
+  certs        the certificate table: CN, O, SANs, expiry (--renew NAME[,NAME] | --renew-all: roll out new ones)
   kubeconfig   print the path of your admin kubeconfig (--merge: into ~/.kube/config)
   explain      what each stage does and why, with this cluster's values (--markdown: one document)
   script       the build as bash scripts to read and run by hand (gcloud, ssh, scp) into --out DIR
+  backup       etcd snapshot + CA, service-account keys, encryption key, state (one 0600 archive)
+  restore      etcd disaster recovery from a backup on this (or a rebuilt) cluster (asks unless --yes)
+  stop, start  power the nodes off / on again (gcp, local)
+  ssh          a shell or one command on a node (the cluster's key, the pinned host key)
 
 exit codes: 0 all checks passed, 1 a stage failed, 2 bad usage/config/state,
             3 finished but some checks could not be verified, 130 interrupted
@@ -72,7 +77,10 @@ def build_parser() -> Parser:
     render = sub.add_parser("render", parents=[common], help="write the hard-way bundle")
     render.add_argument("--out", required=True, metavar="DIR", help="output folder")
     render.add_argument("--public-address", metavar="IP", help="the API endpoint address to put in certificates")
-    sub.add_parser("certs", parents=[common], help="certificate table")
+    certs = sub.add_parser("certs", parents=[common], help="certificate table")
+    renew = certs.add_mutually_exclusive_group()
+    renew.add_argument("--renew", metavar="NAME[,NAME]", help="re-issue these certificates and roll them out node by node")
+    renew.add_argument("--renew-all", action="store_true", help="re-issue every leaf certificate and roll them out")
     kubeconfig = sub.add_parser("kubeconfig", parents=[common], help="your admin kubeconfig")
     kubeconfig.add_argument("--merge", action="store_true", help="merge into ~/.kube/config (after a backup)")
     explain = sub.add_parser("explain", parents=[common], help="each stage explained with this cluster's values")
@@ -80,7 +88,22 @@ def build_parser() -> Parser:
     explain.add_argument("--markdown", action="store_true", help="one Markdown document")
     script = sub.add_parser("script", parents=[common], help="the build as bash scripts")
     script.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    _add_day2(sub, common)
     return parser
+
+
+def _add_day2(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    backup = sub.add_parser("backup", parents=[common], help="etcd snapshot and what a rebuild needs")
+    backup.add_argument("--out", metavar="FILE", help="the archive to write (default: <cluster>-<UTC time>.khwtui-backup.tar.gz here)")
+    restore = sub.add_parser("restore", parents=[common], help="etcd disaster recovery from a backup")
+    restore.add_argument("file", metavar="FILE", help="a file `khwtui backup` wrote")
+    restore.add_argument("--yes", action="store_true", help="do not ask")
+    stop = sub.add_parser("stop", parents=[common], help="power the nodes off")
+    stop.add_argument("--yes", action="store_true", help="do not ask")
+    sub.add_parser("start", parents=[common], help="power the nodes on again")
+    ssh = sub.add_parser("ssh", parents=[common], help="a shell or a command on a node")
+    ssh.add_argument("node", metavar="NODE", help="the node's name, as in `khwtui plan`")
+    ssh.add_argument("remote_command", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="run this instead of a login shell")
 
 
 def normalise(argv: Sequence[str]) -> list[str]:
@@ -88,7 +111,7 @@ def normalise(argv: Sequence[str]) -> list[str]:
     args = list(argv)
     if any(a in ("-h", "--help", "--version") for a in args[:1]):
         return args
-    if not args or args[0] not in COMMANDS:
+    if not args or args[0] not in COMMANDS + DAY2_COMMANDS:
         args.insert(0, "up")
     return args
 

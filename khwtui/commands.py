@@ -148,6 +148,11 @@ def certs(args: argparse.Namespace) -> int:
     from khwtui.pki import Pki
 
     cluster = _open(args)
+    renew, renew_all = getattr(args, "renew", None), getattr(args, "renew_all", False)
+    if renew or renew_all:
+        from khwtui.cert_rollout import renew_command
+
+        return renew_command(cluster, renew, renew_all)
     rows = Pki(cluster.state_dir.pki_dir, cluster.config).rows(cluster.topology)
     shown = [
         (r.name, r.cn, r.org or "-", r.sans or "-", r.not_after.strftime("%Y-%m-%d") if r.not_after else "-", "-" if r.days_left is None else r.days_left, r.status)
@@ -253,3 +258,44 @@ def script(args: argparse.Namespace) -> int:
     from khwtui.learn import commands as learn
 
     return learn.script(args)
+# --- day 2: backup, restore, ssh, stop, start -------------------------------------------------
+
+
+def backup(args: argparse.Namespace) -> int:
+    from khwtui.backup import backup_command
+
+    return backup_command(_open(args), args.out)
+
+
+def restore(args: argparse.Namespace) -> int:
+    from khwtui.backup import restore_command
+
+    return restore_command(_open(args), args.file, args.yes)
+
+
+def ssh(args: argparse.Namespace) -> int:
+    """A login shell on NODE, or the command after `--`; exits with ssh's status."""
+    from khwtui.errors import StateError
+    from khwtui.node_ssh import run_ssh, shell_target
+
+    cluster = _open(args)
+    names = [n.name for n in cluster.topology.nodes]
+    if args.node not in names:
+        raise UsageError(f"NODE: {args.node!r} is not a node of cluster {cluster.config.cluster.name}; pick one of {', '.join(names)}")
+    target = shell_target(cluster, args.node)
+    if target is None:
+        raise StateError(f"{args.node} has no pinned SSH endpoint yet; fix: run `khwtui up --until compute` first")
+    command = args.remote_command[1:] if args.remote_command[:1] == ["--"] else args.remote_command
+    return run_ssh(target, command)
+
+
+def stop(args: argparse.Namespace) -> int:
+    from khwtui.power import stop_command
+
+    return stop_command(_open(args), args.yes)
+
+
+def start(args: argparse.Namespace) -> int:
+    from khwtui.power import start_command
+
+    return start_command(_open(args))

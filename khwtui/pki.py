@@ -225,6 +225,28 @@ class Pki:
             return f"expired on {cert.not_valid_after_utc:%Y-%m-%d}"
         return f"expires in {left.days} days" if renew else None
 
+    def reissue(self, topo: Topology, names: list[str], now: dt.datetime | None = None) -> dict[str, int]:
+        """A new certificate (new serial, full validity) for each leaf in `names`, on its existing key
+        when that key still fits; returns name -> new serial. The CA is never re-issued here."""
+        now = now or _utcnow()
+        ca, ca_key = self._existing_ca()
+        specs = {spec.name: spec for spec in cert_specs(topo)}
+        serials = {}
+        for name in names:
+            key = _load_key(self._key_path(name))
+            if key is None or _key_type(key) != self.config.pki.key_type:
+                key = _new_key(self.config.pki.key_type)
+                write_atomic(self._key_path(name), _key_bytes(key), 0o600)
+            leaf = _leaf_cert(specs[name], key, ca, ca_key, self.config.pki.validity_days, now)
+            write_atomic(self._cert_path(name), leaf.public_bytes(serialization.Encoding.PEM), 0o644)
+            serials[name] = leaf.serial_number
+        return serials
+
+    def serial(self, name: str) -> int | None:
+        """The serial number of the certificate on disk (None when it is missing or unreadable)."""
+        cert = _load_cert(self._cert_path(name))
+        return cert.serial_number if cert else None
+
     # --- report -------------------------------------------------------------------------------
 
     def rows(self, topo: Topology, now: dt.datetime | None = None) -> list[CertRow]:

@@ -183,6 +183,11 @@ async def _upload(conn: asyncssh.SSHClientConnection, data: bytes, staged: str) 
             await f.write(data)
 
 
+async def _download(conn: asyncssh.SSHClientConnection, staged: str) -> bytes:
+    async with conn.start_sftp_client() as sftp:
+        async with sftp.open(staged, "rb") as f:
+            return await f.read()
+
 
 async def offered_host_key(address: str, port: int, algorithms: list[str], timeout: float) -> str | None:
     """The host key the server at address:port offers for `algorithms`, as "type base64"; None while
@@ -269,6 +274,19 @@ class Remote:
         install = f"sudo -n sh -c {shlex.quote(_INSTALL)} khwtui-put {shlex.join(args)}"
         await self._on_host(host, partial(_checked, command=install, what=f"{host.name}: installing {path}"))
         return True
+
+    async def get(self, host: Host, path: str) -> bytes:
+        """The bytes of `path` (readable by root only): copied with sudo into the private upload
+        folder, read by SFTP, and removed there; nothing of it goes through a log."""
+        staged = f"{STAGING}/{uuid.uuid4().hex}"
+        copy = (f"mkdir -p -m 0700 {STAGING} && sudo -n install -m 0600 -o \"$(id -u)\" -g \"$(id -g)\" "
+                f"{shlex.quote(path)} {staged}")
+        self._emit(host, "cmd", f"get {path}")
+        await self._on_host(host, partial(_checked, command=copy, what=f"{host.name}: copying {path}"))
+        try:
+            return await self._on_host(host, partial(_download, staged=staged))
+        finally:
+            await self._on_host(host, partial(_checked, command=f"rm -f {staged}", what=f"{host.name}: removing {staged}"))
 
     async def close(self) -> None:
         """Waits for pending stops, then closes every connection."""

@@ -95,6 +95,7 @@ class State:
     stages: dict[str, StageRecord] = field(default_factory=dict)
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     resources: dict[str, dict[str, str]] = field(default_factory=dict)  # provider-owned facts
+    renewals: dict[str, str] = field(default_factory=dict)  # certificate -> serial (hex) re-issued, rollout not finished
 
     def stage(self, name: str) -> StageRecord:
         """The record of stage `name`, created pending on first use."""

@@ -9,11 +9,11 @@ from khwtui.errors import UsageError
 from khwtui.events import PENDING
 
 
-def confirm(cluster: str, stdin: TextIO) -> bool:
+def confirm(cluster: str, stdin: TextIO, command: str = "down", outcome: str = "nothing was deleted", doing: str = "delete it") -> bool:
     """Ask for the cluster name; with no terminal to ask on, refuse (exit 2) instead of waiting."""
     if not stdin.isatty():
-        raise UsageError("down needs a confirmation and there is no terminal to ask on; nothing was deleted. Run `khwtui down --yes`")
-    answer = input(f"type the cluster name ({cluster}) to delete it: ")
+        raise UsageError(f"{command} needs a confirmation and there is no terminal to ask on; {outcome}. Run `khwtui {command} --yes`")
+    answer = input(f"type the cluster name ({cluster}) to {doing}: ")
     return answer.strip() == cluster
 
 

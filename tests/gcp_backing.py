@@ -58,6 +58,8 @@ class NodeBacking:
         self._metadata = metadata
         self._ssh_port = ssh_port
         self._packages = packages
+        self._addresses: dict[str, str] = {}  # instance -> its node's address
+        self._logins: dict[str, tuple[str, str]] = {}  # instance -> (login user, its client keys)
         self._apt_server = serve_apt_on_bridge(prefix, node_cidr, apt) if apt is not None else None
         self._apt = {"apt_mirror": self._apt_server.url, "apt_key": str(apt.keyring)} if self._apt_server else {}  # type: ignore[attr-defined]
         # With no nodes, ensure() makes exactly the shared parts: node root, bridge, guard rules.
@@ -68,10 +70,24 @@ class NodeBacking:
             raise ValueError(f"instance {name}: networkIP {network_ip} is outside the node CIDR {self.node_cidr}")
         user, keys = login(name, self._metadata(name).get("ssh-keys", ""))
         node = Node(name, "instance", 0, network_ip)
+        self._addresses[name], self._logins[name] = network_ip, (user, "\n".join(keys))
         [endpoint] = asyncio.run(self._provider(name, (node,), user, "\n".join(keys)).ensure(_quiet))
         if self._packages:
             shells(self._folder(name))[name].run(f"apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {shlex.join(self._packages)}", timeout=600)
         return endpoint.ssh_host, {"ssh-ed25519": endpoint.host_key.split()[1]}
+
+    def stop(self, name: str) -> None:
+        """instances.stop: the node powers off through its systemd; its disk and network stay."""
+        asyncio.run(self._provider(name, (self._node(name),), *self._logins[name]).stop(_quiet))
+
+    def start(self, name: str) -> str:
+        """instances.start: boot the node from its disk; it answers at its one address again."""
+        [endpoint] = asyncio.run(self._provider(name, (self._node(name),), *self._logins[name]).start(_quiet))
+        return endpoint.ssh_host
+
+    def _node(self, name: str) -> Node:
+        """The node behind an instance, as create() made it (its address is in its runtime record)."""
+        return Node(name, "instance", 0, self._addresses[name])
 
     def delete(self, name: str) -> None:
         """Stop the node and remove its host objects and disk; the bridge stays for the others."""

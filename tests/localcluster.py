@@ -9,10 +9,13 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import itertools
+import json
 import os
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +123,18 @@ class LocalCluster:
         nspawn.remove([o for o in self.host_objects() if o.kind == "link"], lambda line: None)
 
 
+@contextmanager
+def built_until(root: Path, mirror: dict, controllers: int, workers: int, stage: str) -> Iterator[LocalCluster]:
+    """A fresh local cluster built through the CLI up to and including `stage`, torn down after."""
+    cluster = LocalCluster(root, local_config(f"t{janitor.new_prefix()}", controllers, workers, mirror))
+    try:
+        built = cluster.khwtui("up", "--auto", "--until", stage)
+        assert built.returncode == 0, built.stdout + built.stderr
+        yield cluster
+    finally:
+        cluster.down()
+
+
 def serve_apt_on_bridge(prefix: str, node_cidr: str, apt: object):  # noqa: ANN201 - mirror.server.MirrorServer
     """Serve an AptRepo on the host side of the prefix's bridge, which is made here with the
     provider's own primitive (ensure() adopts it), before the first node boots. Stop it with
@@ -139,3 +154,10 @@ def keyscan(address: str) -> str:
     out = subprocess.run(["ssh-keyscan", "-T", "5", "-t", "ed25519", address], capture_output=True, text=True, check=True).stdout
     fields = [line.split() for line in out.splitlines() if line and not line.startswith("#")]
     return " ".join(fields[0][1:3])
+
+
+def status_results(cluster: LocalCluster) -> tuple[int, list[tuple[str, str, str]]]:
+    """`khwtui status --json`: its exit code and each probe's (probe, node, result), latency left out."""
+    result = cluster.khwtui("status", "--json")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    return result.returncode, sorted((e["probe"], e["node"], e["result"]) for e in events if e["kind"] == "health")

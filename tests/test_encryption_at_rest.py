@@ -14,9 +14,8 @@ import os
 import shlex
 from collections.abc import AsyncIterator, Iterator
 
-import janitor
 import pytest
-from localcluster import LocalCluster, local_config
+from localcluster import LocalCluster, built_until
 
 from khwtui.context import open_cluster
 from khwtui.encryption_check import encode
@@ -33,13 +32,8 @@ SERIALIZED = b"k8s\x00\n\x0c\n\x02v1\x12\x06Secret\x12\x32\n\x19\n\x0ekhwtui-at-
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict) -> Iterator[LocalCluster]:
-    c = LocalCluster(tmp_path_factory.mktemp("at-rest") / "c", local_config(f"t{janitor.new_prefix()}", 1, 1, release_mirror))
-    try:
-        built = c.khwtui("up", "--auto", "--until", "etcd")
-        assert built.returncode == 0, built.stdout + built.stderr
-        yield c
-    finally:
-        c.down()
+    with built_until(tmp_path_factory.mktemp("at-rest") / "c", release_mirror, 1, 1, "etcd") as built:
+        yield built
 
 
 @pytest.fixture

@@ -27,7 +27,7 @@ from cryptography import x509
 from fakegce import FakeCompute
 from gcp_backing import NodeBacking
 from google.auth.credentials import AnonymousCredentials
-from localcluster import LocalCluster, keyscan, local_config
+from localcluster import LocalCluster, keyscan, local_config, status_results
 from test_etcd_local import host_etcdctl
 from test_gcp_provider import GCP_ENV, KTHW_SCOPES, insert_requests, mutating
 
@@ -257,6 +257,21 @@ def assert_healthy_etcd(cluster: LocalCluster, mirror: dict, tmp_path: Path) -> 
     assert sorted(line.split(", ")[2] for line in members.stdout.splitlines()) == ["controller-0", "controller-1", "controller-2"]
 
 
+def assert_stop_and_start_leave_status_as_it_was(fake: FakeCompute, cluster: LocalCluster, mirror: dict, tmp_path: Path) -> None:
+    """`stop` stops every instance through the API, `start` brings them back, and without any `up`
+    in between `status` exits as before, with the same probes passing (issue 22)."""
+    before = status_results(cluster)
+    stopped = cluster.khwtui("stop", "--yes")
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "still billed while stopped: the boot disks" in stopped.stdout
+    assert {i["status"] for i in fake.resources("instances")} == {"TERMINATED"}
+    started = cluster.khwtui("start")
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert {i["status"] for i in fake.resources("instances")} == {"RUNNING"}
+    assert status_results(cluster) == before
+    assert_healthy_etcd(cluster, mirror, tmp_path)
+
+
 # --- on real nodes ----------------------------------------------------------------------------------
 
 
@@ -272,6 +287,8 @@ def test_up_until_etcd_builds_on_the_instances_a_second_run_changes_nothing_and_
         before = len(fake.requests)
         up(cluster, "--until", "etcd")
         assert len(fake.requests) > before and mutating(fake, before) == []
+
+        assert_stop_and_start_leave_status_as_it_was(fake, cluster, release_mirror, tmp_path)
 
         down = cluster.khwtui("down", "--yes")
         assert down.returncode == 0, down.stdout + down.stderr

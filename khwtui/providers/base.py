@@ -87,6 +87,19 @@ class Provider(Protocol):
         """Delete exactly what teardown_plan() lists; already gone is fine."""
         ...
 
+    def stop_notes(self) -> list[str]:
+        """What `stop` does and what still costs while the nodes are off (for the confirmation)."""
+        ...
+
+    async def stop(self, log: LogFn) -> None:
+        """Power every node off, keeping its disk, addresses and host key; already off is fine.
+        A provider that cannot (machines) raises a KhwError (exit 2) before doing anything."""
+        ...
+
+    async def start(self, log: LogFn) -> list[NodeEndpoint]:
+        """Power the nodes on again and return them as ensure() does (addresses read back)."""
+        ...
+
 
 class CloudNetwork(Protocol):
     """What a cloud provider (gcp) adds for later stages, whose nodes cannot do it themselves:

@@ -444,6 +444,52 @@ class GcpProvider:
         unused = address is not None and owner_of(address) == self.config.cluster.name and not address.users
         return running_hourly(price_table(), instances, disks, len(rules), unused)
 
+    # --- power: stop and start (khwtui stop / start) ---------------------------------------------
+
+    def stop_notes(self) -> list[str]:
+        disk = self.config.gcp.disk_gb
+        return [
+            f"{len(self.topo.nodes)} instances stop: their VM time is not billed while they are stopped",
+            f"still billed while stopped: the boot disks ({disk} GB each), the static API address and the forwarding rule",
+            "their ephemeral external addresses are released; `khwtui start` reads the new ones back",
+        ]
+
+    async def stop(self, log: LogFn) -> None:
+        """instances.stop on every instance of this cluster (found by its label) that is not stopped yet."""
+        api = self._connect()
+        found = {i.name: i for i in await api.list("instances", self._label_filter())}
+
+        async def one(name: str) -> None:
+            instance = found.get(name)
+            if instance is None:
+                log(f"{name}: no instance of this cluster by that name; nothing to stop")
+            elif instance.status in STOPPED:
+                log(f"{name}: already {instance.status}")
+            else:
+                await api.act("instances", name, "stop", {})
+                log(f"{name}: stopped")
+
+        await gather_all(one(n.name) for n in self.topo.nodes)
+
+    async def start(self, log: LogFn) -> list[NodeEndpoint]:
+        """instances.start where stopped; each endpoint is read back once RUNNING with its host key."""
+        api = self._connect()
+        found = {i.name: i for i in await api.list("instances", self._label_filter())}
+        missing = [n.name for n in self.topo.nodes if n.name not in found]
+        if missing:
+            raise GceError(f"{', '.join(missing)}: no instance of this cluster; fix: run `khwtui up` to create it")
+        await self._read_address(api)
+
+        async def one(name: str) -> NodeEndpoint:
+            if found[name].status != "RUNNING":
+                await api.act("instances", name, "start", {})
+            instance = await _wait_for(lambda: self._running(api, name), f"instance {name} to run", BOOT_DEADLINE)
+            endpoint = self._endpoint(name, instance, await self._published_host_key(api, name))
+            log(f"{name}: running at {endpoint.ssh_host}")
+            return endpoint
+
+        return await gather_all(one(n.name) for n in self.topo.nodes)
+
     # --- what exists --------------------------------------------------------------------------
 
     async def nodes(self) -> list[NodeEndpoint]:

@@ -44,6 +44,7 @@ APT_KEYRING = "/etc/apt/keyrings/khwtui"
 NODE_BYTES = 256 * 2**20  # a booted node's upper dir is ~1 MB; etcd and containerd add the rest
 BOOT_TIMEOUT = 120.0  # per node, all booting at once on 2 cores
 INIT_TIMEOUT = 15.0
+POWEROFF_TIMEOUT = 90.0  # systemd's own default stop timeout is 90 s per unit
 SCAN_TIMEOUT = 3.0
 POLL_INTERVAL = 0.2
 CONSOLE_TAIL = 5
@@ -401,6 +402,29 @@ class LocalProvider:
 
     def api_address(self) -> str | None:
         return self.topo.api_address
+
+    # --- power ----------------------------------------------------------------------------------
+
+    def stop_notes(self) -> list[str]:
+        return [f"{len(self.topo.nodes)} nodes power off; their disks under {self.dir} stay, and `khwtui start` boots them again"]
+
+    async def stop(self, log: LogFn) -> None:
+        """Power every node off (its systemd shuts down cleanly); disks, network and mounts stay."""
+        runtime = self._load()
+        lines = await asyncio.gather(*(asyncio.to_thread(self._power_off, n.name, runtime.nodes.get(n.name)) for n in self.topo.nodes))
+        for line in lines:
+            log(line)
+
+    def _power_off(self, node: str, recorded: NodeRuntime | None) -> str:
+        machine = self.names.machine(node)
+        pid = self._running_pid(machine, recorded)
+        if pid is None:
+            return f"{node}: already off"
+        return f"{node}: {nspawn.power_off(pid, machine, _deadline(POWEROFF_TIMEOUT))}"
+
+    async def start(self, log: LogFn) -> list[NodeEndpoint]:
+        """Boot the nodes that are off (ensure() boots exactly those) and wait until they answer ssh."""
+        return await self.ensure(log)
 
     # --- teardown -----------------------------------------------------------------------------
 

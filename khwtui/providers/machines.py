@@ -22,6 +22,7 @@ import asyncssh
 
 from khwtui import hosts_table
 from khwtui.config import Config, MachineHost
+from khwtui.errors import UsageError
 from khwtui.providers.base import (
     LogFn,
     NodeEndpoint,
@@ -40,6 +41,8 @@ MAX_CLOCK_SKEW = 30.0  # seconds; certificates and etcd need roughly the same ti
 SCAN_TIMEOUT = 15.0
 PREFLIGHT_TIMEOUT = 60
 TEARDOWN_TIMEOUT = 300
+POWER_REFUSED = ("provider.kind: machines are your own hosts, and khwtui does not power them off or on; "
+                 "fix: power them with your own tools (etcd and the units start again at boot)")
 KEY_ALGORITHMS = {"ssh-rsa": ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]}  # key type -> what to ask for
 FIRST_USE_ALGORITHMS = ["ssh-ed25519", "ecdsa-sha2-nistp256", "rsa-sha2-512"]
 
@@ -227,6 +230,17 @@ class MachinesProvider:
 
     def api_address(self) -> str | None:
         return self.topo.api_address
+
+    # --- power: not ours to switch -------------------------------------------------------------
+
+    def stop_notes(self) -> list[str]:
+        raise UsageError(POWER_REFUSED)
+
+    async def stop(self, log: LogFn) -> None:
+        raise UsageError(POWER_REFUSED)
+
+    async def start(self, log: LogFn) -> list[NodeEndpoint]:
+        raise UsageError(POWER_REFUSED)
 
     # --- teardown: what khwtui put on the hosts ---------------------------------------------
 

@@ -540,6 +540,23 @@ def kill_machine(pid: int, machine: str) -> bool:
     raise HostError(f"systemd-nspawn {machine} (pid {pid}) survived SIGKILL")
 
 
+def power_off(pid: int, machine: str, deadline: float) -> str:
+    """Ask the node's systemd to power off (SIGRTMIN+4, its documented poweroff request, which
+    systemd-nspawn itself sends) and wait for the machine to end; SIGKILL it only past `deadline`.
+    Only if `pid` still is the nspawn of `machine`."""
+    if not owns(pid, machine):
+        return "not running"
+    child = init_pid(pid)
+    if child:
+        os.kill(child, signal.SIGRTMIN + 4)
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(POLL)
+    if not alive(pid):
+        return "powered off"
+    kill_machine(pid, machine)
+    return "did not power off in time: killed"
+
+
 def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)

@@ -7,11 +7,16 @@ that differs from the pinned one later stops the run (never silently re-pinned).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from khwtui import hosts_table
 from khwtui.errors import StageFailed
 from khwtui.runctx import RunContext, node_record
 from khwtui.stages.base import Outcome, Stage
 from khwtui.topology import Node
+
+if TYPE_CHECKING:
+    from khwtui.providers.base import NodeEndpoint
 
 SSH_TIMEOUT = 60
 
@@ -49,27 +54,32 @@ class ComputeStage(Stage):
         return Outcome.failed("ssh and sudo", node.name, f"$ sudo -n true -> exit {result.exit_status}\n{result.stderr}")
 
     async def apply(self, run: RunContext) -> None:
-        endpoints = await run.provider.ensure(lambda line: run.log("", line))
-        for ep in endpoints:
-            record = run.state.nodes.get(ep.name)
-            if record and record.host_key and record.host_key != ep.host_key:
-                raise StageFailed(
-                    f"{ep.name} presents a host key that differs from the pinned one; nothing was sent. "
-                    "If the node was rebuilt on purpose, remove its host_key from state.toml",
-                    ep.name,
-                )
-            if record is None:
-                record = node_record(run.topo.node(ep.name))
-                run.state.nodes[ep.name] = record
-            record.role, record.internal_ip, record.external_ip = ep.role, ep.internal_ip, ep.external_ip or ""
-            record.ssh_host, record.ssh_port, record.host_key = ep.ssh_host, ep.ssh_port, ep.host_key
-        run.state.public_address = run.provider.api_address() or ""
-        run.save()
-        run.forget_artifacts()
+        record_endpoints(run, await run.provider.ensure(lambda line: run.log("", line)))
         await run.each(run.topo.nodes, lambda node: run.sh(node.name, hosts_table.ensure_command(run.topo), timeout=SSH_TIMEOUT))
 
     async def probe(self, run: RunContext) -> list[Outcome]:
         return await run.each([n for n in run.topo.nodes if n.name in run.state.nodes], lambda node: self._ssh(run, node))
+
+
+def record_endpoints(run: RunContext, endpoints: list[NodeEndpoint]) -> None:
+    """Save the nodes' addresses as the provider reports them; a host key other than the pinned one
+    stops the run before anything is sent."""
+    for ep in endpoints:
+        record = run.state.nodes.get(ep.name)
+        if record and record.host_key and record.host_key != ep.host_key:
+            raise StageFailed(
+                f"{ep.name} presents a host key that differs from the pinned one; nothing was sent. "
+                "If the node was rebuilt on purpose, remove its host_key from state.toml",
+                ep.name,
+            )
+        if record is None:
+            record = node_record(run.topo.node(ep.name))
+            run.state.nodes[ep.name] = record
+        record.role, record.internal_ip, record.external_ip = ep.role, ep.internal_ip, ep.external_ip or ""
+        record.ssh_host, record.ssh_port, record.host_key = ep.ssh_host, ep.ssh_port, ep.host_key
+    run.state.public_address = run.provider.api_address() or ""
+    run.save()
+    run.forget_artifacts()
 
 
 STAGE = ComputeStage

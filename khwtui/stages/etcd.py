@@ -21,6 +21,7 @@ from khwtui.topology import Node
 from khwtui.waiting import poll
 
 ETCDCTL = "/usr/local/bin/etcdctl"
+ETCDUTL = "/usr/local/bin/etcdutl"  # the offline tool (snapshot restore) from etcd 3.5; 3.4 has it in etcdctl
 UNIT = "etcd"
 START_TIMEOUT = 180
 
@@ -29,6 +30,26 @@ def etcdctl(*args: str) -> str:
     """etcdctl against the node's own member with the cluster's certificates (KTHW's check)."""
     tls = [f"--cacert={ETCD_DIR}/ca.pem", f"--cert={ETCD_DIR}/kubernetes.pem", f"--key={ETCD_DIR}/kubernetes-key.pem"]
     return shlex.join(["env", "ETCDCTL_API=3", ETCDCTL, "--endpoints=https://127.0.0.1:2379", *tls, *args])
+
+
+def has_etcdutl(version: str) -> bool:
+    """etcd ships etcdutl from 3.5 (and 3.6 removed `etcdctl snapshot restore`)."""
+    major, minor = (int(part) for part in version.split(".")[:2])
+    return (major, minor) >= (3, 5)
+
+
+async def wait_member_healthy(run: RunContext, node: Node) -> None:
+    """Poll `endpoint health` on the node's own member; on timeout, fail with its journal."""
+
+    async def healthy() -> bool | None:
+        result = await run.sh(node.name, etcdctl("endpoint", "health"), check=False, timeout=30)
+        return True if result.exit_status == 0 else None
+
+    try:
+        await poll(healthy, timeout=START_TIMEOUT, interval=1.0, what=f"etcd on {node.name} to be healthy")
+    except TimeoutError as exc:
+        journal = await run.sh(node.name, f"journalctl -u {UNIT} -n 20 --no-pager", check=False)
+        raise StageFailed(str(exc), node.name, tuple(journal.stdout.splitlines()[-10:])) from None
 
 
 class EtcdStage(Stage):
@@ -41,7 +62,10 @@ class EtcdStage(Stage):
             cache = platformdirs.user_cache_path("khwtui", appauthor=False) / "downloads"
             artifact = Binaries(run.config, cache).fetch("etcd", run.config.versions.etcd)
             run.log("", f"{artifact.name}: SHA-256 {artifact.sha256} verified")
-            members = tar_members(artifact.data, {"etcd": ETCD_BINARY, "etcdctl": ETCDCTL})
+            wanted = {"etcd": ETCD_BINARY, "etcdctl": ETCDCTL}
+            if has_etcdutl(run.config.versions.etcd):
+                wanted["etcdutl"] = ETCDUTL
+            members = tar_members(artifact.data, wanted)
             self._binaries = [NodeFile(path, data, 0o755) for path, data in sorted(members.items())]
         return self._binaries
 
@@ -73,7 +97,7 @@ class EtcdStage(Stage):
     async def apply(self, run: RunContext) -> None:
         changed = dict(zip([c.name for c in run.topo.controllers], await run.each(run.topo.controllers, lambda n: self._install(run, n))))
         await run.each(run.topo.controllers, lambda n: self._start(run, n, changed[n.name]))
-        await run.each(run.topo.controllers, lambda n: self._wait_healthy(run, n))
+        await run.each(run.topo.controllers, lambda n: wait_member_healthy(run, n))
 
     async def _install(self, run: RunContext, node: Node) -> bool:
         await run.sh(node.name, f"install -d -m 0700 {ETCD_DATA_DIR} && install -d -m 0755 {ETCD_DIR}")
@@ -88,17 +112,6 @@ class EtcdStage(Stage):
         """--no-block: a member's start only completes once a quorum exists."""
         action = "restart" if changed else "start"
         await run.sh(node.name, f"systemctl {action} --no-block {UNIT}")
-
-    async def _wait_healthy(self, run: RunContext, node: Node) -> None:
-        async def healthy() -> bool | None:
-            result = await run.sh(node.name, etcdctl("endpoint", "health"), check=False, timeout=30)
-            return True if result.exit_status == 0 else None
-
-        try:
-            await poll(healthy, timeout=START_TIMEOUT, interval=1.0, what=f"etcd on {node.name} to be healthy")
-        except TimeoutError as exc:
-            journal = await run.sh(node.name, f"journalctl -u {UNIT} -n 20 --no-pager", check=False)
-            raise StageFailed(str(exc), node.name, tuple(journal.stdout.splitlines()[-10:])) from None
 
     async def probe(self, run: RunContext) -> list[Outcome]:
         return await run.each(run.topo.controllers, lambda node: self._probe_node(run, node))

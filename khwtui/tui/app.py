@@ -42,6 +42,7 @@ from khwtui.topology import Topology
 from khwtui.tui.banner import Banner
 from khwtui.tui.bridge import FLUSH_INTERVAL, Bridge, EngineEvent, LogBatch
 from khwtui.tui.certs_screen import CertsScreen
+from khwtui.tui.renew_screen import ConfirmRenew
 from khwtui.tui.commands import WIDE_ONLY, TargetCommands, bindings, system_commands
 from khwtui.tui.confirm import ConfirmQuit
 from khwtui.tui.contracts import EngineLike, Services, TeardownLike
@@ -53,7 +54,7 @@ from khwtui.tui.health_panel import HealthPanel, clock_time
 from khwtui.tui.log_pane import LogPane
 from khwtui.tui.log_store import LogFilter
 from khwtui.tui.node_log import NodeLogScreen, log_path
-from khwtui.tui.node_shell import open_shell
+from khwtui.node_ssh import open_shell
 from khwtui.tui.node_tree import NodeTree, Pick
 from khwtui.tui.progress import TEARDOWN, Change, Progress
 from khwtui.tui.stage_list import StageList
@@ -399,6 +400,29 @@ class KhwApp(App[int | None]):
             self.notify(str(exc), title="cannot read the certificates", severity="error", markup=False)
             return
         self.push_screen(CertsScreen(rows))
+
+    def renew_certificates(self, leaves: list[str], suggested: list[str]) -> None:
+        """From the certificates view: confirm, then renew in a worker; the view reopens fresh."""
+        if self.services.renew is not None and not self.busy:
+            self.run_worker(self._renew_flow(self.services.renew, leaves, suggested), name="renew", group="renew", exclusive=True, exit_on_error=False)
+        elif self.busy:
+            self.notify("a build or teardown is running; renew when it is done", title="renew", severity="warning")
+
+    async def _renew_flow(self, renew: Callable[[list[str]], Awaitable[str]], leaves: list[str], suggested: list[str]) -> None:
+        names = await self.push_screen_wait(ConfirmRenew(leaves, suggested))
+        if not names:
+            self.notify("nothing was renewed", title="renew", timeout=4)
+            return
+        self.notify(f"renewing {', '.join(names)}: rolling out node by node", title="renew", timeout=4)
+        try:
+            summary = await renew(names)
+        except (KhwError, OSError) as exc:
+            self.notify(_what(exc), title="renewal failed", severity="error", markup=False)
+            return
+        self.notify(summary, title="renewed", timeout=8, markup=False)
+        if isinstance(self.screen, CertsScreen):
+            self.pop_screen()
+            self.action_show_certs()
 
     @property
     def selected_node(self) -> str | None:

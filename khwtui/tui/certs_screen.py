@@ -103,7 +103,7 @@ class CertsScreen(ViewScreen):
     }
     """
 
-    BINDINGS = [Binding("escape,q,c", "close", "close")]
+    BINDINGS = [Binding("escape,q,c", "close", "close"), Binding("r", "renew", "renew")]
 
     def __init__(self, rows: Sequence[CertRow]) -> None:
         super().__init__()
@@ -126,10 +126,17 @@ class CertsScreen(ViewScreen):
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog") as dialog:
             dialog.border_title = f"Certificates · {len(self.rows)}"
-            dialog.border_subtitle = "↑↓ PgUp PgDn scroll · Esc close"
+            dialog.border_subtitle = "↑↓ PgUp PgDn scroll · r renew · Esc close" if self.app.services.renew else "↑↓ PgUp PgDn scroll · Esc close"
             yield Static(Text(self.summary), id="certs-summary")
             with VerticalScroll(id="certs"):
                 yield CertTable(self.rows)
 
     def on_mount(self) -> None:
         self.query_one("#certs", VerticalScroll).focus()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        return self.app.services.renew is not None if action == "renew" else True
+
+    def action_renew(self) -> None:
+        """Ask which to renew (those needing attention filled in); the app rolls them out."""
+        self.app.renew_certificates([r.name for r in self.rows], [r.name for r in self.attention])

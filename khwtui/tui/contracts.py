@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from khwtui.events import HealthChanged, Sink
+from khwtui.node_ssh import ShellTarget
 from khwtui.providers.base import PlannedResource
 from khwtui.stages import (
     StageInfo,  # one row of the stage checklist: name, title, description
@@ -55,24 +55,13 @@ class TeardownLike(Protocol):
 
 
 @dataclass(frozen=True)
-class ShellTarget:
-    """How to log in to one node: its SSH endpoint, pinned host key and the cluster's client key."""
-
-    node: str
-    host: str
-    port: int
-    user: str
-    host_key: str  # "ssh-ed25519 AAAA..." as pinned in state; never shown
-    key_path: Path
-
-
-@dataclass(frozen=True)
 class Services:
     """health: one probe round (khwtui.health.probe_round); certs: the `khwtui certs` rows;
     teardown: the provider's plan and teardown; shell: a node's login (None: not reachable);
     cost_per_hour: the running cost of a cloud cluster in USD (None: unknown); api_address: the
     API endpoint's address as the state knows it now (a cloud's static address appears with compute);
-    explain: a stage's explanation as text (`khwtui explain STAGE`), built in a worker thread."""
+    explain: a stage's explanation as text (`khwtui explain STAGE`), built in a worker thread;
+    renew: `khwtui certs --renew` for the certificates view."""
 
     health: Callable[[], Awaitable[list[HealthChanged]]] | None = None
     certs: Callable[[], Sequence[CertRow]] | None = None
@@ -81,3 +70,4 @@ class Services:
     cost_per_hour: Callable[[], float | None] | None = None
     api_address: Callable[[], str | None] | None = None
     explain: Callable[[str], str] | None = None
+    renew: Callable[[list[str]], Awaitable[str]] | None = None  # re-issue and roll out; returns a summary line

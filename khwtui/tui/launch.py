@@ -2,11 +2,13 @@
 
 Here the app's services are wired to the real objects: health rounds of khwtui.health, the
 certificates of `khwtui certs`, the provider's teardown (as `khwtui down` does it), a node's
-pinned SSH endpoint, and for gcp the provider's hourly estimate.
+pinned SSH endpoint, certificate renewal (`khwtui certs --renew`), and for gcp the provider's
+hourly estimate.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from functools import partial
 
@@ -17,7 +19,8 @@ from khwtui.events import Event, HealthChanged
 from khwtui.pki import CertRow, Pki
 from khwtui.providers.base import PlannedResource
 from khwtui.tui.app import make_app
-from khwtui.tui.contracts import Services, ShellTarget
+from khwtui.node_ssh import shell_target
+from khwtui.tui.contracts import Services
 
 
 def run_interactive(cluster: Cluster, engine: Engine, *, only: list[str] | None, start: str | None, until: str | None) -> int:
@@ -53,6 +56,15 @@ def explain_stage(cluster: Cluster, stage: str) -> str:
     from khwtui.learn.commands import stage_explanation
 
     return stage_explanation(cluster, stage)
+        renew=partial(renew_certificates, cluster),
+    )
+
+
+async def renew_certificates(cluster: Cluster, names: list[str]) -> str:
+    """`khwtui certs --renew`, off the UI's event loop."""
+    from khwtui.cert_rollout import renew_summary
+
+    return await asyncio.to_thread(renew_summary, cluster, names)
 
 
 async def probe_round(cluster: Cluster) -> list[HealthChanged]:
@@ -82,17 +94,6 @@ def _drop_line(_node: str, _line: str, _stream: str) -> None:
 def cert_rows(cluster: Cluster) -> Sequence[CertRow]:
     """The rows `khwtui certs` prints."""
     return Pki(cluster.state_dir.pki_dir, cluster.config).rows(cluster.topology)
-
-
-def shell_target(cluster: Cluster, node: str) -> ShellTarget | None:
-    """The node's SSH endpoint and pinned host key from state (None before the compute stage)."""
-    from khwtui.sshkey import client_key
-
-    record = cluster.state.nodes.get(node)
-    if record is None or not record.host_key:
-        return None
-    key_path, _ = client_key(cluster.state_dir.ssh_dir, f"khwtui@{cluster.config.cluster.name}")
-    return ShellTarget(node, record.ssh_host or record.internal_ip, record.ssh_port, cluster.config.ssh.user, record.host_key, key_path)
 
 
 def hourly_cost(cluster: Cluster) -> Callable[[], float | None] | None:

@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import catalog, filters, kinds
+from . import catalog, filters, kinds, kinds_power
 from .errors import ApiError, OpError, guest_attribute_missing, invalid, not_found
 from .paths import Scope, url
 from .rules import fingerprint, integer, one_of
@@ -137,7 +137,7 @@ class Api:
 
     def act(self, call: Call) -> dict:
         collection, verb = call.params["collection"], call.params["verb"]
-        if (collection, verb) not in kinds.ACTIONS:
+        if (collection, verb) not in kinds.ACTIONS and (collection, verb) not in kinds_power.POWER:
             raise ApiError(404, f"{collection} has no method {verb}.", "notFound")
         scope, name = self._scope(call), call.params["name"]
         return self.store.act(collection, scope, name, verb, call.body, _request_id(call.query), call.fail)

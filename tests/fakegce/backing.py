@@ -24,6 +24,12 @@ class InstanceBacking(Protocol):
     def delete(self, name: str) -> None:
         """Remove the machine behind a deleted instance."""
 
+    def stop(self, name: str) -> None:
+        """Power the machine off, keeping its disk (instances.stop)."""
+
+    def start(self, name: str) -> str:
+        """Power it on again (instances.start); return its new external address."""
+
 
 class GeneratedBacking:
     """No machine: a distinct loopback address and a real ed25519 host key per instance.
@@ -45,6 +51,12 @@ class GeneratedBacking:
     def delete(self, name: str) -> None:
         with self._lock:
             self._keys.pop(name, None)
+
+    def stop(self, name: str) -> None:
+        """Nothing runs: the key stays, as a stopped instance keeps its disk."""
+
+    def start(self, name: str) -> str:
+        return self._allocate_ip()  # a new ephemeral address, as GCE gives on start
 
     def private_key(self, name: str) -> Ed25519PrivateKey:
         with self._lock:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
-from . import catalog, kinds
+from . import catalog, kinds, kinds_power
 from .backing import GeneratedBacking, InstanceBacking
 from .errors import OpError, already_exists, in_use, not_found, not_ready, required
 from .model import CREATING, DELETING, READY, Change, Record
@@ -102,9 +102,25 @@ class Store:
         fail: OpError | None,
     ) -> dict:
         """A custom method (setMetadata, addInstance, addInstances) on an existing resource."""
+        if (collection, verb) in kinds_power.POWER:
+            return self._once(request_id, lambda: self._power(self._existing(collection, scope, name), verb, request_id, fail))
         return self._once(
             request_id, lambda: self._act(self._existing(collection, scope, name), verb, body, request_id, fail)
         )
+
+    def _power(self, record: Record, verb: str, request_id: str | None, fail: OpError | None) -> dict:
+        """instances.stop / instances.start: the backing powers the machine while the op runs."""
+        if fail:
+            return self._started(record, verb, request_id, error=fail)
+        work, finish = kinds_power.POWER[(record.collection, verb)](self, record)
+        future = self._executor.submit(work) if work else None
+        return self._started(record, verb, request_id, work=future, finish=partial(self._powered, record, finish))
+
+    def _powered(self, record: Record, finish: Callable[[Record, object], None], outcome: object) -> OpError | None:
+        if isinstance(outcome, OpError):
+            return outcome
+        finish(record, outcome)
+        return None
 
     # -- reads --
 

@@ -13,7 +13,7 @@ from khwtui.tui.app import make_app
 from khwtui.tui.commands import TargetCommands
 from khwtui.tui.contracts import Services, ShellTarget
 from khwtui.tui.node_log import CONTINUATION, NodeLogScreen, wrap_line
-from khwtui.tui.node_shell import (
+from khwtui.node_ssh import (
     known_hosts_line,
     open_shell,
     pinned_known_hosts,

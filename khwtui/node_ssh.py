@@ -1,4 +1,5 @@
-"""A shell on a node: `ssh` with the cluster's key, trusting exactly the pinned host key.
+"""A shell (or one command) on a node: `ssh` with the cluster's key, trusting exactly the pinned
+host key. The TUI's shell key and `khwtui ssh` both come here.
 
 The app suspends itself around `open_shell`, so ssh owns the terminal. The pinned key goes into
 a temporary known_hosts file (0600 in a 0700 folder, removed afterwards) with
@@ -9,13 +10,38 @@ user's ~/.ssh/config and agent are left out, as in khwtui's own connections.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-from khwtui.tui.contracts import ShellTarget
+from khwtui.context import Cluster
+
+@dataclass(frozen=True)
+class ShellTarget:
+    """How to log in to one node: its SSH endpoint, pinned host key and the cluster's client key."""
+
+    node: str
+    host: str
+    port: int
+    user: str
+    host_key: str  # "ssh-ed25519 AAAA..." as pinned in state; never shown
+    key_path: Path
+
+
+def shell_target(cluster: Cluster, node: str) -> ShellTarget | None:
+    """The node's SSH endpoint and pinned host key from state (None before the compute stage)."""
+    from khwtui.sshkey import client_key
+
+    record = cluster.state.nodes.get(node)
+    if record is None or not record.host_key:
+        return None
+    key_path, _ = client_key(cluster.state_dir.ssh_dir, f"khwtui@{cluster.config.cluster.name}")
+    return ShellTarget(node, record.ssh_host or record.internal_ip, record.ssh_port, cluster.config.ssh.user, record.host_key, key_path)
+
 
 Runner = Callable[[list[str]], "subprocess.CompletedProcess[bytes]"]
 
@@ -37,7 +63,9 @@ def pinned_known_hosts(target: ShellTarget) -> Iterator[Path]:
         yield path
 
 
-def ssh_argv(target: ShellTarget, known_hosts: Path) -> list[str]:
+def ssh_argv(target: ShellTarget, known_hosts: Path, command: Sequence[str] = ()) -> list[str]:
+    """ssh's arguments; a command goes as one shell-quoted string, so each argument arrives as given."""
+    remote = [shlex.join(command)] if command else []
     return [
         "ssh",
         "-F", "/dev/null",  # not the user's config: the same endpoint and key khwtui itself uses
@@ -50,12 +78,17 @@ def ssh_argv(target: ShellTarget, known_hosts: Path) -> list[str]:
         "-o", f'UserKnownHostsFile="{known_hosts}"',
         "-o", "GlobalKnownHostsFile=/dev/null",
         "-o", "UpdateHostKeys=no",
-        "--", target.host,
+        "--", target.host, *remote,
     ]  # fmt: skip
 
 
 def open_shell(target: ShellTarget, run: Runner = subprocess.run) -> int:
-    """Run an interactive ssh to the node on this terminal; returns ssh's exit status."""
+    """Run an interactive ssh to the node on this terminal (from the TUI); returns ssh's exit status."""
     print(f"khwtui: shell on {target.node} ({target.user}@{target.host}); exit to return to khwtui", flush=True)
+    return run_ssh(target, (), run)
+
+
+def run_ssh(target: ShellTarget, command: Sequence[str], run: Runner = subprocess.run) -> int:
+    """ssh to the node on this terminal, a login shell or `command`; returns ssh's exit status."""
     with pinned_known_hosts(target) as known_hosts:
-        return run(ssh_argv(target, known_hosts)).returncode
+        return run(ssh_argv(target, known_hosts, command)).returncode
