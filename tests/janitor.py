@@ -6,6 +6,8 @@ registers it (`register`) with its PID in a registry folder. A prefix whose PID 
 Python belongs to a finished run, so every host object carrying it is stale:
 its node processes are killed by PID (after checking their command line), then its mounts,
 cgroups, network namespaces, links and iptables chains are removed. Live runs are left alone.
+The host's kernel settings held for clusters whose nodes are gone are released (restored when no
+local cluster runs any more).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import re
 from pathlib import Path
 
 from khwtui.providers import nspawn
+from khwtui.providers.host_tunables import HostTunables
 
 FAMILY = "kt[0-9a-f]{8}"
 MAX_PREFIXES = 256
@@ -69,4 +72,8 @@ def sweep(include_own: bool = False) -> list[str]:
     for prefix in registered:
         if not _owner_runs(prefix) or (include_own and owner(prefix) == os.getpid()):
             (REGISTRY / prefix).unlink(missing_ok=True)
+    # clusters ended without `down` (killed runs, gcp-backed nodes) still hold the host's kernel
+    # settings: drop every holder whose nodes no longer run; the last one out restores them
+    running = {m.prefix for m in nspawn.machine_processes(nspawn.PREFIX_PATTERN)}
+    done += HostTunables().release("", running)
     return done

@@ -25,6 +25,7 @@ from khwtui import config as config_module
 from khwtui.config import Config
 from khwtui.providers import nspawn, rootfs
 from khwtui.providers.base import NodeEndpoint, PreflightError
+from khwtui.providers.host_tunables import KUBELET_TUNABLES
 from khwtui.providers.local import LocalProvider, cluster_prefix
 from khwtui.topology import Topology
 
@@ -361,12 +362,14 @@ async def test_teardown_removes_exactly_what_it_planned(tmp_path: Path, unique_p
     assert nspawn.read_ip_forward() == "1"
     planned = {(r.kind, r.name) for r in provider.teardown_plan()}
     found = {(o.kind, f"{o.table}/{o.name}" if o.kind == "chain" else o.name) for o in nspawn.discover(unique_prefix)}
-    assert planned == found | {("folder", str(provider.dir))}
+    tunables = ("sysctl", ", ".join(KUBELET_TUNABLES))  # the host's kernel settings, held for this cluster's kubelets
+    assert provider.tunables.held_by(unique_prefix) and provider.tunables.to_change() == {}
+    assert planned == found | {("folder", str(provider.dir)), tunables}
     assert ("chain", f"nat/{unique_prefix}-nat") in planned
-    assert {kind for kind, _ in planned} == {"machine", "cgroup", "mount", "netns", "link", "chain", "folder"}
+    assert {kind for kind, _ in planned} == {"machine", "cgroup", "mount", "netns", "link", "chain", "folder", "sysctl"}
     await provider.teardown(lambda line: None)
     assert leftovers(unique_prefix) == []
-    assert not provider.dir.exists()
+    assert not provider.dir.exists() and not provider.tunables.held_by(unique_prefix)
     assert nspawn.read_ip_forward() == forwarding
     assert provider.teardown_plan() == []
     await provider.teardown(lambda line: None)  # nothing left is fine
