@@ -32,6 +32,7 @@ class ConfirmRenew(ModalScreen[list[str] | None]):
     """
 
     BINDINGS = [Binding("escape", "keep", "renew nothing")]
+    AUTO_FOCUS = "#names"
 
     def __init__(self, leaves: Sequence[str], suggested: Sequence[str]) -> None:
         super().__init__()
@@ -44,22 +45,17 @@ class ConfirmRenew(ModalScreen[list[str] | None]):
             yield Static("Re-issue these certificates and roll them out one node at a time? Only the units that "
                          "read them restart, and each node must serve the new one before the next.", markup=False)
             yield Input(", ".join(self.suggested), placeholder="names, comma separated (e.g. kubernetes, admin)", id="names")
-            yield Static("", id="problem", markup=False)
+            yield Static(self.problem(self.suggested), id="problem", markup=False)
             with Horizontal(id="buttons"):
                 yield Button("Keep them (Esc)", id="keep")
-                yield Button("Renew", id="renew", variant="warning")
-
-    def on_mount(self) -> None:
-        self.query_one("#names", Input).focus()
-        self._check()
+                yield Button("Renew", id="renew", variant="warning", disabled=bool(self.problem(self.suggested)))
 
     @property
     def names(self) -> list[str]:
         return [n.strip() for n in self.query_one("#names", Input).value.split(",") if n.strip()]
 
-    def problem(self) -> str:
-        """Why the typed names cannot be renewed ("" when they can)."""
-        names = self.names
+    def problem(self, names: list[str]) -> str:
+        """Why `names` cannot be renewed ("" when they can)."""
         if not names:
             return "type one or more certificate names"
         unknown = [n for n in names if n not in self.leaves]
@@ -67,20 +63,17 @@ class ConfirmRenew(ModalScreen[list[str] | None]):
             return "the CA is not renewed here; the README says how to rotate it by hand"
         return f"not a certificate of this cluster: {', '.join(unknown)}" if unknown else ""
 
-    def _check(self) -> None:
-        problem = self.problem()
+    def on_input_changed(self, event: Input.Changed) -> None:
+        problem = self.problem(self.names)
         self.query_one("#problem", Static).update(problem)
         self.query_one("#renew", Button).disabled = bool(problem)
 
-    def on_input_changed(self, event: Input.Changed) -> None:
-        self._check()
-
     def on_input_submitted(self, event: Input.Submitted) -> None:
-        if not self.problem():
+        if not self.problem(self.names):
             self.dismiss(self.names)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
-        self.dismiss(self.names if event.button.id == "renew" and not self.problem() else None)
+        self.dismiss(self.names if event.button.id == "renew" and not self.problem(self.names) else None)
 
     def action_keep(self) -> None:
         self.dismiss(None)
