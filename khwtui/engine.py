@@ -15,6 +15,7 @@ from typing import Callable, Iterable
 from khwtui.context import Cluster
 from khwtui.errors import EXIT_INTERRUPTED, EXIT_USAGE, KhwError, UsageError
 from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, NodeChanged, RunFinished, Sink, StageChanged
+from khwtui.restarts import due as restarts_due
 from khwtui.restarts import with_due_restarts
 from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, StageInfo, stage_class
@@ -114,10 +115,11 @@ class Engine:
             try:
                 for info in self.stages:
                     cls = stage_class(info.name)
-                    if cls is None or self.cluster.state.stage(info.name).status not in DONE:
-                        continue
+                    done = cls is not None and self.cluster.state.stage(info.name).status in DONE
+                    if not done and not restarts_due(self.cluster.state, info.name):
+                        continue  # a stage a run died in is not checked, but its due restarts are shown
                     run.stage = info.name
-                    outcomes = with_due_restarts(await cls().check(run), self.cluster.state, info.name)
+                    outcomes = with_due_restarts(await cls().check(run) if done else [], self.cluster.state, info.name)
                     self._emit_checks(run, outcomes)
                     results.append(verdict(outcomes))
             finally:

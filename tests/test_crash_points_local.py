@@ -21,10 +21,9 @@ import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import janitor
 import pytest
-from localcluster import LocalCluster, local_config
-from workerbed import install_standin_runtime, shells, unit_starts, worker_apt_repo
+from localcluster import LocalCluster
+from workerbed import shells, standin_nodes, unit_starts
 
 from khwtui import crashpoints
 from khwtui.context import open_cluster
@@ -45,17 +44,10 @@ PENDING = "configuration changed, restart pending"
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict) -> Iterator[LocalCluster]:
-    apt = worker_apt_repo(tmp_path_factory.getbasetemp() / "worker-apt")
-    c = LocalCluster(tmp_path_factory.mktemp("crash") / "c", local_config(f"t{janitor.new_prefix()}", 1, 2, release_mirror), apt=apt)
-    try:
-        done = c.khwtui("up", "--auto", "--until", "compute")
-        assert done.returncode == 0, done.stdout + done.stderr
-        install_standin_runtime([node for name, node in shells(c.state_dir).items() if name != "lb"])
+    with standin_nodes(tmp_path_factory, release_mirror, "crash") as c:
         built = c.khwtui(*UNTIL)
         assert built.returncode == CONVERGED, built.stdout[-3000:] + built.stderr
         yield c
-    finally:
-        c.down()
 
 
 def node(c: LocalCluster, name: str):  # noqa: ANN201 - workerbed.NodeShell
