@@ -135,11 +135,7 @@ class RunContext:
         wanted = list(files)
         drift = await self.drifted(node, wanted)
         record = self.state.nodes[node]
-        paths = {f.path for f in drift}
-        due = [unit for unit, inputs in (restarts or {}).items() if paths & set(inputs)]
-        if due:
-            record.restarts.update(dict.fromkeys(due, self.stage))
-            self.save()
+        due = self.mark_due(node, drift, restarts or {})
         for f in drift:
             await self.remote.put(self.host(node), f.content, f.path, mode=f.mode, owner=f.owner, group=f.group)
         for f in wanted:
@@ -149,6 +145,15 @@ class RunContext:
         if due:
             crashpoints.reached(f"{self.stage}.placed")
         return [f.path for f in drift]
+
+    def mark_due(self, node: str, drift: list[NodeFile], restarts: Mapping[str, Collection[str]]) -> list[str]:
+        """Record and save, as due on `node`, each unit that reads one of the `drift` files; returns them."""
+        paths = {f.path for f in drift}
+        due = [unit for unit, inputs in restarts.items() if paths & set(inputs)]
+        if due:
+            self.state.nodes[node].restarts.update(dict.fromkeys(due, self.stage))
+            self.save()
+        return due
 
     def restart_due(self, node: str, unit: str) -> bool:
         return unit in self.state.nodes[node].restarts
