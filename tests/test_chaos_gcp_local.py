@@ -13,6 +13,7 @@ import janitor
 import pytest
 from chaos import DONE, Chaos, made, planned, run_with_kills
 from fakegce import FakeCompute
+from gcp_dataplane import LoadBalancers
 from localcluster import LocalCluster
 from test_gcp_local import gcp_cluster, go_offline
 from workerbed import STANDIN_PACKAGES
@@ -27,7 +28,7 @@ def chaos(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict, apt_re
     tmp: Path = tmp_path_factory.mktemp("chaos")
     with pytest.MonkeyPatch.context() as env:
         go_offline(env, tmp)
-        with gcp_cluster(tmp, janitor.new_prefix(), release_mirror, 2, 1, apt=apt_repo, packages=STANDIN_PACKAGES) as (fake, cluster):
+        with gcp_cluster(tmp, janitor.new_prefix(), release_mirror, 2, 1, apt=apt_repo, packages=STANDIN_PACKAGES) as (fake, cluster), LoadBalancers(fake):
             yield fake, cluster, run_with_kills(cluster, KILLS, SEED, LATEST)
 
 
