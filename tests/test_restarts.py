@@ -5,6 +5,7 @@ really SIGKILLs (a state save killed midway leaves the old state, which loads)."
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from khwtui.events import FAILED, PASSED
 from khwtui.remote import RunResult
 from khwtui.render import NodeFile
 from khwtui.restarts import PENDING, with_due_restarts
-from khwtui.runctx import RunContext, node_record
+from khwtui.runctx import RunContext, _fingerprint, node_record
 from khwtui.stages.base import Outcome
 from khwtui.state import State, StateDir
 from khwtui.topology import Topology
@@ -53,12 +54,6 @@ class FakeNode:
         pass
 
 
-def _fingerprint(f: NodeFile) -> str:
-    from khwtui.runctx import _fingerprint as fingerprint
-
-    return fingerprint(f)
-
-
 def context(tmp_path: Path, node: FakeNode) -> RunContext:
     cfg = config.from_dict({"cluster": {"name": "t"}, "provider": {"kind": "local"}, "topology": {"controllers": 1, "workers": 1}})
     folder = StateDir(tmp_path / "state")
@@ -66,9 +61,7 @@ def context(tmp_path: Path, node: FakeNode) -> RunContext:
     state = State(nodes={"n0": node_record(Topology(cfg).nodes[0])})
     state.nodes["n0"].host_key = "ssh-ed25519 AAAA"
     node.folder = folder
-    run = RunContext(Cluster(cfg, folder, state), lambda event: None, None, lambda log: node, stage="app")
-    run.state.nodes = {"n0": state.nodes["n0"]}
-    return run
+    return RunContext(Cluster(cfg, folder, state), lambda event: None, None, lambda log: node, stage="app")
 
 
 def test_a_due_restart_is_saved_before_the_first_file_lands_and_carried_out_until_settled(tmp_path: Path) -> None:
@@ -118,6 +111,4 @@ def test_a_state_save_killed_at_its_crash_point_leaves_the_old_state_which_loads
 
 
 def _env() -> dict[str, str]:
-    import os
-
     return {k: v for k, v in os.environ.items() if k != ENV}
