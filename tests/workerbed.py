@@ -273,7 +273,6 @@ def pod_cidr_contains(cidr: str, address: str) -> bool:
     return ipaddress.ip_address(address) in ipaddress.ip_network(cidr)
 
 
-@cache
 @contextmanager
 def standin_nodes(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict, folder: str) -> Iterator[LocalCluster]:
     """A local 1 + 2 (+ lb) cluster's nodes, made with `up --only compute` from the worker apt
@@ -292,6 +291,7 @@ def standin_nodes(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict
         cluster.down()
 
 
+@cache
 def worker_apt_repo(root: Path):
     """The test apt repository with iptables added (CNI's ipMasq and kube-proxy need it; the node
     root lacks it), built once per session."""
