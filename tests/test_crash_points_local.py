@@ -32,6 +32,7 @@ from khwtui.frontend_files import CONFIG as HAPROXY_CONFIG
 from khwtui.frontend_files import STATS_PORT
 from khwtui.headless import ConsoleSink
 from khwtui.runctx import RunContext
+from khwtui.stages import STAGES
 from khwtui.stages.frontend import STATS, parse_backends
 from khwtui.workers_files import CONTAINERD_CONFIG, KUBE_PROXY_CONFIG, ROUTES_UNIT, unit_path
 
@@ -150,7 +151,7 @@ def nothing(c: LocalCluster) -> None:
 @dataclass(frozen=True)
 class Point:
     name: str
-    until: str  # both runs: `up --auto --start pki --until <this>` (compute has nothing to change here)
+    until: str  # both runs: `up --auto --only` pki up to this stage (compute has nothing to change here)
     change: Callable[[LocalCluster], None]
     due: frozenset[tuple[str, str]]  # (node, unit) restarts the kill leaves due
     serving: Callable[[LocalCluster], None]  # the unit runs the new configuration
@@ -158,7 +159,8 @@ class Point:
 
     @property
     def up(self) -> tuple[str, ...]:
-        return ("up", "--auto", "--start", "pki", "--until", self.until)
+        names = [s.name for s in STAGES]
+        return ("up", "--auto", "--only", ",".join(names[names.index("pki") : names.index(self.until) + 1]))
 
     def __str__(self) -> str:
         return self.name
