@@ -15,6 +15,8 @@ from typing import Callable, Iterable
 from khwtui.context import Cluster
 from khwtui.errors import EXIT_INTERRUPTED, EXIT_USAGE, KhwError, UsageError
 from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, NodeChanged, RunFinished, Sink, StageChanged
+from khwtui.restarts import due as restarts_due
+from khwtui.restarts import with_due_restarts
 from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, StageInfo, stage_class
 from khwtui.stages.base import Outcome, Stage, exit_code_for, first_problem, verdict, worst
@@ -113,10 +115,11 @@ class Engine:
             try:
                 for info in self.stages:
                     cls = stage_class(info.name)
-                    if cls is None or self.cluster.state.stage(info.name).status not in DONE:
-                        continue
+                    done = cls is not None and self.cluster.state.stage(info.name).status in DONE
+                    if not done and not restarts_due(self.cluster.state, info.name):
+                        continue  # a stage a run died in is not checked, but its due restarts are shown
                     run.stage = info.name
-                    outcomes = await cls().check(run)
+                    outcomes = with_due_restarts(await cls().check(run) if done else [], self.cluster.state, info.name)
                     self._emit_checks(run, outcomes)
                     results.append(verdict(outcomes))
             finally:
@@ -178,12 +181,15 @@ class Engine:
 
     async def _check_then_apply(self, run: RunContext, stage: Stage) -> list[Outcome]:
         try:
-            outcomes = await stage.check(run)
+            outcomes = with_due_restarts(await stage.check(run), self.cluster.state, run.stage)
             if verdict(outcomes) == PASSED:
                 run.log("", f"{run.stage}: every check passed, nothing to do")
                 return outcomes
             await stage.apply(run)
-            return await stage.check(run)
+            outcomes = await stage.check(run)
+            if verdict(outcomes) != FAILED:
+                run.settle_restarts()  # restarted and checked: no longer due
+            return with_due_restarts(outcomes, self.cluster.state, run.stage)
         except Exception as exc:  # noqa: BLE001 - any failure inside a stage fails that stage, not the run...
             if isinstance(exc, KhwError) and exc.exit_code == EXIT_USAGE:
                 raise  # ...except what no stage can fix (config, credentials, state): the run stops, exit 2

@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from khwtui import crashpoints
+
 TEMP_SUFFIX = ".tmp"
 
 
@@ -23,8 +25,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, mode: int) -> None:
-    """Temp file beside `path` (created 0600, then `mode`), fsync, rename, fsync the folder."""
+def write_atomic(path: Path, data: bytes, mode: int, crash_point: str = "") -> None:
+    """Temp file beside `path` (created 0600, then `mode`), fsync, rename, fsync the folder.
+    `crash_point`: the crashpoints name reached between the fsync and the rename (tests only)."""
     fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -32,6 +35,8 @@ def write_atomic(path: Path, data: bytes, mode: int) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
+        if crash_point:
+            crashpoints.reached(crash_point)
         os.replace(temp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -26,6 +26,8 @@ from khwtui.events import (
     RunFinished,
     Sink,
 )
+from khwtui.restarts import due as restarts_due
+from khwtui.restarts import with_due_restarts
 from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, stage_class
 from khwtui.stages.base import Stage, exit_code_for, worst
@@ -53,13 +55,15 @@ class NodeTimer:
 
 async def probe_round(run: RunContext, clock: Callable[[], float] = time.monotonic) -> list[HealthChanged]:
     """Probe every stage that is done; each outcome becomes a HealthChanged event (also emitted)."""
-    due = [(info.name, cls) for info in STAGES if run.state.stage(info.name).status in DONE and (cls := stage_class(info.name))]
+    due = [(info.name, cls()) for info in STAGES if run.state.stage(info.name).status in DONE and (cls := stage_class(info.name))]
     if due:
         run.remote  # noqa: B018 - made here, so the probes' copy of the context shares (and never leaks) it
+    # a stage a run died in is not probed, but the restarts it made due are still shown failed
+    due += [(info.name, Stage()) for info in STAGES if run.state.stage(info.name).status not in DONE and restarts_due(run.state, info.name)]
     events: list[HealthChanged] = []
-    for name, cls in due:
+    for name, stage in due:
         run.stage = name  # the shared SSH runner logs through `run`: its lines carry this stage
-        events += await probe_stage(run, name, cls(), clock)
+        events += await probe_stage(run, name, stage, clock)
     for event in events:
         run.emit(event)
     return events
@@ -71,7 +75,7 @@ async def probe_stage(run: RunContext, name: str, stage: Stage, clock: Callable[
     probing = dataclasses.replace(run, emit=timer, stage=name)
     started = clock()
     try:
-        outcomes = await stage.probe(probing)
+        outcomes = with_due_restarts(await stage.probe(probing), run.state, name)
     except Exception as exc:  # noqa: BLE001 - a probe that cannot run is a failed probe
         detail = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
         return [HealthChanged(name, FAILED, getattr(exc, "host", ""), _ms(clock() - started), detail, run.clock())]

@@ -3,6 +3,11 @@
 Stages never talk to asyncssh, the state file or the event sink directly; they call `sh`,
 `place`, `drifted` and `each` here, so every command is logged under its node and stage and
 every file placed is recorded in state (which makes reruns cheap and tells `down` what to remove).
+
+Restarts survive a crash: `place` records in state.toml, before the first byte lands, every unit
+whose inputs it is about to change; `start_units` restarts every unit so recorded (on a resumed
+run too, when the files are long in place) and the engine clears them once the stage's check
+passed after those restarts.
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import shlex
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Awaitable, Callable, Iterable, TypeVar
+from typing import Awaitable, Callable, Collection, Iterable, Mapping, TypeVar
 
+from khwtui import crashpoints
+from khwtui.apt import STARTED as APT_STARTED
 from khwtui.context import Cluster
 from khwtui.events import FAILED, PASSED, RUNNING, LogLines, NodeChanged, Sink
 from khwtui.render import NodeFile
@@ -34,6 +41,7 @@ class RunContext:
     clock: Callable[[], float] = time.time
     stage: str = ""
     _remote: object | None = field(default=None, repr=False)
+    _restarted: set[tuple[str, str]] = field(default_factory=set, repr=False)  # (node, unit) restarted this run
 
     # --- the cluster ----------------------------------------------------------------------
 
@@ -72,6 +80,8 @@ class RunContext:
         stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
         self.cluster.state_dir.append_log(node, [f"{stamp} [{self.stage}] {'$ ' if stream == 'cmd' else ''}{line}"])
         self.emit(LogLines(node, self.stage, (line,), stream, self.clock()))
+        if line == APT_STARTED:
+            crashpoints.reached("apt.started")
 
     def node_status(self, node: str, status: str, detail: str = "") -> None:
         address = self.state.nodes[node].internal_ip if node in self.state.nodes else ""
@@ -117,19 +127,64 @@ class RunContext:
         seen = result.stdout.splitlines()
         return [f for f, line in zip(wanted, seen, strict=True) if line != _fingerprint(f)]
 
-    async def place(self, node: str, files: Iterable[NodeFile]) -> list[str]:
-        """Put every file that differs; record all of them. Returns the paths that changed."""
+    async def place(self, node: str, files: Iterable[NodeFile], restarts: Mapping[str, Collection[str]] | None = None) -> list[str]:
+        """Put every file that differs; record all of them. Returns the paths that changed.
+
+        `restarts`: unit -> the paths it reads. A unit any of whose paths differ is recorded as due
+        for a restart in state.toml before anything is put, so no crash can forget it."""
         wanted = list(files)
-        changed = []
-        for f in await self.drifted(node, wanted):
-            await self.remote.put(self.host(node), f.content, f.path, mode=f.mode, owner=f.owner, group=f.group)
-            changed.append(f.path)
+        drift = await self.drifted(node, wanted)
         record = self.state.nodes[node]
+        due = self.mark_due(node, drift, restarts or {})
+        for f in drift:
+            await self.remote.put(self.host(node), f.content, f.path, mode=f.mode, owner=f.owner, group=f.group)
         for f in wanted:
             record.files[f.path] = FileRecord(f.path, hashlib.sha256(f.content).hexdigest(), f.mode, f.owner, f.group, self.stage)
-        if changed:
+        if drift:
             self.save()
-        return changed
+        if due:
+            crashpoints.reached(f"{self.stage}.placed")
+        return [f.path for f in drift]
+
+    def mark_due(self, node: str, drift: list[NodeFile], restarts: Mapping[str, Collection[str]]) -> list[str]:
+        """Record and save, as due on `node`, each unit that reads one of the `drift` files; returns them."""
+        paths = {f.path for f in drift}
+        due = [unit for unit, inputs in restarts.items() if paths & set(inputs)]
+        if due:
+            self.state.nodes[node].restarts.update(dict.fromkeys(due, self.stage))
+            self.save()
+        return due
+
+    def restart_due(self, node: str, unit: str) -> bool:
+        return unit in self.state.nodes[node].restarts
+
+    async def start_units(self, node: str, units: Iterable[str], *, restart: str = "restart", options: tuple[str, ...] = ()) -> None:
+        """Start each unit, in order; a unit whose restart is due gets `systemctl <restart>` instead
+        (after a daemon-reload, as its unit file may be among what changed)."""
+        units = list(units)
+        due = [u for u in units if self.restart_due(node, u)]
+        if due:
+            await self.sh(node, "systemctl daemon-reload")
+        for unit in units:
+            self.record_unit(node, unit)
+            if unit in due:
+                self.log(node, f"{unit}: configuration changed, restarting")
+                await self.sh(node, shlex.join(["systemctl", restart, *options, unit]))
+                self._restarted.add((node, unit))
+            else:
+                await self.sh(node, shlex.join(["systemctl", "start", *options, unit]))
+
+    def settle_restarts(self) -> None:
+        """The stage's check passed after its restarts: they are done, forget them (saved)."""
+        settled = False
+        for node, unit in self._restarted:
+            restarts = self.state.nodes[node].restarts
+            if restarts.get(unit) == self.stage:
+                del restarts[unit]
+                settled = True
+        self._restarted.clear()
+        if settled:
+            self.save()
 
     def record_unit(self, node: str, unit: str) -> None:
         units = self.state.nodes[node].units

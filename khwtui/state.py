@@ -84,6 +84,7 @@ class NodeRecord:
     host_key: str = ""  # "ssh-ed25519 AAAA...", pinned before the first command
     files: dict[str, FileRecord] = field(default_factory=dict)  # keyed by path
     units: list[str] = field(default_factory=list)
+    restarts: dict[str, str] = field(default_factory=dict)  # unit -> stage: a change to its inputs made its restart due
 
 
 @dataclass
@@ -199,7 +200,7 @@ class StateDir:
         except _Invalid as exc:
             raise ValueError(f"refusing to save an invalid state: {exc}") from None
         self._remove_stale_temps()
-        write_atomic(self.state_file, tomli_w.dumps(table).encode("utf-8"), 0o600)
+        write_atomic(self.state_file, tomli_w.dumps(table).encode("utf-8"), 0o600, crash_point="state.save")
 
     def append_log(self, node: str, lines: Iterable[str]) -> None:
         """Append lines to logs/<node>.log ("khwtui.log" for the operator's machine): the full log on disk."""

@@ -15,19 +15,38 @@ import shlex
 import signal
 import sys
 import tempfile
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import janitor
 from fakegce import FakeCompute
 from gcp_dataplane import LoadBalancers
-from localcluster import K8S_VERSION, publish_standins
+from localcluster import K8S_VERSION, LocalCluster, publish_standins
 from mirror import default_cache
 from mirror.aptrepo import NODE_PACKAGES, build_apt_repo
 from mirror.server import MirrorServer
 from mirror.tarballs import build_release_tree
 from test_gcp_local import gcp_cluster
 from workerbed import STANDIN_PACKAGES
+
+
+@contextmanager
+def sandbox(root: Path, controllers: int, workers: int, lb: str) -> Iterator[tuple[FakeCompute, LocalCluster]]:
+    """Everything the gcp end-to-end tests use, under `root` (this process's environment is pointed
+    at an empty gcloud config there); afterwards `down` has run and the nodes are removed."""
+    os.environ.update({"NO_GCE_CHECK": "true", "CLOUDSDK_CONFIG": str(root / "gcloud")})
+    with ExitStack() as stack:
+        tree = build_release_tree(root / "releases", default_cache())
+        server = stack.enter_context(MirrorServer(tree.root))
+        mirror = tree.config(server.url)
+        mirror["binaries"]["urls"]["kubernetes"], sums = publish_standins(tree.root, server.url, K8S_VERSION)
+        mirror["binaries"]["sha256"].update(sums)
+        apt = build_apt_repo(root / "apt", default_cache(), list(NODE_PACKAGES))
+        knobs = {"apt": apt, "packages": STANDIN_PACKAGES, "gcp": {"load_balancer": lb}}
+        fake, cluster = stack.enter_context(gcp_cluster(root, janitor.new_prefix(), mirror, controllers, workers, **knobs))
+        stack.enter_context(LoadBalancers(fake))
+        yield fake, cluster
 
 
 def main() -> None:
@@ -37,17 +56,7 @@ def main() -> None:
     parser.add_argument("--lb", choices=("target-pool", "backend-service"), default="target-pool")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="khwtui-gcp-sandbox-"))
-    os.environ.update({"NO_GCE_CHECK": "true", "CLOUDSDK_CONFIG": str(root / "gcloud")})
-    with ExitStack() as stack:
-        tree = build_release_tree(root / "releases", default_cache())
-        server = stack.enter_context(MirrorServer(tree.root))
-        mirror = tree.config(server.url)
-        mirror["binaries"]["urls"]["kubernetes"], sums = publish_standins(tree.root, server.url, K8S_VERSION)
-        mirror["binaries"]["sha256"].update(sums)
-        apt = build_apt_repo(root / "apt", default_cache(), list(NODE_PACKAGES))
-        knobs = {"apt": apt, "packages": STANDIN_PACKAGES, "gcp": {"load_balancer": args.lb}}
-        fake, cluster = stack.enter_context(gcp_cluster(root, janitor.new_prefix(), mirror, args.controllers, args.workers, **knobs))
-        stack.enter_context(LoadBalancers(fake))
+    with sandbox(root, args.controllers, args.workers, args.lb) as (_, cluster):
         env = f"NO_GCE_CHECK=true CLOUDSDK_CONFIG={shlex.quote(os.environ['CLOUDSDK_CONFIG'])}"
         print(f"{env} {shlex.quote(sys.executable)} -m khwtui --config {cluster.config_path} --state-dir {cluster.state_dir}")
         print("Ctrl-C to tear it all down", flush=True)

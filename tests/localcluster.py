@@ -101,9 +101,10 @@ class LocalCluster:
         command = [sys.executable, "-m", "khwtui", *args, "--config", str(self.config_path), "--state-dir", str(self.state_dir)]
         return subprocess.run(command, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
 
-    def popen(self, *args: str) -> subprocess.Popen[str]:
+    def popen(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         command = [sys.executable, "-m", "khwtui", *args, "--config", str(self.config_path), "--state-dir", str(self.state_dir)]
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True,
+                                env={**os.environ, **(env or {})})
 
     def state(self) -> dict:
         return tomllib.loads((self.state_dir / "state.toml").read_text())

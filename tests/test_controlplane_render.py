@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import shlex
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -38,6 +38,8 @@ from khwtui.nodefiles import Artifacts
 from khwtui.pki import Pki
 from khwtui.remote import RunResult
 from khwtui.render import NodeFile
+from khwtui.runctx import RunContext
+from khwtui.state import NodeRecord, State
 from khwtui.stages.control_plane import ControlPlaneStage, health_codes, unit_states
 from khwtui.topology import Node, Topology
 
@@ -300,6 +302,8 @@ class FakeRun:
     artifacts: Artifacts
     nodes: dict[str, FakeController]
     stage: str = "control-plane"
+    state: State = field(default_factory=State)
+    _restarted: set[tuple[str, str]] = field(default_factory=set)
 
     def log(self, node: str, line: str, stream: str = "out") -> None:
         pass
@@ -316,10 +320,19 @@ class FakeRun:
     async def drifted(self, node: str, files: list[NodeFile]) -> list[NodeFile]:
         return [f for f in files if self.nodes[node].files.get(f.path) != (f.content, f.mode)]
 
-    async def place(self, node: str, files: list[NodeFile]) -> list[str]:
+    async def place(self, node: str, files: list[NodeFile], restarts: dict[str, set[str]]) -> list[str]:
         changed = await self.drifted(node, files)
+        self.state.nodes.setdefault(node, NodeRecord(node, ""))
+        self.mark_due(node, changed, restarts)
         self.nodes[node].files.update({f.path: (f.content, f.mode) for f in changed})
         return [f.path for f in changed]
+
+    def save(self) -> None:
+        pass
+
+    # due restarts as RunContext keeps them: the engine settles them once the stage's check passed
+    mark_due, restart_due, start_units, settle_restarts = (RunContext.mark_due, RunContext.restart_due,
+                                                           RunContext.start_units, RunContext.settle_restarts)
 
 
 @pytest.fixture
@@ -347,21 +360,25 @@ async def test_the_stage_installs_everything_then_restarts_only_units_whose_inpu
     stage = ControlPlaneStage()
     node = fake_run.nodes["controller-0"]
     await stage.apply(fake_run)
+    fake_run.settle_restarts()
     assert node.files["/usr/local/bin/kube-apiserver"] == (build("1.36.2"), 0o755)
-    assert node.changes() == ["systemctl daemon-reload", "systemctl enable kube-apiserver kube-controller-manager kube-scheduler",
+    assert node.changes() == ["systemctl enable kube-apiserver kube-controller-manager kube-scheduler", "systemctl daemon-reload",
                               "systemctl restart kube-apiserver", "systemctl restart kube-controller-manager",
                               "systemctl restart kube-scheduler"]
 
     await stage.apply(fake_run)  # nothing changed: no reload, no restart
+    fake_run.settle_restarts()
     assert node.changes() == ["systemctl enable kube-apiserver kube-controller-manager kube-scheduler",
                               "systemctl start kube-apiserver", "systemctl start kube-controller-manager",
                               "systemctl start kube-scheduler"]
 
     node.files[f"{D}/kube-scheduler.kubeconfig"] = (b"edited by hand", 0o600)
     await stage.apply(fake_run)
-    assert node.changes() == ["systemctl enable kube-apiserver kube-controller-manager kube-scheduler",
+    assert node.changes() == ["systemctl enable kube-apiserver kube-controller-manager kube-scheduler", "systemctl daemon-reload",
                               "systemctl start kube-apiserver", "systemctl start kube-controller-manager",
                               "systemctl restart kube-scheduler"]
+    await stage.apply(fake_run)  # not settled (its check has not passed): the restart is still due
+    assert node.changes()[-1] == "systemctl restart kube-scheduler"
 
 
 async def test_the_stage_waits_until_health_and_restart_counts_hold_still(fake_run: FakeRun) -> None:

@@ -37,8 +37,9 @@ from khwtui.providers.gcp_api import HttpHealthCheck
 from khwtui.remote import RunResult
 from khwtui.render import NodeFile
 from khwtui.stages.base import Outcome
-from khwtui.stages.frontend import FrontendStage, healthz_probe
-from khwtui.state import StateDir
+from khwtui.runctx import RunContext
+from khwtui.stages.frontend import FrontendStage, apt_install, healthz_probe
+from khwtui.state import NodeRecord, State, StateDir
 from khwtui.topology import HEALTH_CHECK_SOURCES, Node, Topology
 
 LABELS = {"khwtui-cluster": "kubernetes-the-hard-way"}
@@ -368,6 +369,9 @@ class NodesRun:
     placed: dict[str, list[NodeFile]] = field(default_factory=dict)
     units: dict[str, list[str]] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    state: State = field(default_factory=State)
+    stage: str = "frontend"
+    _restarted: set[tuple[str, str]] = field(default_factory=set)
 
     @property
     def config(self) -> Config:
@@ -377,9 +381,16 @@ class NodesRun:
         self.commands.setdefault(node, []).append(command)
         return RunResult(0, self.healthz if command == healthz_probe(self.topo) else "", "")
 
-    async def place(self, node: str, files: list[NodeFile]) -> list[str]:
+    async def place(self, node: str, files: list[NodeFile], restarts: dict[str, list[str]]) -> list[str]:
+        self.state.nodes.setdefault(node, NodeRecord(node, "controller"))
+        self.mark_due(node, files, restarts)
         self.placed.setdefault(node, []).extend(files)
         return [f.path for f in files]
+
+    def save(self) -> None:
+        pass
+
+    mark_due, restart_due, start_units = RunContext.mark_due, RunContext.restart_due, RunContext.start_units
 
     async def each(self, nodes: tuple[Node, ...], work: Callable[[Node], Awaitable[Outcome | None]]) -> list:
         return [await work(n) for n in nodes]
@@ -420,10 +431,9 @@ async def test_on_gcp_the_stage_puts_the_healthz_proxy_on_every_controller_then_
         assert sorted(run.commands) == CONTROLLERS and waited == [True]
         for node in CONTROLLERS:
             assert run.commands[node] == [
-                ("command -v nginx >/dev/null && [ -x /usr/bin/curl ] || { apt-get update -q && "
-                 "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends nginx curl; }"),
-                "nginx -t -q", "systemctl enable nginx", "systemctl reload-or-restart nginx",
+                apt_install("nginx"), "nginx -t -q", "systemctl enable nginx", "systemctl daemon-reload", "systemctl reload-or-restart nginx",
             ]
+            assert run.state.nodes[node].restarts == {"nginx": "frontend"}  # until the engine's check passes
             assert run.placed[node] == healthz_files(run.topo) and run.units[node] == ["nginx"]
         assert {("forwardingRules", run.topo.names.forwarding_rule), ("targetPools", run.topo.names.target_pool)} <= everything(fake)
 

@@ -16,7 +16,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-import janitor
 import pytest
 import tomli_w
 from localcluster import K8S_VERSION, LocalCluster, local_config
@@ -24,7 +23,6 @@ from workerbed import (
     artifacts_of,
     assert_placed_as_rendered,
     bed_facts,
-    install_standin_runtime,
     pod_cidr_contains,
     release_files,
     remove_pods,
@@ -32,7 +30,7 @@ from workerbed import (
     shells,
     start_web_pod,
     stat_files,
-    worker_apt_repo,
+    standin_nodes,
 )
 
 from khwtui import config
@@ -164,17 +162,10 @@ integration = pytest.mark.integration
 @pytest.fixture(scope="module")
 def hosts(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict) -> Iterator[LocalCluster]:
     """A local cluster's nodes, made with `up --only compute`, with the stand-ins' python3."""
-    apt = worker_apt_repo(tmp_path_factory.getbasetemp() / "worker-apt")
-    local = LocalCluster(tmp_path_factory.mktemp("hosts") / "c", local_config(f"t{janitor.new_prefix()}", 1, 2, release_mirror), apt=apt)
-    try:
-        done = local.khwtui("up", "--auto", "--only", "compute")
-        assert done.returncode == 0, done.stdout + done.stderr
+    with standin_nodes(tmp_path_factory, release_mirror, "hosts") as local:
         for node in shells(local.state_dir).values():  # machines of your own: nothing resolves the other nodes' names
             node.run(remove_command(local.raw["cluster"]["name"]))
-        install_standin_runtime([node for name, node in shells(local.state_dir).items() if name != "lb"])
         yield local
-    finally:
-        local.down()
 
 
 def inventory(local: LocalCluster, release_mirror: dict, folder: Path, **changes: dict) -> Path:

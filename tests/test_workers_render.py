@@ -624,9 +624,10 @@ async def test_the_stage_installs_then_restarts_only_units_whose_inputs_changed(
     assert node.files["/usr/local/bin/kubelet"] == (b"kubelet release", 0o755)
     assert node.files["/opt/cni/bin/bridge"][0] == b"./bridge release" and "/opt/cni/bin/vlan" not in node.files
     assert "/usr/local/bin/crictl" not in node.files  # versions.crictl = ""
-    assert node.changes() == ["systemctl daemon-reload", "systemctl enable containerd kubelet kube-proxy", "systemctl restart containerd",
+    assert node.changes() == ["systemctl enable containerd kubelet kube-proxy", "systemctl daemon-reload", "systemctl restart containerd",
                               "systemctl restart kubelet", "systemctl restart kube-proxy"]
     assert run.units["worker-0"] == ["containerd", "kubelet", "kube-proxy"]
+    run.settle_restarts()  # what the engine does once the stage's check passed
 
     await stage.apply(run)
     assert node.changes() == ["systemctl enable containerd kubelet kube-proxy", "systemctl start containerd", "systemctl start kubelet",
@@ -682,13 +683,19 @@ async def test_routes_are_placed_enabled_and_restarted_where_they_are_missing(tm
     assert {o.result for o in await stage.check(run)} == {FAILED}
     run.nodes["worker-0"].changes()  # the check's queries
     await stage.apply(run)
-    assert run.nodes["worker-0"].changes() == ["systemctl daemon-reload", f"systemctl enable {ROUTES_UNIT}.service",
-                                               f"systemctl restart {ROUTES_UNIT}.service"]
+    assert run.nodes["worker-0"].changes() == [f"systemctl enable {ROUTES_UNIT}.service", "systemctl daemon-reload",
+                                               f"systemctl restart {ROUTES_UNIT}"]
+    run.settle_restarts()  # what the engine does once the stage's check passed
     for name, node in run.nodes.items():
         node.routes = "".join(f"{r.destination} via {r.via} dev eth0\n" for r in run.topo.pod_routes() if r.node == name)
     await stage.apply(run)
-    assert run.nodes["worker-0"].changes() == [f"systemctl enable {ROUTES_UNIT}.service", f"systemctl start {ROUTES_UNIT}.service"]
+    assert run.nodes["worker-0"].changes() == [f"systemctl enable {ROUTES_UNIT}.service", f"systemctl start {ROUTES_UNIT}"]
     assert {o.result for o in await stage.check(run)} == {PASSED}
+    run.nodes["worker-0"].changes()
+    run.nodes["worker-0"].routes = ""  # deleted by hand: restarted, though no file changed
+    await stage.apply(run)
+    assert run.nodes["worker-0"].changes() == [f"systemctl enable {ROUTES_UNIT}.service", f"systemctl restart {ROUTES_UNIT}.service",
+                                               f"systemctl start {ROUTES_UNIT}"]
 
 
 async def test_on_gcp_the_routes_are_the_providers_and_the_check_reads_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

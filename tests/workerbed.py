@@ -17,13 +17,17 @@ import subprocess
 import tarfile
 import time
 import tomllib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import pytest
+    from localcluster import LocalCluster
 
     from khwtui.render import NodeFile
 
@@ -268,6 +272,24 @@ def pod_cidr_contains(cidr: str, address: str) -> bool:
     import ipaddress
 
     return ipaddress.ip_address(address) in ipaddress.ip_network(cidr)
+
+
+@contextmanager
+def standin_nodes(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict, folder: str) -> Iterator[LocalCluster]:
+    """A local 1 + 2 (+ lb) cluster's nodes, made with `up --only compute` from the worker apt
+    repository, the stand-ins' python3 on all but the lb; `down` afterwards."""
+    import janitor
+    from localcluster import LocalCluster, local_config
+
+    apt = worker_apt_repo(tmp_path_factory.getbasetemp() / "worker-apt")
+    cluster = LocalCluster(tmp_path_factory.mktemp(folder) / "c", local_config(f"t{janitor.new_prefix()}", 1, 2, release_mirror), apt=apt)
+    try:
+        done = cluster.khwtui("up", "--auto", "--only", "compute")
+        assert done.returncode == 0, done.stdout + done.stderr
+        install_standin_runtime([node for name, node in shells(cluster.state_dir).items() if name != "lb"])
+        yield cluster
+    finally:
+        cluster.down()
 
 
 @cache

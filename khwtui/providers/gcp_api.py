@@ -37,6 +37,7 @@ from google.auth.exceptions import GoogleAuthError
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import compute_v1
 
+from khwtui import crashpoints
 from khwtui.errors import EXIT_FAILED, KhwError
 
 MAX_IN_FLIGHT = 8
@@ -282,6 +283,8 @@ class GceApi:
         """Start a mutating call with one requestId for all its retries, and wait until DONE."""
         request = {**self._where(kind), **fields, "request_id": str(uuid.uuid4())}
         operation = await self.call(getattr(self._client(kind), f"{method}_unary"), request=request)
+        if method == "insert":
+            crashpoints.reached("gcp.insert-sent")
         await self.wait(operation)
 
     async def group_members(self, group: str) -> list[str]:

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from khwtui.config import Config
 from khwtui.errors import KhwError, StateError
+from khwtui.fsutil import write_atomic
 from khwtui.providers import nspawn, rootfs
 from khwtui.providers.host_tunables import KUBELET_TUNABLES, HostTunables
 from khwtui.providers.base import LogFn, NodeEndpoint, Plan, PlannedResource, PreflightError
@@ -341,11 +342,8 @@ class LocalProvider:
         private = key.private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption())
         public = key.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
         path = _inside(root, HOST_KEY)
-        path.write_bytes(private)
-        path.chmod(0o600)
-        pub = path.with_name(path.name + ".pub")
-        pub.write_text(f"{public} root@{node}\n")
-        pub.chmod(0o644)
+        write_atomic(path, private, 0o600)
+        write_atomic(path.with_name(path.name + ".pub"), f"{public} root@{node}\n".encode(), 0o644)  # never half a key
 
     def _host_key_path(self, node: str) -> Path:
         return _inside(self._node_dir(node) / "upper", HOST_KEY + ".pub")
@@ -524,8 +522,7 @@ def _inside(root: Path, absolute: str) -> Path:
 def _place(root: Path, file: NodeFile) -> None:
     path = _inside(root, file.path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(file.content)
-    path.chmod(file.mode)
+    write_atomic(path, file.content, file.mode)
     os.chown(path, *_ids(root, file.owner, file.group))
 
 

@@ -15,6 +15,7 @@ import shlex
 
 import platformdirs
 
+from khwtui.apt import LOCK_WAIT, install_missing
 from khwtui.binaries import Binaries
 from khwtui.controlplane_files import (
     BIN_DIR,
@@ -24,7 +25,6 @@ from khwtui.controlplane_files import (
     UNITS,
     control_plane_files,
     unit_inputs,
-    unit_path,
 )
 from khwtui.errors import StageFailed
 from khwtui.nodefiles import KUBERNETES_DIR
@@ -38,10 +38,6 @@ HEALTH_PATHS = ("livez", "readyz")
 START_TIMEOUT = 180
 CRASH_LOOP = 3  # restarts of one unit while waiting: it is refusing to start, stop waiting
 CURL = "/usr/bin/curl"
-INSTALL_CURL = (
-    f"[ -x {CURL} ] || {{ apt-get update -q && "
-    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends curl; }"
-)
 
 
 def health_command(port: int) -> str:
@@ -128,20 +124,12 @@ class ControlPlaneStage(Stage):
         await run.each(run.topo.controllers, lambda node: self._wait_healthy(run, node))
 
     async def _install(self, run: RunContext, node: Node) -> None:
-        await run.sh(node.name, INSTALL_CURL, timeout=600)
+        await run.sh(node.name, install_missing(("curl",)), timeout=LOCK_WAIT + 600)
         await run.sh(node.name, f"install -d -m 0700 {KUBERNETES_DIR} && install -d -m 0755 {CONFIG_DIR}")
         files = await self._files(run, node)
-        changed = set(await run.place(node.name, files))
-        if changed & {unit_path(unit) for unit in UNITS}:
-            await run.sh(node.name, "systemctl daemon-reload")
+        await run.place(node.name, files, restarts={unit: unit_inputs(unit, files) for unit in UNITS})
         await run.sh(node.name, shlex.join(["systemctl", "enable", *UNITS]))
-        for unit in UNITS:
-            run.record_unit(node.name, unit)
-            if changed & unit_inputs(unit, files):
-                run.log(node.name, f"{unit}: inputs changed, restarting")
-                await run.sh(node.name, f"systemctl restart {unit}")
-            else:
-                await run.sh(node.name, f"systemctl start {unit}")
+        await run.start_units(node.name, UNITS)
 
     async def _wait_healthy(self, run: RunContext, node: Node) -> None:
         """Until the apiserver answers 200 on /livez and /readyz and all three units are active with

@@ -95,23 +95,19 @@ class EtcdStage(Stage):
         return [Outcome.failed("etcd members", first, f"wanted {', '.join(wanted)}; etcdctl member list:\n{listing.stdout}{listing.stderr}")]
 
     async def apply(self, run: RunContext) -> None:
-        changed = dict(zip([c.name for c in run.topo.controllers], await run.each(run.topo.controllers, lambda n: self._install(run, n))))
-        await run.each(run.topo.controllers, lambda n: self._start(run, n, changed[n.name]))
+        await run.each(run.topo.controllers, lambda n: self._install(run, n))
+        await run.each(run.topo.controllers, lambda n: self._start(run, n))
         await run.each(run.topo.controllers, lambda n: wait_member_healthy(run, n))
 
-    async def _install(self, run: RunContext, node: Node) -> bool:
+    async def _install(self, run: RunContext, node: Node) -> None:
         await run.sh(node.name, f"install -d -m 0700 {ETCD_DATA_DIR} && install -d -m 0755 {ETCD_DIR}")
-        changed = await run.place(node.name, self._files(run, node))
-        if any(path.endswith(".service") for path in changed):
-            await run.sh(node.name, "systemctl daemon-reload")
+        files = self._files(run, node)
+        await run.place(node.name, files, restarts={UNIT: [f.path for f in files]})
         await run.sh(node.name, f"systemctl enable {UNIT}")
-        run.record_unit(node.name, UNIT)
-        return bool(changed)
 
-    async def _start(self, run: RunContext, node: Node, changed: bool) -> None:
+    async def _start(self, run: RunContext, node: Node) -> None:
         """--no-block: a member's start only completes once a quorum exists."""
-        action = "restart" if changed else "start"
-        await run.sh(node.name, f"systemctl {action} --no-block {UNIT}")
+        await run.start_units(node.name, [UNIT], options=("--no-block",))
 
     async def probe(self, run: RunContext) -> list[Outcome]:
         return await run.each(run.topo.controllers, lambda node: self._probe_node(run, node))

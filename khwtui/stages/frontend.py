@@ -18,6 +18,7 @@ import shlex
 from dataclasses import dataclass
 from typing import cast
 
+from khwtui.apt import LOCK_WAIT, install_missing
 from khwtui.errors import StageFailed
 from khwtui.events import PASSED
 from khwtui.frontend_files import (
@@ -65,11 +66,8 @@ class Backend:
 
 
 def apt_install(program: str) -> str:
-    """Install `program` (and curl, for the checks) from the node's own apt sources, unless present."""
-    return (
-        f"command -v {program} >/dev/null && [ -x /usr/bin/curl ] || {{ apt-get update -q && "
-        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends {program} curl; }}"
-    )
+    """Install `program` (and curl, for the checks) from the node's own apt sources, unless installed."""
+    return install_missing((program, "curl"))
 
 
 def healthz_probe(topo: Topology) -> str:
@@ -192,16 +190,11 @@ class FrontendStage(Stage):
 
     async def _install(self, run: RunContext, node: Node, unit: str, files: list[NodeFile], validate: list[str]) -> None:
         """`unit`'s package from the node's apt sources, its files, validated, then (re)started."""
-        await run.sh(node.name, apt_install(unit), timeout=600)
-        changed = await run.place(node.name, files)
+        await run.sh(node.name, apt_install(unit), timeout=LOCK_WAIT + 600)
+        await run.place(node.name, files, restarts={unit: [f.path for f in files]})
         await run.sh(node.name, shlex.join(validate))
         await run.sh(node.name, f"systemctl enable {unit}")
-        run.record_unit(node.name, unit)
-        if changed:
-            run.log(node.name, f"{unit}: configuration changed, reloading")
-            await run.sh(node.name, f"systemctl reload-or-restart {unit}")
-        else:
-            await run.sh(node.name, f"systemctl start {unit}")
+        await run.start_units(node.name, [unit], restart="reload-or-restart")
 
     async def _wait_serving(self, run: RunContext) -> None:
         """Until every controller is UP behind haproxy (if there is one) and /version answers."""

@@ -58,16 +58,12 @@ class RoutesStage(Stage):
         files = routes_files(run.topo, node)
         if not files:
             return
-        changed = await run.place(node.name, files)
-        if changed:
-            await run.sh(node.name, "systemctl daemon-reload")
+        await run.place(node.name, files, restarts={ROUTES_UNIT: [f.path for f in files]})
         await run.sh(node.name, f"systemctl enable {ROUTE_UNIT_NAME}")
-        run.record_unit(node.name, ROUTES_UNIT)
         table = await run.sh(node.name, ROUTE_TABLE, timeout=30)
-        if changed or missing_routes(table.stdout, node_routes(run.topo, node)):
+        if missing_routes(table.stdout, node_routes(run.topo, node)) and not run.restart_due(node.name, ROUTES_UNIT):
             await run.sh(node.name, f"systemctl restart {ROUTE_UNIT_NAME}")  # re-adds what is missing
-        else:
-            await run.sh(node.name, f"systemctl start {ROUTE_UNIT_NAME}")
+        await run.start_units(node.name, [ROUTES_UNIT])
 
     async def probe(self, run: RunContext) -> list[Outcome]:
         """The route table of every node that needs routes (one command each); on gcp the cloud

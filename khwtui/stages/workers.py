@@ -17,6 +17,7 @@ import shlex
 
 import platformdirs
 
+from khwtui.apt import LOCK_WAIT, install_missing
 from khwtui.binaries import Binaries, tar_members
 from khwtui.errors import StageFailed
 from khwtui.events import FAILED
@@ -41,7 +42,6 @@ from khwtui.workers_files import (
     UNITS,
     NodeFacts,
     restart_inputs,
-    unit_path,
     worker_files,
 )
 
@@ -56,17 +56,6 @@ CTR = CONTAINERD_FILES["ctr"]
 def packages_for(facts: NodeFacts) -> tuple[str, ...]:
     """KTHW's packages, and kmod where modules are loaded."""
     return OS_PACKAGES + (("kmod",) if facts.modules else ())
-
-
-def install_packages(packages: tuple[str, ...]) -> str:
-    """apt-get only for packages not installed yet, so a rerun sends nothing to apt."""
-    names = " ".join(shlex.quote(p) for p in packages)
-    return (
-        f'missing=""; for p in {names}; do '
-        '[ "$(dpkg-query -W -f=\'${db:Status-Status}\' "$p" 2>/dev/null)" = installed ] || missing="$missing $p"; done; '
-        'if [ -n "$missing" ]; then apt-get update -q && '
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing; fi"
-    )
 
 
 def kernel_command(facts: NodeFacts) -> str:
@@ -218,21 +207,12 @@ class WorkersStage(Stage):
     async def _install(self, run: RunContext, node: Node) -> None:
         facts = await self._facts(run, node)
         run.log(node.name, f"facts: {facts.describe()}")
-        await run.sh(node.name, install_packages(packages_for(facts)), timeout=600)
+        await run.sh(node.name, install_missing(packages_for(facts)), timeout=LOCK_WAIT + 600)
         await run.sh(node.name, kernel_command(facts))
-        changed = set(await run.place(node.name, await self._files(run, node, facts)))
+        await run.place(node.name, await self._files(run, node, facts), restarts=restart_inputs(node))
         await run.sh(node.name, f"sysctl -q -p {SYSCTL_FILE}")
-        if changed & {unit_path(u) for u in UNITS}:
-            await run.sh(node.name, "systemctl daemon-reload")
         await run.sh(node.name, shlex.join(["systemctl", "enable", *UNITS]))
-        inputs = restart_inputs(node)
-        for unit in UNITS:  # containerd first: the kubelet needs its socket
-            run.record_unit(node.name, unit)
-            if changed & inputs[unit]:
-                run.log(node.name, f"{unit}: inputs changed, restarting")
-                await run.sh(node.name, f"systemctl restart {unit}")
-            else:
-                await run.sh(node.name, f"systemctl start {unit}")
+        await run.start_units(node.name, UNITS)  # containerd first: the kubelet needs its socket
 
     async def _wait_units(self, run: RunContext, node: Node) -> None:
         """Until every unit is active with the same main process on two polls in a row. A unit that
