@@ -192,6 +192,7 @@ def down(args: argparse.Namespace) -> int:
     import asyncio
     import sys
 
+    from khwtui.providers.base import LeftInPlace
     from khwtui.providers.factory import make_provider
     from khwtui.teardown import confirm, forget_nodes
 
@@ -204,7 +205,12 @@ def down(args: argparse.Namespace) -> int:
         print("nothing was deleted")
         return 1
     with cluster.state_dir.lock():
-        asyncio.run(provider.teardown(print))
+        try:
+            asyncio.run(provider.teardown(print))
+        except LeftInPlace:  # everything of the cluster is gone; what holds its names is not its
+            forget_nodes(cluster)
+            print(f"deleted {len(plan)} resources")
+            raise
         forget_nodes(cluster)
     print(f"deleted {len(plan)} resources")
     return EXIT_OK
