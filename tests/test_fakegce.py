@@ -110,6 +110,7 @@ def vm(
     zone: str = Z,
     machine: str = "e2-standard-2",
     image: str = DEBIAN,
+    tags: list[str] | None = None,
 ) -> c.Instance:
     """A KTHW-style node: boot disk from an image family, one NIC with external NAT."""
     items = [c.Items(key=k, value=v) for k, v in (metadata or {"enable-guest-attributes": "TRUE"}).items()]
@@ -117,6 +118,7 @@ def vm(
         name=name,
         machine_type=f"zones/{zone}/machineTypes/{machine}",
         can_ip_forward=True,
+        tags=c.Tags(items=tags or []),
         labels=labels or {},
         metadata=c.Metadata(items=items),
         disks=[

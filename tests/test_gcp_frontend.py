@@ -275,7 +275,7 @@ async def test_a_second_run_of_every_ensure_changes_nothing(design: str) -> None
         await again.ensure_routes(lines.append)
         await again.ensure_firewall(names.allow_smoke, 30080)
         assert mutating(fake, count) == []
-        assert sum("exists, adopted" in line for line in lines) == len(frontend_end_state(fake, config)) + 1  # + the route
+        assert sum("exists, adopted" in line for line in lines) == len(frontend_end_state(fake, config)) + 2  # + the node API rule, the route
         assert any(line.endswith(f"holds {', '.join(CONTROLLERS)}") for line in lines)
 
 

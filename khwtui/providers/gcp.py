@@ -280,10 +280,17 @@ class GcpProvider:
         await self._make(api, d.subnet, existing, log)
         await gather_all(self._make(api, w, existing, log) for w in (*d.firewalls, d.address))
         endpoints = await gather_all(self._node(api, w, existing, log) for w in d.instances)
-        nodes_rule = gcp_resources.node_api_rule(self.config, self.topo, [ep.external_ip for ep in endpoints if ep.external_ip])
-        await self._keep_rule(api, nodes_rule, log)
+        await self._keep_rule(api, self._node_api_rule([ep.external_ip for ep in endpoints]), log)
         await self._read_address(api)
         return endpoints
+
+    def _node_api_rule(self, external_ips: Iterable[str | None]) -> Wanted:
+        return gcp_resources.node_api_rule(self.config, self.topo, [ip for ip in external_ips if ip])
+
+    async def _node_api_wanted(self, api: GceApi) -> Wanted:
+        """The node API rule for the nodes' external addresses as they are now."""
+        instances = await api.list("instances", self._label_filter())
+        return self._node_api_rule(nic.access_configs[0].nat_i_p for i in instances for nic in i.network_interfaces[:1] if nic.access_configs)
 
     async def _existing(self, api: GceApi, wanted: list[Wanted]) -> dict[tuple[str, str], Any]:
         """What exists of `wanted`, by (collection, name); ResourceConflict, before anything is
@@ -392,7 +399,8 @@ class GcpProvider:
 
     async def ensure_frontend(self, log: LogFn) -> None:
         """The load balancer of gcp.load_balancer on the static address and the API port, with
-        the controllers as its members (read first, adopt only this cluster's equal resources)."""
+        the controllers as its members (read first, adopt only this cluster's equal resources),
+        and the rule that lets the nodes reach it, put back if it went missing."""
         api = self._connect()
         front = await self._frontend(api)
         existing = await self._existing(api, list(front.resources))
@@ -400,17 +408,19 @@ class GcpProvider:
             await self._make(api, wanted, existing, log)
             if wanted is front.pool:
                 await self._join(api, front, log)
+        await self._keep_rule(api, await self._node_api_wanted(api), log)  # what the nodes reach it through
 
     async def frontend_problems(self) -> list[str]:
-        """For the frontend check: each resource missing or unlike the plan, and each controller
-        missing from the pool or group; empty when the load balancer is all there."""
+        """For the frontend check: each resource missing or unlike the plan (the node API rule
+        included), and each controller missing from the pool or group; empty when all is there."""
         api = self._connect()
         try:
             front = await self._frontend(api)
         except GceError as error:
             return [str(error)]
-        found = await gather_all(api.get(w.collection, w.name) for w in front.resources)
-        problems = self._unlike(front.resources, found)
+        wanted = [*front.resources, await self._node_api_wanted(api)]
+        found = await gather_all(api.get(w.collection, w.name) for w in wanted)
+        problems = self._unlike(wanted, found)
         pool = found[front.resources.index(front.pool)]
         if pool is not None:
             try:
