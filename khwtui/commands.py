@@ -201,6 +201,7 @@ def status(args: argparse.Namespace) -> int:
 def down(args: argparse.Namespace) -> int:
     import asyncio
 
+    from khwtui.providers.base import LeftInPlace
     from khwtui.providers.factory import make_provider
     from khwtui.teardown import confirm, forget_nodes
 
@@ -213,7 +214,12 @@ def down(args: argparse.Namespace) -> int:
         print("nothing was deleted")
         return 1
     with cluster.state_dir.lock():
-        asyncio.run(provider.teardown(print))
+        try:
+            asyncio.run(provider.teardown(print))
+        except LeftInPlace:  # everything of the cluster is gone; what holds its names is not its
+            forget_nodes(cluster)
+            print(f"deleted {len(plan)} resources")
+            raise
         forget_nodes(cluster)
     print(f"deleted {len(plan)} resources")
     return EXIT_OK

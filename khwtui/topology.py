@@ -58,6 +58,7 @@ class ResourceNames:
     subnet: str
     allow_internal: str
     allow_external: str
+    allow_node_api: str
     allow_health_check: str
     allow_smoke: str
     allow_demo: str
@@ -82,6 +83,7 @@ def resource_names(cluster: str) -> ResourceNames:
         subnet=f"{cluster}-subnet",
         allow_internal=f"{cluster}-allow-internal",
         allow_external=f"{cluster}-allow-external",
+        allow_node_api=f"{cluster}-allow-nodes-api",
         allow_health_check=f"{cluster}-allow-health-check",
         allow_smoke=f"{cluster}-allow-nginx-service",
         allow_demo=f"{cluster}-allow-demo",

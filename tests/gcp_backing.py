@@ -23,6 +23,7 @@ import ipaddress
 import re
 import shlex
 import shutil
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,6 +89,18 @@ class NodeBacking:
     def _node(self, name: str) -> Node:
         """The node behind an instance, as create() made it (its address is in its runtime record)."""
         return Node(name, "instance", 0, self._addresses[name])
+
+    def namespaces(self) -> dict[str, str]:
+        """The network namespace (a /proc path) of each running instance's node, by name: where the
+        data plane also listens, so that a node's own connections to a load balancer reach it."""
+        found: dict[str, str] = {}
+        for runtime in self.root.glob("*/local/runtime.toml"):
+            try:
+                nodes = tomllib.loads(runtime.read_text())["nodes"]
+            except (OSError, tomllib.TOMLDecodeError, KeyError):
+                continue  # being written, or gone
+            found |= {name: f"/proc/{node['init_pid']}/ns/net" for name, node in nodes.items() if node.get("init_pid")}
+        return found
 
     def delete(self, name: str) -> None:
         """Stop the node and remove its host objects and disk; the bridge stays for the others."""

@@ -5,7 +5,17 @@ what was built would balance: the rule's address and port, the members of its ta
 backend service, and the health check that decides which member gets traffic.
 
 Like GCE's passthrough network load balancer it splices bytes (TLS is never terminated) to the
-member on the port the client used. Two differences, on purpose:
+member on the port the client used, keeping the client's address: so the member's firewall
+rules decide, as GCE's VPC firewall does (admits()), on the client's address, the member's
+tags, the protocol and the port; a connection they do not admit is dropped (`dropped`).
+Health probes come from GCE's checker range (PROBE_SOURCE) and pass the same rules.
+
+Where a connection comes from: the rule listens on its address on this machine, where the
+operator's connections arrive (attributed to `operator`), and, given `netns`, also inside each
+instance's own network namespace (an nspawn node's), on the same loopback address and port:
+a connection there comes from that instance, attributed to its external address (natIP), as
+GCE sees a VM reach a load balancer's external address. Nothing leaves 127.0.0.0/8 and the
+test's own namespaces. Two differences from GCE, on purpose:
 - STRICTER than GCE: with no healthy member GCE spreads traffic over all members; here the
   connection is closed at once, so a wrong health check fails a test instead of being masked.
 - A member's health is its latest probe, taken every `interval` (GCE counts healthyThreshold
@@ -15,18 +25,27 @@ member on the port the client used. Two differences, on purpose:
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ipaddress
+import os
+import socket
 import ssl
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from types import TracebackType
+from typing import TypeVar
 
 from fakegce import FakeCompute
 from fakegce.errors import ApiError
 
 TIMEOUT = 2.0  # seconds for one probe, or for connecting to a member
+OPERATOR = "203.0.113.7"  # the address this machine's (the operator's) connections come from
+PROBE_SOURCE = "35.191.0.1"  # in 35.191.0.0/16, where GCE's health checks come from
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
 _DETAILS = {"HTTP": "httpHealthCheck", "HTTPS": "httpsHealthCheck", "TCP": "tcpHealthCheck"}
 
 
@@ -45,6 +64,18 @@ class Probe:
 class Member:
     name: str
     address: str  # natIP (what the backing reported for the machine), else networkIP
+    network: str = ""  # the URL of its interface's network
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Drop:
+    """A connection the member's firewall rules did not admit."""
+
+    rule: str  # the forwarding rule it came through
+    source: str
+    member: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -73,6 +104,7 @@ class Balancer:
 
     spec: Spec
     servers: list[asyncio.Server] = field(default_factory=list)
+    inside: set[str] = field(default_factory=set)  # instances in whose namespace it listens too
     healthy: tuple[Member, ...] = ()
     probes: deque[Probe] = field(default_factory=lambda: deque(maxlen=100))
     turn: int = 0
@@ -89,9 +121,15 @@ class Balancer:
 class LoadBalancers:
     """Makes the fake's EXTERNAL forwarding rules carry traffic, from one asyncio thread."""
 
-    def __init__(self, fake: FakeCompute, interval: float = 0.2) -> None:
+    def __init__(
+        self, fake: FakeCompute, interval: float = 0.2, operator: str = OPERATOR, netns: Callable[[], dict[str, str]] | None = None
+    ) -> None:
+        """`netns` gives the network namespace (a path) of each instance that has one, by name."""
         self._fake = fake
         self._interval = interval
+        self._operator = operator
+        self._netns = netns or dict
+        self.dropped: list[Drop] = []
         self._balancers: dict[str, Balancer] = {}
         self._changed = threading.Condition()  # guards _balancers; notified after each probe round
         self._splices: set[asyncio.Task] = set()
@@ -171,18 +209,41 @@ class LoadBalancers:
                 for port in spec.ports:
                     try:
                         balancer.servers.append(
-                            await asyncio.start_server(partial(self._splice, balancer), spec.address, port)
+                            await asyncio.start_server(partial(self._splice, name, balancer, self._operator, False), spec.address, port)
                         )
                     except OSError as error:
                         self.problems.append(f"{name}: cannot listen on {spec.address}:{port}: {error}")
                 with self._changed:
                     self._balancers[name] = balancer
+        await self._listen_inside(specs)
+
+    async def _listen_inside(self, specs: dict[str, Spec]) -> None:
+        """Listen in each instance's namespace too (once each), attributing its connections to
+        its external address; not in a member's: GCE hands a backend's traffic to its own load
+        balancer's address back to that backend (which serves the port itself)."""
+        addresses = {i["name"]: _member(i).address for i in self._fake.resources("instances")}
+        for instance, netns in self._netns().items():
+            for name, balancer in self._balancers.items():
+                members = {m.name for m in balancer.spec.members}
+                if instance in balancer.inside or instance in members or instance not in addresses or name not in specs:
+                    continue
+                balancer.inside.add(instance)
+                for port in balancer.spec.ports:
+                    try:
+                        sock = run_in_netns(netns, partial(_listening, balancer.spec.address, port))
+                        handler = partial(self._splice, name, balancer, addresses[instance], True)
+                        balancer.servers.append(await asyncio.start_server(handler, sock=sock))
+                    except OSError as error:
+                        self.problems.append(f"{name}: cannot listen in {instance}'s namespace on {balancer.spec.address}:{port}: {error}")
 
     @staticmethod
     def _close(balancer: Balancer) -> None:
         """Stop listening; connections already spliced may finish."""
         for server in balancer.servers:
             server.close()
+
+    def _subnets(self, network: str) -> tuple[ipaddress.IPv4Network, ...]:
+        return tuple(ipaddress.IPv4Network(s["ipCidrRange"]) for s in self._fake.resources("subnetworks") if s["network"] == network)
 
     async def _probe_forever(self) -> None:
         while True:
@@ -193,21 +254,30 @@ class LoadBalancers:
 
     async def _probe_rule(self, balancer: Balancer) -> None:
         spec = balancer.spec
-        probes = await asyncio.gather(*(probe(m, spec.check) for m in spec.members))
+        rules = self._fake.resources("firewalls")
+        probes = await asyncio.gather(*(probe(m, spec.check, rules) for m in spec.members))
         with self._changed:
             balancer.probes.extend(probes)
             balancer.healthy = tuple(m for m, p in zip(spec.members, probes) if p.healthy)
             balancer.rounds += 1
 
-    async def _splice(self, balancer: Balancer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Pass one client connection through to a healthy member, on the port it came in on."""
+    async def _splice(
+        self, rule: str, balancer: Balancer, source: str, from_instance: bool, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Pass one client connection (from `source`; `from_instance`: an instance's external
+        address) through to a healthy member, on the port it came in on, if the member's
+        firewall rules admit it; else drop it."""
         task = asyncio.current_task()
         assert task
         self._splices.add(task)
         member, upstream = balancer.next_member(), None
+        port = writer.get_extra_info("sockname")[1]
         try:
-            if member:
-                port = writer.get_extra_info("sockname")[1]
+            internal = self._subnets(member.network) if member and from_instance else ()
+            if member and not admits(self._fake.resources("firewalls"), member, source, "tcp", port, internal):
+                with self._changed:
+                    self.dropped.append(Drop(rule, source, member.name, port))
+            elif member:
                 upstream = await asyncio.wait_for(asyncio.open_connection(member.address, port), TIMEOUT)
                 await asyncio.gather(pipe(reader, upstream[1]), pipe(upstream[0], writer))
         except (OSError, asyncio.CancelledError):
@@ -231,14 +301,17 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> No
         writer.close()
 
 
-async def probe(member: Member, check: Check) -> Probe:
-    """Probe one member as GCE's checkers do (HTTPS: no certificate verification)."""
+async def probe(member: Member, check: Check, firewalls: list[dict]) -> Probe:
+    """Probe one member as GCE's checkers do (HTTPS: no certificate verification), from
+    PROBE_SOURCE: a probe the member's firewall rules do not admit fails."""
     if check.type == "NONE":
         return Probe(member.name, "", "", "no health check", True)
     if check.type not in _DETAILS:
         return Probe(member.name, "", "", f"fakegce's data plane cannot probe {check.type}", False)
     path = "" if check.type == "TCP" else check.path
     url, host = f"{check.type.lower()}://{member.address}:{check.port}{path}", check.host if path else ""
+    if not admits(firewalls, member, PROBE_SOURCE, "tcp", check.port):
+        return Probe(member.name, url, host, f"dropped: no firewall rule admits {PROBE_SOURCE} to tcp:{check.port}", False)
     try:
         outcome = await asyncio.wait_for(ask(member.address, check), TIMEOUT)
     except OSError as error:  # refused, reset, TLS failure, timeout
@@ -264,6 +337,92 @@ async def ask(address: str, check: Check) -> str:
         return status[1].decode() if len(status) > 1 else "no HTTP status line"
     finally:
         writer.close()
+
+
+def admits(
+    firewalls: list[dict], member: Member, source: str, protocol: str, port: int, internal: tuple[ipaddress.IPv4Network, ...] = ()
+) -> bool:
+    """Whether the VPC firewall lets a connection from `source` reach `member` on protocol/port:
+    of the enabled INGRESS rules of the member's network that apply to it (no targetTags, or one
+    of its tags) and match the source (sourceRanges; sourceTags match only traffic from the
+    network's own internal addresses, never a connection through an external address) and the
+    protocol and port, the one of lowest priority number decides, a deny winning a tie; none
+    matching: the implied deny-all ingress rule (https://cloud.google.com/firewall/docs/firewalls:
+    "Implied rules", "Priority", "Sources for ingress rules", "Targets").
+
+    `internal`: the network's subnet ranges, when `source` is an instance's external address. In
+    GCE that address lies outside every subnet; in this bed an instance's natIP is its networkIP,
+    so a range of the network's own internal addresses (one within a subnet, wider than /32)
+    must not match it: only a range reaching beyond the subnets, or the address alone, does."""
+    matching = [
+        rule
+        for rule in firewalls
+        if rule.get("direction", "INGRESS") == "INGRESS"
+        and not rule.get("disabled")
+        and rule["network"] == member.network
+        and (not rule.get("targetTags") or set(rule["targetTags"]) & set(member.tags))
+        and any(_source_in(ipaddress.IPv4Network(r, strict=False), source, internal) for r in rule.get("sourceRanges", ()))
+        and any(_covers(entry, protocol, port) for entry in rule.get("allowed") or rule.get("denied") or ())
+    ]
+    if not matching:
+        return False
+    first = min(rule.get("priority", 1000) for rule in matching)
+    return not any(rule.get("denied") for rule in matching if rule.get("priority", 1000) == first)
+
+
+def _source_in(sources: ipaddress.IPv4Network, source: str, internal: tuple[ipaddress.IPv4Network, ...]) -> bool:
+    if ipaddress.IPv4Address(source) not in sources:
+        return False
+    return sources.prefixlen == 32 or not any(sources.subnet_of(subnet) for subnet in internal)
+
+
+def _covers(entry: dict, protocol: str, port: int) -> bool:
+    """Whether an allowed/denied entry ({"IPProtocol", "ports"}) covers protocol and port."""
+    if entry["IPProtocol"] not in (protocol, "all"):
+        return False
+    ranges = [p.partition("-") for p in entry.get("ports") or ()]
+    return not ranges or any(int(low) <= port <= int(high or low) for low, _, high in ranges)
+
+
+def run_in_netns(netns: str, work: Callable[[], T]) -> T:
+    """`work()` run by a thread that first enters the network namespace at path `netns` (sockets
+    it makes stay in that namespace); the caller's own namespace is left alone."""
+    outcome: list = []
+
+    def entered() -> None:
+        try:
+            fd = os.open(netns, os.O_RDONLY)
+            try:
+                if _LIBC.setns(fd, CLONE_NEWNET) != 0:
+                    raise OSError(ctypes.get_errno(), f"setns({netns}): {os.strerror(ctypes.get_errno())}")
+            finally:
+                os.close(fd)
+            outcome.append(work())
+        except Exception as error:  # handed back to the caller's thread
+            outcome.append(error)
+
+    thread = threading.Thread(target=entered, name="in-netns")
+    thread.start()
+    thread.join()
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def _listening(address: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((address, port))
+        sock.listen(64)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def read_specs(fake: FakeCompute) -> dict[str, Spec]:
@@ -294,7 +453,7 @@ def _by_link(fake: FakeCompute, collection: str) -> dict[str, dict]:
 def _member(instance: dict) -> Member:
     nic = instance["networkInterfaces"][0]
     nat = (nic.get("accessConfigs") or [{}])[0].get("natIP")
-    return Member(instance["name"], nat or nic["networkIP"])
+    return Member(instance["name"], nat or nic["networkIP"], nic["network"], tuple(instance.get("tags", {}).get("items", ())))
 
 
 def _legacy_check(check: dict, rule_address: str) -> Check:

@@ -1,4 +1,4 @@
-"""A gcp cluster to try by hand, offline, as root: `python3 tests/gcp_sandbox.py [-c N] [-w N] [--lb DESIGN]`.
+"""A gcp cluster to try by hand, offline, as root: `python3 tests/gcp_sandbox.py [-c N] [-w N] [--lb DESIGN] [--op-fail-rate 0.3]`.
 
 Starts what the gcp end-to-end tests use — the Compute fake on 127.0.0.1 whose instances boot as
 nspawn nodes (with the test apt repository and the stand-ins' python3), the data plane of its
@@ -32,7 +32,7 @@ from workerbed import STANDIN_PACKAGES
 
 
 @contextmanager
-def sandbox(root: Path, controllers: int, workers: int, lb: str) -> Iterator[tuple[FakeCompute, LocalCluster]]:
+def sandbox(root: Path, controllers: int, workers: int, lb: str, op_fail_rate: float = 0.0) -> Iterator[tuple[FakeCompute, LocalCluster]]:
     """Everything the gcp end-to-end tests use, under `root` (this process's environment is pointed
     at an empty gcloud config there); afterwards `down` has run and the nodes are removed."""
     os.environ.update({"NO_GCE_CHECK": "true", "CLOUDSDK_CONFIG": str(root / "gcloud")})
@@ -43,9 +43,9 @@ def sandbox(root: Path, controllers: int, workers: int, lb: str) -> Iterator[tup
         mirror["binaries"]["urls"]["kubernetes"], sums = publish_standins(tree.root, server.url, K8S_VERSION)
         mirror["binaries"]["sha256"].update(sums)
         apt = build_apt_repo(root / "apt", default_cache(), list(NODE_PACKAGES))
-        knobs = {"apt": apt, "packages": STANDIN_PACKAGES, "gcp": {"load_balancer": lb}}
+        knobs = {"apt": apt, "packages": STANDIN_PACKAGES, "gcp": {"load_balancer": lb}, "op_fail_rate": op_fail_rate}
         fake, cluster = stack.enter_context(gcp_cluster(root, janitor.new_prefix(), mirror, controllers, workers, **knobs))
-        stack.enter_context(LoadBalancers(fake))
+        stack.enter_context(LoadBalancers(fake, netns=fake.backing.namespaces))
         yield fake, cluster
 
 
@@ -54,9 +54,10 @@ def main() -> None:
     parser.add_argument("-c", "--controllers", type=int, default=2)
     parser.add_argument("-w", "--workers", type=int, default=1)
     parser.add_argument("--lb", choices=("target-pool", "backend-service"), default="target-pool")
+    parser.add_argument("--op-fail-rate", type=float, default=0.0, help="share of operations that end in GCE's transient internal error")
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="khwtui-gcp-sandbox-"))
-    with sandbox(root, args.controllers, args.workers, args.lb) as (_, cluster):
+    with sandbox(root, args.controllers, args.workers, args.lb, args.op_fail_rate) as (_, cluster):
         env = f"NO_GCE_CHECK=true CLOUDSDK_CONFIG={shlex.quote(os.environ['CLOUDSDK_CONFIG'])}"
         print(f"{env} {shlex.quote(sys.executable)} -m khwtui --config {cluster.config_path} --state-dir {cluster.state_dir}")
         print("Ctrl-C to tear it all down", flush=True)

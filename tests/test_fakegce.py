@@ -20,6 +20,7 @@ from fakegce import FakeCompute, GeneratedBacking
 from google.api_core import exceptions
 from google.api_core.client_options import ClientOptions
 from google.auth.credentials import AnonymousCredentials
+from google.auth.exceptions import GoogleAuthError
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import compute_v1 as c
 
@@ -109,6 +110,7 @@ def vm(
     zone: str = Z,
     machine: str = "e2-standard-2",
     image: str = DEBIAN,
+    tags: list[str] | None = None,
 ) -> c.Instance:
     """A KTHW-style node: boot disk from an image family, one NIC with external NAT."""
     items = [c.Items(key=k, value=v) for k, v in (metadata or {"enable-guest-attributes": "TRUE"}).items()]
@@ -116,6 +118,7 @@ def vm(
         name=name,
         machine_type=f"zones/{zone}/machineTypes/{machine}",
         can_ip_forward=True,
+        tags=c.Tags(items=tags or []),
         labels=labels or {},
         metadata=c.Metadata(items=items),
         disks=[
@@ -739,16 +742,42 @@ def test_generated_backing_hands_out_distinct_loopback_addresses() -> None:
 # -- listing, labels and preflight reads ----------------------------------------------------------
 
 
+def label(gce: Gce, address: str, labels: dict[str, str]) -> None:
+    """addresses.setLabels with the fingerprint just read."""
+    found = gce.addresses.get(project=P, region=R, address=address)
+    body = c.RegionSetLabelsRequest(labels=labels, label_fingerprint=found.label_fingerprint)
+    gce.finish(gce.addresses.set_labels(project=P, region=R, resource=address, region_set_labels_request_resource=body))
+
+
+def test_addresses_and_forwarding_rules_keep_no_labels_sent_on_insert_only_those_of_set_labels(gce: Gce) -> None:
+    marked = {"khwtui-cluster": "mine"}
+    gce.finish(gce.addresses.insert(project=P, region=R, address_resource=c.Address(name="api", labels=marked)))
+    found = gce.addresses.get(project=P, region=R, address="api")
+    assert dict(found.labels) == {} and found.label_fingerprint
+    stale = c.RegionSetLabelsRequest(labels=marked, label_fingerprint=found.label_fingerprint)
+    label(gce, "api", marked)
+    assert dict(gce.addresses.get(project=P, region=R, address="api").labels) == marked
+    with pytest.raises(exceptions.PreconditionFailed, match="fingerprint"):
+        gce.addresses.set_labels(project=P, region=R, resource="api", region_set_labels_request_resource=stale)
+    build_network(gce)
+    gce.finish(gce.target_pools.insert(project=P, region=R, target_pool_resource=c.TargetPool(name="pool")))
+    address = gce.addresses.get(project=P, region=R, address="api").address
+    rule = c.ForwardingRule(name="rule", I_p_address=address, target=f"regions/{R}/targetPools/pool", port_range="6443", labels=marked)
+    gce.finish(gce.rules.insert(project=P, region=R, forwarding_rule_resource=rule))
+    found_rule = gce.rules.get(project=P, region=R, forwarding_rule="rule")
+    assert dict(found_rule.labels) == {}
+    body = c.RegionSetLabelsRequest(labels=marked, label_fingerprint=found_rule.label_fingerprint)
+    gce.finish(gce.rules.set_labels(project=P, region=R, resource="rule", region_set_labels_request_resource=body))
+    assert dict(gce.rules.get(project=P, region=R, forwarding_rule="rule").labels) == marked
+
+
 def test_labels_filter_list_and_aggregated_list(gce: Gce, fake: FakeCompute) -> None:
     build_network(gce)
     add_vm(gce, "mine-0", labels={"khwtui-cluster": "mine"})
     add_vm(gce, "mine-1", labels={"khwtui-cluster": "mine"}, zone="us-west1-b")
     add_vm(gce, "theirs", labels={"khwtui-cluster": "theirs"})
-    gce.finish(
-        gce.addresses.insert(
-            project=P, region=R, address_resource=c.Address(name="api", labels={"khwtui-cluster": "mine"})
-        )
-    )
+    gce.finish(gce.addresses.insert(project=P, region=R, address_resource=c.Address(name="api")))
+    label(gce, "api", {"khwtui-cluster": "mine"})
     gce.finish(gce.addresses.insert(project=P, region=R, address_resource=c.Address(name="other")))
 
     zonal = gce.instances.list(request=c.ListInstancesRequest(project=P, zone=Z, filter="labels.khwtui-cluster=mine"))
@@ -798,7 +827,8 @@ def test_preflight_reads() -> None:
         with pytest.raises(exceptions.NotFound):
             gce.machine_types.get(project=P, zone=Z, machine_type="e9-huge")
         region = gce.regions.get(project=P, region=R)
-        assert {q.metric for q in region.quotas} == {"CPUS", "INSTANCES", "IN_USE_ADDRESSES", "STATIC_ADDRESSES"}
+        assert {q.metric for q in region.quotas} == {"CPUS", "INSTANCES", "IN_USE_ADDRESSES", "STATIC_ADDRESSES", "DISKS_TOTAL_GB", "SSD_TOTAL_GB"}
+        assert [q.metric for q in gce.projects.get(project=P).quotas] == ["CPUS_ALL_REGIONS"]
         assert f"zones/{Z}" in " ".join(region.zones)
         assert gce.images.get_from_family(project="debian-cloud", family="debian-12").family == "debian-12"
         with pytest.raises(exceptions.NotFound, match="images/family/debian-7"):
@@ -807,3 +837,46 @@ def test_preflight_reads() -> None:
             gce.networks.list(project="other")
         with pytest.raises(exceptions.BadRequest, match="Unknown zone"):
             gce.instances.get(project=P, zone="mars-north1-a", instance="x")
+
+
+def test_boot_disks_count_against_the_disk_quota_of_their_type_and_cpus_against_the_projects() -> None:
+    with FakeCompute(quotas={"CPUS_ALL_REGIONS": 3}) as fake:
+        gce = Gce(fake)
+        build_network(gce)
+        add_vm(gce, "a")  # e2-standard-2 with a 20 GB pd-standard boot disk
+        used = {q.metric: q.usage for q in gce.regions.get(project=P, region=R).quotas}
+        assert (used["DISKS_TOTAL_GB"], used["SSD_TOTAL_GB"]) == (20.0, 0.0)
+        [cpus] = gce.projects.get(project=P).quotas
+        assert (cpus.metric, cpus.usage, cpus.limit) == ("CPUS_ALL_REGIONS", 2.0, 3.0)
+        with pytest.raises(exceptions.Forbidden, match="Quota 'CPUS_ALL_REGIONS' exceeded.  Limit: 3.0 globally."):
+            add_vm(gce, "b", zone="us-west1-b")
+
+
+def test_refused_credentials_get_401_which_the_client_answers_by_refreshing_them() -> None:
+    with FakeCompute(refuse="credentials") as fake:
+        with pytest.raises(GoogleAuthError, match="cannot be refreshed"):  # anonymous ones cannot be
+            Gce(fake).projects.get(project=P)
+        assert [r.status for r in fake.requests] == [401]
+
+
+def test_a_disabled_api_gets_403_access_not_configured_with_service_disabled() -> None:
+    with FakeCompute(refuse="api-disabled") as fake:
+        with pytest.raises(exceptions.Forbidden) as caught:
+            Gce(fake).projects.get(project=P)
+        assert caught.value.errors[0]["reason"] == "accessNotConfigured"
+        assert caught.value.reason == "SERVICE_DISABLED" and "Compute Engine API has not been used" in caught.value.message
+
+
+def test_op_fail_rate_ends_operations_done_with_an_internal_error_and_no_effect() -> None:
+    with FakeCompute(op_fail_rate=0.5, seed=4) as fake:
+        gce = Gce(fake)
+        outcomes = []
+        for i in range(8):
+            try:
+                gce.finish(gce.networks.insert(project=P, network_resource=c.Network(name=f"n{i}", auto_create_subnetworks=False)))
+                outcomes.append("made")
+            except exceptions.InternalServerError as failed:
+                assert "Internal error. Please try again" in failed.message
+                outcomes.append("failed")
+        assert {"made", "failed"} == set(outcomes)
+        assert len(fake.resources("networks")) == outcomes.count("made")

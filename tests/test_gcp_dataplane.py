@@ -98,9 +98,19 @@ def natip(fake: FakeCompute, name: str) -> str:
 
 
 def nodes(gce: Gce) -> None:
+    """NODES on network "net", whose firewall admits any TCP (the data plane enforces it)."""
     build_network(gce)
+    allow_firewall(gce, "allow-any-tcp", ["0.0.0.0/0"])
     for name in NODES:
-        add_vm(gce, name)
+        add_vm(gce, name, tags=["controller"])
+
+
+def allow_firewall(gce: Gce, name: str, sources: list[str], ports: list[str] | None = None, tags: list[str] | None = None) -> None:
+    rule = c.Firewall(
+        name=name, network="global/networks/net", source_ranges=sources, target_tags=tags or [],
+        allowed=[c.Allowed(I_p_protocol="tcp", ports=ports or [])],
+    )
+    gce.finish(gce.firewalls.insert(project=P, firewall_resource=rule))
 
 
 def target_pool_rule(gce: Gce, port: int, check: dict | None) -> str:
@@ -322,3 +332,32 @@ def test_leaving_closes_spliced_connections(gce: Gce, fake: FakeCompute) -> None
             assert who(client) in NODES  # spliced, and kept alive by the member
         with closing(client):
             assert client.sock.recv(1) == b""  # closed by the balancer, not the member
+
+
+# --- the VPC firewall ----------------------------------------------------------------------------
+
+
+def test_the_members_firewall_decides_on_the_clients_address_the_members_tags_and_the_port(gce: Gce, fake: FakeCompute) -> None:
+    gce.finish(gce.firewalls.delete(project=P, firewall="allow-any-tcp"))
+    with machines(fake, NODES, "/healthz") as (port, members), LoadBalancers(fake, operator="203.0.113.7") as lbs:
+        allow_firewall(gce, "allow-probes", ["35.191.0.0/16"], [str(port)], ["controller"])
+        address = target_pool_rule(gce, port, {"port": port, "requestPath": "/healthz"})
+        lbs.wait_healthy("api", NODES)  # the checkers' range is admitted
+        for sources, ports, tags in ((["198.51.100.0/24"], [str(port)], ["controller"]), (["203.0.113.7/32"], [str(port + 1)], ["controller"]), (["203.0.113.7/32"], [str(port)], ["worker"])):
+            allow_firewall(gce, "near-miss", sources, ports, tags)
+            with socket.create_connection((address, port), timeout=2) as client:
+                assert client.recv(1) == b""  # dropped
+            gce.finish(gce.firewalls.delete(project=P, firewall="near-miss"))
+        assert [m.served for m in members.values()] == [0, 0]
+        assert {(d.source, d.port) for d in lbs.dropped} == {("203.0.113.7", port)}
+        allow_firewall(gce, "allow-operator", ["203.0.113.0/24"], [f"{port}-{port}"], ["controller"])
+        assert get(address, port)[0] in NODES
+
+
+def test_probes_no_rule_admits_fail_so_no_member_is_healthy(gce: Gce, fake: FakeCompute) -> None:
+    gce.finish(gce.firewalls.delete(project=P, firewall="allow-any-tcp"))
+    with machines(fake, NODES, "/healthz") as (port, members), LoadBalancers(fake) as lbs:
+        target_pool_rule(gce, port, {"port": port, "requestPath": "/healthz"})
+        lbs.wait_healthy("api", [])
+        assert {p.outcome for p in lbs.probes("api")} == {f"dropped: no firewall rule admits 35.191.0.1 to tcp:{port}"}
+        assert all(not m.checks for m in members.values())

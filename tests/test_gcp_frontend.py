@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fakegce import FakeCompute
+from fakegce.rules import fingerprint
 from google.cloud import compute_v1 as c
 from test_gcp_provider import (  # noqa: F401 - `outside` is the autouse offline guard
     MARKER,
@@ -118,8 +119,10 @@ def frontend_bodies(config: Config, address: str) -> dict[str, dict]:
     }
     bodies["forwardingRules"] = {
         "name": names.forwarding_rule, "IPAddress": address, "IPProtocol": "TCP", "portRange": str(port),
-        **target, "loadBalancingScheme": "EXTERNAL", "labels": labels,
+        **target, "loadBalancingScheme": "EXTERNAL", "description": marker,
     }
+    # the API keeps no labels sent on a forwarding rule's insert: setLabels, with the fingerprint of none
+    bodies["setLabels"] = {"labels": labels, "labelFingerprint": fingerprint({})}
     return bodies
 
 
@@ -147,7 +150,7 @@ async def test_target_pool_is_kthw_lab_08_field_by_field() -> None:
         await provider(config).ensure_frontend(lines.append)
 
         sent = sent_since(fake, since)
-        assert sorted(sent) == ["addInstance", "firewalls", "forwardingRules", "httpHealthChecks", "targetPools"]
+        assert sorted(sent) == ["addInstance", "firewalls", "forwardingRules", "httpHealthChecks", "setLabels", "targetPools"]
         assert all(len(reqs) == 1 and reqs[0].query.get("requestId") for reqs in sent.values())
         assert {k: reqs[0].body for k, reqs in sent.items()} == frontend_bodies(config, address_of(fake, names.address))
         assert sent["addInstance"][0].path.endswith(f"/regions/{REGION}/targetPools/{names.target_pool}/addInstance")
@@ -164,7 +167,7 @@ async def test_backend_service_is_a_regional_passthrough_over_the_controllers_gr
         await provider(config).ensure_frontend(quiet)
 
         sent = sent_since(fake, since)
-        assert sorted(sent) == ["addInstances", "backendServices", "firewalls", "forwardingRules", "healthChecks", "instanceGroups"]
+        assert sorted(sent) == ["addInstances", "backendServices", "firewalls", "forwardingRules", "healthChecks", "instanceGroups", "setLabels"]
         assert all(len(reqs) == 1 and reqs[0].query.get("requestId") for reqs in sent.values())
         assert {k: reqs[0].body for k, reqs in sent.items()} == frontend_bodies(config, address_of(fake, names.address))
         assert sent["instanceGroups"][0].path.endswith(f"/zones/{ZONE}/instanceGroups")
@@ -273,7 +276,7 @@ async def test_a_second_run_of_every_ensure_changes_nothing(design: str) -> None
         await again.ensure_routes(lines.append)
         await again.ensure_firewall(names.allow_smoke, 30080)
         assert mutating(fake, count) == []
-        assert sum("exists, adopted" in line for line in lines) == len(frontend_end_state(fake, config)) + 1  # + the route
+        assert sum("exists, adopted" in line for line in lines) == len(frontend_end_state(fake, config)) + 2  # + the node API rule, the route
         assert any(line.endswith(f"holds {', '.join(CONTROLLERS)}") for line in lines)
 
 
@@ -299,7 +302,7 @@ async def test_faults_and_lost_replies_end_in_the_same_state(design: str, monkey
         assert all(len(set(ids)) == 1 for ids in calls.values())  # ...each with its first requestId
         compute = {(col, n) for col, n in everything(fake) if col in ("networks", "subnetworks", "addresses", "instances", "disks")}
         routes = {("routes", n) for n in topo.route_names().values()}
-        rules = {("firewalls", n) for n in (topo.names.allow_internal, topo.names.allow_external, topo.names.allow_smoke)}
+        rules = {("firewalls", n) for n in (topo.names.allow_internal, topo.names.allow_external, topo.names.allow_node_api, topo.names.allow_smoke)}
         assert everything(fake) == compute | frontend_end_state(fake, config) | routes | rules
         if design == "target-pool":
             members = served(fake, "targetPools", topo.names.target_pool)["instances"]
@@ -321,7 +324,7 @@ async def test_teardown_removes_the_frontend_routes_and_rules_and_nothing_of_ano
             await provider(config).ensure_firewall(names.allow_demo, 30090)
         before = everything(fake)
         of_beta = {(col, n) for col, n in before if n.startswith("beta")}
-        assert len(of_beta) == 17  # compute 7 and its 2 disks + frontend 5 + route 1 + NodePort rules 2
+        assert len(of_beta) == 18  # compute 8 and its 2 disks + frontend 5 + route 1 + NodePort rules 2
 
         await provider(alpha).teardown(quiet)
         assert everything(fake) == of_beta

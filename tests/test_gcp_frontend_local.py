@@ -24,7 +24,8 @@ from pathlib import Path
 import janitor
 import pytest
 from fakegce import FakeCompute
-from gcp_dataplane import LoadBalancers
+from gcp_dataplane import OPERATOR, LoadBalancers, run_in_netns
+from google.auth.credentials import AnonymousCredentials
 from localcluster import LocalCluster
 from test_gcp_frontend import PRICES, frontend_bodies, route_bodies
 from test_gcp_local import PROJECT, REGION, ZONE, cluster_config, gcp_cluster, go_offline
@@ -34,7 +35,7 @@ from workerbed import STANDIN_PACKAGES
 from khwtui import config as config_mod
 from khwtui.config import Config
 from khwtui.providers.gcp import GcpProvider
-from khwtui.providers.gcp_api import KINDS
+from khwtui.providers.gcp_api import KINDS, GceApi
 from khwtui.sshkey import client_key
 from khwtui.topology import Topology
 
@@ -65,13 +66,14 @@ class Built:
         return {name: stage["status"] for name, stage in self.cluster.state()["stages"].items() if stage["status"] != "pending"}
 
 
-def build(tmp_path: Path, mirror: dict, apt: object, design: str, controllers: int, workers: int, **knobs: float) -> Iterator[Built]:
-    """A gcp cluster of `design` made by the CLI up to the front end, then its routes."""
+def build(tmp_path: Path, mirror: dict, apt: object, gcp: dict, controllers: int, workers: int, **knobs: float) -> Iterator[Built]:
+    """A gcp cluster (`gcp`: its gcp settings) made by the CLI up to the front end, then its
+    routes; the data plane listens in the nodes' namespaces too (their own traffic to it)."""
     prefix = janitor.new_prefix()
-    knobs_and_nodes = {"apt": apt, "packages": STANDIN_PACKAGES, "gcp": {"load_balancer": design}, **knobs}
+    knobs_and_nodes = {"apt": apt, "packages": STANDIN_PACKAGES, "gcp": gcp, **knobs}
     with pytest.MonkeyPatch.context() as env:
         go_offline(env, tmp_path)
-        with gcp_cluster(tmp_path, prefix, mirror, controllers, workers, **knobs_and_nodes) as (fake, cluster), LoadBalancers(fake) as lbs:
+        with gcp_cluster(tmp_path, prefix, mirror, controllers, workers, **knobs_and_nodes) as (fake, cluster), LoadBalancers(fake, netns=fake.backing.namespaces) as lbs:
             until = cluster.khwtui("up", "--auto", "--until", "frontend", timeout=900)
             assert until.returncode in (0, 3), until.stdout[-4000:] + until.stderr
             routes = cluster.khwtui("up", "--auto", "--only", "routes")
@@ -81,13 +83,15 @@ def build(tmp_path: Path, mirror: dict, apt: object, design: str, controllers: i
 
 @pytest.fixture(scope="module")
 def target_pool(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict, apt_repo: object) -> Iterator[Built]:
-    yield from build(tmp_path_factory.mktemp("tp"), release_mirror, apt_repo, "target-pool", 2, 2)
+    # admin_cidrs narrowed to the operator's address, as plan and the default config advise
+    gcp = {"load_balancer": "target-pool", "admin_cidrs": [f"{OPERATOR}/32"]}
+    yield from build(tmp_path_factory.mktemp("tp"), release_mirror, apt_repo, gcp, 2, 2)
 
 
 @pytest.fixture(scope="module")
 def backend_service_with_faults(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict, apt_repo: object) -> Iterator[Built]:
     knobs = {"fault_rate": 0.1, "lose_reply_rate": 0.1, "seed": 11}
-    yield from build(tmp_path_factory.mktemp("bs"), release_mirror, apt_repo, "backend-service", 2, 1, **knobs)
+    yield from build(tmp_path_factory.mktemp("bs"), release_mirror, apt_repo, {"load_balancer": "backend-service"}, 2, 1, **knobs)
 
 
 # --- what the checks read -----------------------------------------------------------------------
@@ -98,17 +102,22 @@ def sent_bodies(built: Built) -> tuple[dict[str, dict], dict[str, dict]]:
     each asserted sent once — every retry of it with its first requestId and the same body."""
     frontend: dict[str, dict] = {}
     routes: dict[str, dict] = {}
-    joins = [r for r in built.fake.requests if r.method == "POST" and r.path.rsplit("/", 1)[1] in ("addInstance", "addInstances")]
-    assert len({r.query["requestId"] for r in joins}) == 1 and all(r.body == joins[0].body for r in joins)
-    frontend[joins[0].path.rsplit("/", 1)[1]] = joins[0].body
+    for verb, names in (("addInstance", ("addInstance", "addInstances")), ("setLabels", ("setLabels",))):
+        calls = [r for r in built.fake.requests if r.method == "POST" and r.path.rsplit("/", 1)[1] in names and "/addresses/" not in r.path]
+        assert len({r.query["requestId"] for r in calls}) == 1 and all(r.body == calls[0].body for r in calls)
+        frontend[calls[0].path.rsplit("/", 1)[1] if verb == "addInstance" else verb] = calls[0].body
     for (collection, name), requests in insert_requests(built.fake).items():
         assert len({r.query["requestId"] for r in requests}) == 1, name
         assert all(r.body == requests[0].body for r in requests), name
         if collection == "routes":
             routes[name] = requests[0].body
-        elif collection not in ("networks", "subnetworks", "addresses", "instances") and name != built.topo.names.allow_internal and name != built.topo.names.allow_external:
+        elif collection not in ("networks", "subnetworks", "addresses", "instances") and name not in compute_rules(built.topo):
             frontend[collection] = requests[0].body
     return frontend, routes
+
+
+def compute_rules(topo: Topology) -> tuple[str, ...]:
+    return (topo.names.allow_internal, topo.names.allow_external, topo.names.allow_node_api)
 
 
 def planned(built: Built) -> set[tuple[str, str]]:
@@ -197,6 +206,44 @@ def test_status_probes_the_front_end_and_shows_what_the_cluster_costs_now(target
     assert any(line.startswith("✔ routes:cloud routes ") for line in lines)
 
 
+def as_kubelet(built: Built, worker: str) -> int:
+    """From inside `worker`'s node (its network namespace), what the kubelet does through its
+    kubeconfig: GET /api on the load balancer's address with the worker's client certificate;
+    the HTTP status, or an OSError when the connection is dropped."""
+    pki = built.cluster.state_dir / "pki"
+    tls = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    tls.load_cert_chain(pki / f"{worker}.pem", pki / f"{worker}-key.pem")
+
+    def ask() -> int:
+        connection = http.client.HTTPSConnection(built.address, built.config.network.api_port, timeout=10, context=tls)
+        try:
+            connection.request("GET", "/api")
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    return run_in_netns(built.fake.backing.namespaces()[worker], ask)
+
+
+def test_with_admin_cidrs_narrowed_the_workers_reach_the_api_through_the_front_end_only_by_the_nodes_rule(target_pool: Built) -> None:
+    built, names = target_pool, target_pool.topo.names
+    rule, workers = names.forwarding_rule, [w.name for w in target_pool.topo.workers]
+    assert built.config.gcp.admin_cidrs == (f"{OPERATOR}/32",)
+    built.lbs.wait_healthy(rule, [c.name for c in built.topo.controllers], timeout=30)
+    assert [as_kubelet(built, w) for w in workers] == [200] * len(workers)
+    assert built.lbs.dropped == []
+
+    asyncio.run(GceApi(PROJECT, REGION, ZONE, built.fake.endpoint, AnonymousCredentials()).delete("firewalls", names.allow_node_api))
+    with pytest.raises(OSError):  # the data plane drops it: nothing else admits a worker's address
+        as_kubelet(built, workers[0])
+    nat = {vm["name"]: vm["networkInterfaces"][0]["accessConfigs"][0]["natIP"] for vm in built.fake.resources("instances")}
+    assert {(d.rule, d.source) for d in built.lbs.dropped} == {(rule, nat[workers[0]])}
+
+    again = built.cluster.khwtui("up", "--auto", "--only", "frontend")  # its check finds the rule missing and puts it back
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr
+    assert as_kubelet(built, workers[0]) == 200
+
+
 def test_down_without_a_terminal_or_yes_exits_2_and_deletes_nothing(target_pool: Built) -> None:
     before = len(target_pool.fake.requests)
     refused = target_pool.cluster.khwtui("down")
@@ -239,7 +286,7 @@ def second_cluster(built: Built) -> set[tuple[str, str]]:
 
     asyncio.run(make())
     theirs = everything(built.fake) - before
-    assert len(theirs) == 7 + 2 + 5 + 1  # compute (network, subnet, 2 rules, address, 2 instances), 2 disks, front end, route
+    assert len(theirs) == 8 + 2 + 5 + 1  # compute (network, subnet, 3 rules, address, 2 instances), 2 disks, front end, route
     return theirs
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -135,8 +136,9 @@ def cluster_config(cluster: LocalCluster) -> Config:
 # --- what the checks read -----------------------------------------------------------------------
 
 
-def kthw_bodies(config: Config, client_public_key: str) -> dict[tuple[str, str], dict]:
-    """Every insert KTHW's lab 03 makes, as the exact JSON sent (metadata items as a dict)."""
+def kthw_bodies(config: Config, client_public_key: str, external_ips: list[str]) -> dict[tuple[str, str], dict]:
+    """Every insert KTHW's lab 03 makes, as the exact JSON sent (metadata items as a dict), and
+    khwtui's rule opening the API port to the nodes' external addresses."""
     topo, cluster, cidr = Topology(config), config.cluster.name, config.network.node_cidr
     names, marker, labels = topo.names, f"khwtui-cluster={cluster}", {"khwtui-cluster": cluster}
     network = f"global/networks/{names.network}"
@@ -156,7 +158,14 @@ def kthw_bodies(config: Config, client_public_key: str) -> dict[tuple[str, str],
             "sourceRanges": ["0.0.0.0/0"],
             **ingress,
         },
-        ("addresses", names.address): {"name": names.address, "addressType": "EXTERNAL", "labels": labels},
+        ("addresses", names.address): {"name": names.address, "addressType": "EXTERNAL", "description": marker},
+        ("firewalls", names.allow_node_api): {
+            "name": names.allow_node_api,
+            "allowed": [{"IPProtocol": "tcp", "ports": ["6443"]}],
+            "sourceRanges": sorted((f"{ip}/32" for ip in external_ips), key=ipaddress.IPv4Network),
+            "targetTags": ["controller"],
+            **ingress,
+        },
     }
     for node in topo.nodes:
         pods = {"pod-cidr": node.pod_cidr} if node.pod_cidr else {}
@@ -199,7 +208,8 @@ def assert_exactly_the_kthw_resources(fake: FakeCompute, cluster: LocalCluster) 
     properties field by field, and nothing else exists (boot disks only with their instances)."""
     config = cluster_config(cluster)
     _, public_key = client_key(cluster.state_dir / "ssh")
-    wanted = kthw_bodies(config, public_key)
+    nat = [vm["networkInterfaces"][0]["accessConfigs"][0]["natIP"] for vm in fake.resources("instances")]
+    wanted = kthw_bodies(config, public_key, nat)
     plan = GcpProvider(config, Topology(config), cluster.state_dir, public_key).plan()
     assert {(KINDS[c].noun, name) for c, name in wanted} == {(r.kind, r.name) for r in plan.resources if not r.stage}
     sent = insert_requests(fake)
@@ -388,5 +398,39 @@ def test_without_a_project_up_says_so_in_one_line_with_the_fix_and_exits_2_sendi
         assert fake.requests == []
     [line] = result.stderr.splitlines()
     assert line.endswith("gcp.project: no GCP project is set; fix: set gcp.project in the config, or CLOUDSDK_CORE_PROJECT")
+    assert result.returncode == 2
+    assert guard.refused() == []
+
+
+# --- an API that cannot be used, a quota too small: exit 2, one line, nothing created -----------------
+
+
+def closed_port() -> str:
+    """An endpoint on 127.0.0.1 where nothing listens (the port was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}"
+
+
+@pytest.mark.parametrize(
+    ("knobs", "project", "wanted"),
+    [
+        ({"refuse": "credentials"}, PROJECT, "Google credentials were refused"),
+        ({"refuse": "api-disabled"}, PROJECT, "gcp.project: the Compute Engine API is not enabled in project khwtui-test"),
+        ({}, "khwtui-nosuch", "gcp.project: project khwtui-nosuch does not exist or these credentials cannot see it; fix: "),
+        (None, PROJECT, "gcp.api_endpoint: no connection to the Compute API"),
+        ({"quotas": {"DISKS_TOTAL_GB": 100}}, PROJECT, "quota DISKS_TOTAL_GB of region us-west1: 200 more needed, 100 of 100 free; fix: "),
+    ],
+    ids=["401", "403-accessNotConfigured", "404-project", "connection-refused", "disks-quota"],
+)
+def test_an_api_that_cannot_be_used_or_a_small_quota_stops_up_with_one_line_and_nothing_created(
+    tmp_path: Path, guard: TrafficGuard, knobs: dict | None, project: str, wanted: str
+) -> None:
+    with FakeCompute(project=PROJECT, **(knobs or {})) as fake:
+        endpoint = fake.endpoint if knobs is not None else closed_port()
+        result = up_offline(tmp_path, guard, {"project": project, "api_endpoint": endpoint, "region": REGION, "zone": ZONE})
+        assert mutating(fake) == [] and fake.resources("networks") == []
+    [line] = result.stderr.splitlines()
+    assert wanted in line and "; fix: " in line, line
     assert result.returncode == 2
     assert guard.refused() == []

@@ -24,9 +24,9 @@ from google.cloud import compute_v1 as c
 from khwtui import config as config_mod
 from khwtui.config import Config
 from khwtui.errors import EXIT_FAILED, EXIT_USAGE
-from khwtui.providers.base import PreflightError
+from khwtui.providers.base import LeftInPlace, PreflightError
 from khwtui.providers.gcp import GcpProvider, ResourceConflict
-from khwtui.providers.gcp_api import KINDS, GceApi, GceError
+from khwtui.providers.gcp_api import KINDS, GceApi, GceError, HttpHealthCheck
 from khwtui.topology import Topology
 
 PROJECT = "khwtui-test"  # config accepts only real project IDs (6-30 characters)
@@ -168,7 +168,7 @@ async def test_ensure_creates_exactly_the_planned_resources_with_kthw_properties
 
         sent = insert_requests(fake)
         assert {(KINDS[col].noun, name) for col, name in sent} == {(r.kind, r.name) for r in gcp.plan().resources if not r.stage}
-        assert len(sent) == 9 and all(len(reqs) == 1 for reqs in sent.values())
+        assert len(sent) == 10 and all(len(reqs) == 1 for reqs in sent.values())
         assert all(reqs[0].query.get("requestId") for reqs in sent.values())
         body = {key: reqs[0].body for key, reqs in sent.items()}
         names = topo.names
@@ -184,7 +184,13 @@ async def test_ensure_creates_exactly_the_planned_resources_with_kthw_properties
         assert external["sourceRanges"] == ["0.0.0.0/0"]
         for rule in (internal, external):  # KTHW: no target tags, so the rules cover every node
             assert (rule["network"], rule["direction"], rule.get("targetTags"), rule["description"]) == (f"global/networks/{names.network}", "INGRESS", None, MARKER)
-        assert body["addresses", names.address] == {"name": names.address, "addressType": "EXTERNAL", "labels": LABELS}
+        # its labels are set by setLabels: the API keeps none sent on an address's insert
+        assert body["addresses", names.address] == {"name": names.address, "addressType": "EXTERNAL", "description": MARKER}
+        assert fake.resources("addresses")[0]["labels"] == LABELS
+        nodes_api = body["firewalls", names.allow_node_api]
+        served = {vm["name"]: vm["networkInterfaces"][0]["accessConfigs"][0]["natIP"] for vm in fake.resources("instances")}
+        assert nodes_api["allowed"] == [{"IPProtocol": "tcp", "ports": ["6443"]}] and nodes_api["targetTags"] == ["controller"]
+        assert sorted(nodes_api["sourceRanges"]) == sorted(f"{ip}/32" for ip in served.values())
 
         for node in topo.nodes:
             vm = body["instances", node.name]
@@ -230,7 +236,7 @@ async def test_a_second_ensure_and_nodes_change_nothing() -> None:
         assert await read_back.nodes() == first
         assert read_back.api_address() == fake.resources("addresses")[0]["address"]
         assert mutating(fake, before) == []
-        assert sum("exists, adopted" in line for line in lines) == 9
+        assert sum("exists, adopted" in line for line in lines) == 10
 
 
 async def test_faults_and_lost_replies_end_in_the_same_state_without_duplicates() -> None:
@@ -262,7 +268,7 @@ async def test_an_existing_resource_that_just_appeared_is_adopted() -> None:
         config = gcp_config(fake)
         network = provider(config).desired.network.resource
         await setup_api(fake).insert("networks", network)  # e.g. an interrupted run's insert
-        fake.inject("GET", f"/global/networks/{network.name}$", 404)  # our read misses it
+        fake.inject("GET", f"/global/networks/{network.name}$", 404, times=2)  # our reads (preflight's, ensure's) miss it
         lines: list[str] = []
         await provider(config).ensure(lines.append)
         assert f"network {network.name}: appeared meanwhile, adopted" in lines
@@ -383,16 +389,18 @@ async def test_no_project_is_one_line_with_the_fix_and_no_request() -> None:
 
 
 async def test_preflight_names_every_problem_with_its_fix_before_creating_anything() -> None:
-    with FakeCompute(project=PROJECT, project_metadata={"enable-oslogin": "TRUE"}, quotas={"CPUS": 4}) as fake:
+    with FakeCompute(project=PROJECT, quotas={"CPUS": 4, "DISKS_TOTAL_GB": 150, "CPUS_ALL_REGIONS": 6}) as fake:
         with pytest.raises(PreflightError) as caught:
             await provider(gcp_config(fake, gcp={"image_family": "debian-7"})).ensure(quiet)
         lines = str(caught.value).splitlines()
-        assert [line.split(":")[0] for line in lines] == ["project khwtui-test sets enable-oslogin=TRUE", "gcp.image_family", "quota CPUS of region us-west1"]
-        assert "8 more needed, 4 of 4 free" in lines[2]
+        assert [line.split(":")[0] for line in lines] == [
+            "gcp.image_family", "quota CPUS of region us-west1", "quota CPUS_ALL_REGIONS of project khwtui-test (all regions)", "quota DISKS_TOTAL_GB of region us-west1",
+        ]
+        assert "8 more needed, 4 of 4 free" in lines[1] and "200 more needed, 150 of 150 free" in lines[3]
         assert all("; fix: " in line for line in lines)
         with pytest.raises(PreflightError) as caught:
             await provider(gcp_config(fake, gcp={"machine_type": "e9-huge"})).preflight()
-        assert str(caught.value).splitlines()[1].startswith("gcp.machine_type: e9-huge does not exist in zone us-west1-c; fix: ")
+        assert str(caught.value).splitlines()[0].startswith("gcp.machine_type: e9-huge does not exist in zone us-west1-c; fix: ")
         assert mutating(fake) == []
 
 
@@ -411,6 +419,7 @@ async def test_plan_needs_no_credentials_and_lists_every_stages_resources_and_pr
         ("instance", "controller-1"),
         ("instance", "controller-2"),
         ("instance", "worker-0"),
+        ("firewall", "kubernetes-the-hard-way-allow-nodes-api"),
         ("legacy health check", "kubernetes-the-hard-way-healthz"),
         ("target pool", "kubernetes-the-hard-way-target-pool"),
         ("firewall", "kubernetes-the-hard-way-allow-health-check"),
@@ -421,13 +430,15 @@ async def test_plan_needs_no_credentials_and_lists_every_stages_resources_and_pr
     details = {r.name: r.detail for r in plan.resources}
     assert details["kubernetes-the-hard-way-route-10-200-0-0-24"] == "10.200.0.0/24 via 10.240.0.20 (worker-0)"
     assert details["kubernetes-the-hard-way-forwarding-rule"] == "the static address:6443 to kubernetes-the-hard-way-target-pool"
-    assert [r.stage for r in plan.resources] == [""] * 9 + ["frontend"] * 4 + ["routes", "smoke"]
+    assert details["kubernetes-the-hard-way-allow-nodes-api"] == "tcp:6443 from the nodes' external addresses to the controllers"
+    assert [r.stage for r in plan.resources] == [""] * 10 + ["frontend"] * 4 + ["routes", "smoke"]
     # 4 x (e2-standard-2 + its external IPv4 + 50 GB pd-standard) + the forwarding rule (holding the static address)
     assert plan.hourly_usd == pytest.approx(4 * (0.06701142 + 0.005 + 50 * 0.04 / 730) + 0.025)
     assert any("as of 2025-03-06" in note and "us-west1" in note and "/month" in note for note in plan.notes)
     backend = provider(gcp_config(None, gcp={"load_balancer": "backend-service"}, demo={"enabled": True}, topology={"controllers": 1, "workers": 2})).plan()
     assert [(r.kind, r.name) for r in backend.resources][7:] == [
         ("instance", "worker-1"),
+        ("firewall", "kubernetes-the-hard-way-allow-nodes-api"),
         ("instance group", "kubernetes-the-hard-way-controllers"),
         ("health check", "kubernetes-the-hard-way-readyz"),
         ("backend service", "kubernetes-the-hard-way-api-backend"),
@@ -450,9 +461,9 @@ async def test_plan_needs_no_credentials_and_lists_every_stages_resources_and_pr
 
 
 async def add_later_stages(fake: FakeCompute, config: Config) -> None:
-    """What the frontend, routes and smoke stages make, by label, description or derived name."""
+    """What the frontend, routes and smoke stages make, each marked by its description."""
     topo, cluster = Topology(config), config.cluster.name
-    names, marker, labels = topo.names, f"khwtui-cluster={cluster}", {"khwtui-cluster": cluster}
+    names, marker = topo.names, f"khwtui-cluster={cluster}"
     api = setup_api(fake)
     legacy = requests.post(
         f"{fake.endpoint}/compute/v1/projects/{PROJECT}/global/httpHealthChecks",
@@ -462,7 +473,7 @@ async def add_later_stages(fake: FakeCompute, config: Config) -> None:
     assert legacy.status_code == 200
     await api.insert("targetPools", c.TargetPool(name=names.target_pool, description=marker, health_checks=[f"global/httpHealthChecks/{names.http_health_check}"]))
     address = next(a["address"] for a in fake.resources("addresses") if a["name"] == names.address)
-    rule = c.ForwardingRule(name=names.forwarding_rule, I_p_address=address, I_p_protocol="TCP", port_range="6443", target=f"regions/{REGION}/targetPools/{names.target_pool}", labels=labels)
+    rule = c.ForwardingRule(name=names.forwarding_rule, I_p_address=address, I_p_protocol="TCP", port_range="6443", target=f"regions/{REGION}/targetPools/{names.target_pool}", description=marker)
     await api.insert("forwardingRules", rule)
     check = c.HealthCheck(name=names.health_check, type_="HTTPS", https_health_check=c.HTTPSHealthCheck(port=6443, request_path="/readyz"), description=marker)
     await api.insert("healthChecks", check)
@@ -473,8 +484,8 @@ async def add_later_stages(fake: FakeCompute, config: Config) -> None:
     worker = topo.workers[0]
     route = c.Route(name=topo.route_names()[worker.name], network=f"global/networks/{names.network}", dest_range=worker.pod_cidr, next_hop_ip=worker.internal_ip, description=marker)
     await api.insert("routes", route)
-    smoke = c.Firewall(name=names.allow_smoke, network=f"global/networks/{names.network}", allowed=[c.Allowed(I_p_protocol="tcp", ports=["30000-32767"])])
-    await api.insert("firewalls", smoke)  # no description: found by its derived name
+    smoke = c.Firewall(name=names.allow_smoke, network=f"global/networks/{names.network}", allowed=[c.Allowed(I_p_protocol="tcp", ports=["30000-32767"])], description=marker)
+    await api.insert("firewalls", smoke)
 
 
 async def test_teardown_without_state_removes_the_cluster_and_nothing_of_another() -> None:
@@ -492,7 +503,7 @@ async def test_teardown_without_state_removes_the_cluster_and_nothing_of_another
         )
         before = everything(fake)
         of_beta = {(col, name) for col, name in before if name.startswith("beta")} | {("firewalls", "alpha-allow-extra")}
-        assert len(of_beta) == 18
+        assert len(of_beta) == 19
 
         gone = provider(alpha)  # a fresh object: no state, no memory of the runs above
         planned = gone.teardown_plan()
@@ -523,3 +534,73 @@ async def test_teardown_is_idempotent_and_a_delete_that_finds_nothing_is_done() 
         await provider(config).teardown(quiet)
         assert everything(fake) == set() and mutating(fake, count) == []
         assert provider(config).teardown_plan() == []
+
+
+# --- what is not ours, GCE's transient operation errors ---------------------------------------------
+
+
+async def test_unmarked_resources_named_like_the_clusters_are_never_deleted_and_are_named_as_conflicts() -> None:
+    with FakeCompute(project=PROJECT) as fake:
+        config = gcp_config(fake, topology={"controllers": 1, "workers": 1})
+        names, api = Topology(config).names, setup_api(fake)
+        await api.insert("networks", c.Network(name=names.network, auto_create_subnetworks=False))  # someone else's, no marker
+        other = "global/networks/kubernetes-the-hard-way"
+        await api.insert("firewalls", c.Firewall(name=f"{names.network}-allow-ssh", network=other, allowed=[c.Allowed(I_p_protocol="tcp", ports=["22"])]))
+        await api.insert("subnetworks", c.Subnetwork(name="theirs", network=other, ip_cidr_range="10.240.0.0/24", region=REGION))
+        await api.insert("routes", c.Route(name=names.route("10.200.0.0/24"), network=other, dest_range="10.200.0.0/24", next_hop_ip="10.240.0.20"))
+        theirs = everything(fake)
+
+        with pytest.raises(ResourceConflict) as refused:
+            await provider(config).ensure(quiet)
+        assert refused.value.exit_code == EXIT_USAGE and mutating(fake, len(fake.requests)) == []
+        assert str(refused.value).splitlines()[0] == (
+            "cluster.name: network kubernetes-the-hard-way already exists and belongs to no khwtui cluster (it has no khwtui-cluster "
+            "label or description); khwtui never adopts or deletes it; fix: choose another cluster.name"
+        )
+        assert provider(config).teardown_plan() == []
+        count = len(fake.requests)
+        with pytest.raises(LeftInPlace) as kept:
+            await provider(config).teardown(quiet)
+        assert mutating(fake, count) == [] and everything(fake) == theirs
+        lines = str(kept.value).splitlines()
+        assert [line.split(" already exists")[0] for line in lines] == [
+            "cluster.name: network kubernetes-the-hard-way", "cluster.name: route kubernetes-the-hard-way-route-10-200-0-0-24",
+        ]
+        assert kept.value.exit_code == EXIT_USAGE and all(line.endswith("fix: choose another cluster.name") for line in lines)
+
+
+async def test_a_later_stages_name_held_by_an_unmarked_resource_stops_up_before_anything_is_made() -> None:
+    with FakeCompute(project=PROJECT) as fake:
+        config = gcp_config(fake, topology={"controllers": 1, "workers": 1})
+        await setup_api(fake).insert("httpHealthChecks", HttpHealthCheck("kubernetes-the-hard-way-healthz"))
+        with pytest.raises(ResourceConflict, match=r"^cluster\.name: legacy health check kubernetes-the-hard-way-healthz already exists and belongs to no khwtui cluster"):
+            await provider(config).ensure(quiet)
+        assert [c for c, _ in everything(fake)] == ["httpHealthChecks"]
+
+
+async def test_with_three_in_ten_operations_failing_transiently_one_run_converges() -> None:
+    with FakeCompute(project=PROJECT, op_fail_rate=0.3, seed=5) as fake:
+        config = gcp_config(fake, topology={"controllers": 1, "workers": 1})
+        gcp = provider(config)
+        lines: list[str] = []
+        await gcp.ensure(lines.append)
+        await gcp.ensure_frontend(lines.append)
+        await gcp.ensure_routes(lines.append)
+
+        failed = [r for r in fake.requests if r.path.endswith("/wait")]
+        assert failed  # waited on, and some of them ended in the internal error:
+        made = {(KINDS[col].noun, name) for col, name in everything(fake) if col != "disks"}
+        assert made == {(r.kind, r.name) for r in gcp.plan().resources if r.stage != "smoke"}
+        assert fake.resources("addresses")[0]["labels"] == LABELS and fake.resources("forwardingRules")[0]["labels"] == LABELS
+        retried = [key for key, reqs in insert_requests(fake).items() if len({r.query["requestId"] for r in reqs}) > 1]
+        assert retried  # a new requestId for each new attempt
+        await provider(config).teardown(quiet)
+        assert everything(fake) == set()
+
+
+async def test_a_permanent_operation_error_is_not_retried() -> None:
+    with FakeCompute(project=PROJECT) as fake:
+        fake.inject_op_error("POST", r"/global/networks$", "INVALID_USAGE", "Invalid value for field 'resource.mtu'.", 400)
+        with pytest.raises(GceError, match=r"^creating network kubernetes-the-hard-way failed: Invalid value for field 'resource.mtu'\.$"):
+            await provider(gcp_config(fake)).ensure(quiet)
+        assert len(insert_requests(fake)["networks", "kubernetes-the-hard-way"]) == 1

@@ -56,6 +56,15 @@ class PreflightError(KhwError):
         super().__init__("\n".join(self.problems))
 
 
+class LeftInPlace(KhwError):
+    """Teardown deleted everything of the cluster; these resources hold its names without its
+    marker, so they were left where they are: one line each, with the fix."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.problems))
+
+
 class Provider(Protocol):
     kind: str
 

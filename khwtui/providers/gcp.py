@@ -37,7 +37,7 @@ import asyncssh
 from google.api_core import exceptions
 from google.api_core.retry import if_exception_type
 from google.api_core.retry_async import AsyncRetry
-from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError
+from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import compute_v1
 
 from khwtui import gcloud_settings
@@ -45,6 +45,7 @@ from khwtui.config import Config
 from khwtui.errors import KhwError
 from khwtui.providers import gcp_api, gcp_resources
 from khwtui.providers.base import (
+    LeftInPlace,
     LogFn,
     NodeEndpoint,
     Plan,
@@ -61,6 +62,7 @@ from khwtui.providers.gcp_api import (
 )
 from khwtui.providers.gcp_resources import (
     LABEL,
+    NODE_API_DETAIL,
     Frontend,
     Wanted,
     differences,
@@ -124,6 +126,7 @@ class GcpProvider:
         """Every resource the stages would create or adopt — compute's, the front end, the pod
         routes, the NodePort rules — and the hourly cost; no API call."""
         planned = [PlannedResource(w.noun, w.name, w.detail) for w in self.desired.all()]
+        planned.append(PlannedResource("firewall", self.topo.names.allow_node_api, NODE_API_DETAIL.format(port=self.config.network.api_port)))
         address = self.topo.api_address or "the static address"
         later = [("frontend", w) for w in gcp_resources.frontend(self.config, self.topo, self.settings, address).resources]
         later += [("routes", w) for w in gcp_resources.routes(self.config, self.topo)]
@@ -143,14 +146,20 @@ class GcpProvider:
     # --- preflight ----------------------------------------------------------------------------
 
     async def preflight(self) -> None:
-        """Credentials, project, API, OS Login, image, machine type and quota, before any create."""
+        """Credentials, project, API, image, machine type, quota and the names every stage will
+        use, before any create."""
+        await self._preflight()
+
+    async def _preflight(self) -> list[str]:
+        """preflight(); returns its warnings (project-wide OS Login) for ensure() to log."""
         api = self._connect()
         project = await self._reach(api)
-        problems = _os_login(project, api.project)
-        found = await asyncio.gather(self._image_problems(api), self._capacity_problems(api))
-        problems += [line for lines in found for line in lines]
+        found = await asyncio.gather(self._image_problems(api), self._capacity_problems(api, project))
+        problems = [line for lines in found for line in lines]
         if problems:
             raise PreflightError(problems)
+        await self._claimed_elsewhere(api)
+        return _os_login(project, api.project)
 
     def _connect(self) -> GceApi:
         """The API client; PreflightError when there are no credentials or no project."""
@@ -178,10 +187,9 @@ class GcpProvider:
     async def _reach(self, api: GceApi) -> Any:
         try:
             return await api.project_info()
-        except GoogleAuthError as error:
-            fix = "run `gcloud auth application-default login` again, or check GOOGLE_APPLICATION_CREDENTIALS"
-            raise PreflightError([f"Google credentials were refused ({describe(error)}); fix: {fix}"]) from None
         except API_ERRORS as error:
+            if access := gcp_api.access_problem(error, api.project):
+                raise PreflightError([access]) from None
             fix = f"check gcp.project, enable the API (gcloud services enable compute.googleapis.com --project {api.project}) and the network path"
             raise PreflightError([f"gcp.project: the Compute API of project {api.project} did not answer ({describe(error)}); fix: {fix}"]) from None
 
@@ -195,7 +203,7 @@ class GcpProvider:
         )
         return problems
 
-    async def _capacity_problems(self, api: GceApi) -> list[str]:
+    async def _capacity_problems(self, api: GceApi, project: Any) -> list[str]:
         """The machine type exists in the zone, the zone is in the region, and quota suffices."""
         g, s = self.config.gcp, self.settings
         machine, problems = await _read_or_problem(
@@ -209,34 +217,62 @@ class GcpProvider:
         if region is not None and s.zone not in {last(z) for z in region.zones}:
             problems.append(f"gcp.zone: zone {s.zone} is not in region {s.region}; fix: use a zone of {s.region}, e.g. {s.region}-c")
         if machine is not None and region is not None:
-            problems += await self._quota_problems(api, machine.guest_cpus, region)
+            problems += await self._quota_problems(api, machine.guest_cpus, region, project)
         return problems
 
-    async def _quota_problems(self, api: GceApi, cpus: int, region: Any) -> list[str]:
-        """Headroom for what ensure() still has to create (what exists is already counted)."""
+    async def _quota_problems(self, api: GceApi, cpus: int, region: Any, project: Any) -> list[str]:
+        """Headroom for what ensure() and the front end still have to create (what exists is
+        already counted): the region's quotas, and CPUS_ALL_REGIONS, the project's."""
         try:
             existing = {i.name for i in await api.list("instances", self._label_filter())}
             address = await api.get("addresses", self.topo.names.address)
+            rule = await api.get("forwardingRules", self.topo.names.forwarding_rule)
         except API_ERRORS as error:
             return [f"quota: could not read what exists ({describe(error)}); fix: check the credentials' Compute permissions"]
         missing = sum(1 for n in self.topo.nodes if n.name not in existing)
-        needed = {"CPUS": cpus * missing, "INSTANCES": missing, "IN_USE_ADDRESSES": missing, "STATIC_ADDRESSES": 0 if address else 1}
-        quotas = {q.metric: q for q in region.quotas}
+        needed = quota_needs(cpus, missing, self.config.gcp.disk_gb, address is None, rule is None)
+        where = {"CPUS_ALL_REGIONS": (project.quotas, f"project {api.project} (all regions)")}
         problems = []
         for metric, amount in needed.items():
-            quota = quotas.get(metric)
+            quotas, scope = where.get(metric, (region.quotas, f"region {self.settings.region}"))
+            quota = next((q for q in quotas if q.metric == metric), None)
             if quota is not None and amount and quota.usage + amount > quota.limit:
                 problems.append(
-                    f"quota {metric} of region {self.settings.region}: {amount:g} more needed, {max(quota.limit - quota.usage, 0):g} of {quota.limit:g} free; "
+                    f"quota {metric} of {scope}: {amount:g} more needed, {max(quota.limit - quota.usage, 0):g} of {quota.limit:g} free; "
                     f"fix: request more {metric} quota (console: IAM & Admin > Quotas) or use fewer or smaller nodes"
                 )
         return problems
 
+    async def _claimed_elsewhere(self, api: GceApi) -> None:
+        """ResourceConflict for every name any stage will use that a resource without this
+        cluster's marker holds: all found now, before anything is made."""
+        if refusals := await self._foreign_holders(api):
+            raise ResourceConflict(refusals)
+
+    async def _foreign_holders(self, api: GceApi) -> list[str]:
+        """One line per planned name held by a resource that is not this cluster's."""
+        names = self._planned_names()
+        found = await gather_all(api.get(collection, name) for collection, name, _ in names)
+        return [
+            self._foreign(KINDS[collection].noun, name, setting, owner_of(res))
+            for (collection, name, setting), res in zip(names, found, strict=True)
+            if res is not None and owner_of(res) != self.config.cluster.name
+        ]
+
+    def _planned_names(self) -> list[tuple[str, str, str]]:
+        """(collection, name, the setting that renames it) of everything any stage makes."""
+        front = gcp_resources.frontend(self.config, self.topo, self.settings, "0.0.0.0").resources
+        wanted = [*self.desired.all(), *front, *gcp_resources.routes(self.config, self.topo)]
+        rules = [self.topo.names.allow_node_api, *(name for _, name in self._node_port_rules())]
+        return [(w.collection, w.name, w.setting) for w in wanted] + [("firewalls", name, "cluster.name") for name in rules]
+
     # --- ensure -------------------------------------------------------------------------------
 
     async def ensure(self, log: LogFn) -> list[NodeEndpoint]:
-        """Create or adopt network, subnet, firewalls, address and instances; pin host keys."""
-        await self.preflight()
+        """Create or adopt network, subnet, firewalls, address and instances; pin host keys; then
+        open the API port to the nodes' external addresses (known only now)."""
+        for warning in await self._preflight():
+            log(f"warning: {warning}")
         api = self._connect()
         existing = await self._existing(api, self.desired.all())
         d = self.desired
@@ -244,8 +280,17 @@ class GcpProvider:
         await self._make(api, d.subnet, existing, log)
         await gather_all(self._make(api, w, existing, log) for w in (*d.firewalls, d.address))
         endpoints = await gather_all(self._node(api, w, existing, log) for w in d.instances)
+        await self._keep_rule(api, self._node_api_rule([ep.external_ip for ep in endpoints]), log)
         await self._read_address(api)
         return endpoints
+
+    def _node_api_rule(self, external_ips: Iterable[str | None]) -> Wanted:
+        return gcp_resources.node_api_rule(self.config, self.topo, [ip for ip in external_ips if ip])
+
+    async def _node_api_wanted(self, api: GceApi) -> Wanted:
+        """The node API rule for the nodes' external addresses as they are now."""
+        instances = await api.list("instances", self._label_filter())
+        return self._node_api_rule(nic.access_configs[0].nat_i_p for i in instances for nic in i.network_interfaces[:1] if nic.access_configs)
 
     async def _existing(self, api: GceApi, wanted: list[Wanted]) -> dict[tuple[str, str], Any]:
         """What exists of `wanted`, by (collection, name); ResourceConflict, before anything is
@@ -260,31 +305,45 @@ class GcpProvider:
         """Why an existing resource cannot be adopted: another owner, or another spec."""
         owner = owner_of(found)
         if owner != self.config.cluster.name:
-            who = f"cluster {owner}" if owner else f"no khwtui cluster (it has no {LABEL} label or description)"
-            return [
-                f"{wanted.setting}: {wanted.noun} {wanted.name} already exists and belongs to {who}; "
-                f"khwtui never adopts or deletes it; fix: choose another {wanted.setting}"
-            ]
+            return [self._foreign(wanted.noun, wanted.name, wanted.setting, owner)]
         return [
             f"{wanted.noun} {wanted.name} exists with {diff.field} {diff.found}, wanted {diff.wanted}; "
             "fix: set the config back, or run `khwtui down` and `khwtui up` to rebuild it"
             for diff in differences(wanted, found)
         ]
 
+    @staticmethod
+    def _foreign(noun: str, name: str, setting: str, owner: str | None) -> str:
+        """The line for a resource holding a name of ours that is not ours."""
+        who = f"cluster {owner}" if owner else f"no khwtui cluster (it has no {LABEL} label or description)"
+        return f"{setting}: {noun} {name} already exists and belongs to {who}; khwtui never adopts or deletes it; fix: choose another {setting}"
+
     async def _make(self, api: GceApi, wanted: Wanted, existing: Container[tuple[str, str]], log: LogFn) -> None:
         what = f"{wanted.noun} {wanted.name}"
         if (wanted.collection, wanted.name) in existing:
             log(f"{what}: exists, adopted")
+        else:
+            try:
+                await api.insert(wanted.collection, wanted.resource)
+                log(f"{what}: created ({wanted.detail})")
+            except exceptions.Conflict:  # made since we read: an interrupted run's insert still finishing
+                found = await _wait_for(lambda: api.get(wanted.collection, wanted.name), f"{what} to appear")
+                if refusals := self._refusals(wanted, found):
+                    raise ResourceConflict(refusals) from None
+                log(f"{what}: appeared meanwhile, adopted")
+        if wanted.labels:
+            await self._label(api, wanted, log)
+
+    async def _label(self, api: GceApi, wanted: Wanted, log: LogFn) -> None:
+        """setLabels with the fingerprint just read, unless the labels are there: the API keeps
+        no labels sent on the insert of an address or a forwarding rule."""
+        found = await api.get(wanted.collection, wanted.name)
+        if found is None:
+            raise GceError(f"{wanted.noun} {wanted.name} vanished after it was made; fix: run again")
+        if all(found.labels.get(k) == v for k, v in wanted.labels.items()):
             return
-        try:
-            await api.insert(wanted.collection, wanted.resource)
-        except exceptions.Conflict:  # made since we read: an interrupted run's insert still finishing
-            found = await _wait_for(lambda: api.get(wanted.collection, wanted.name), f"{what} to appear")
-            if refusals := self._refusals(wanted, found):
-                raise ResourceConflict(refusals) from None
-            log(f"{what}: appeared meanwhile, adopted")
-            return
-        log(f"{what}: created ({wanted.detail})")
+        await api.set_labels(wanted.collection, wanted.name, {**found.labels, **wanted.labels}, found.label_fingerprint)
+        log(f"{wanted.noun} {wanted.name}: labelled {', '.join(f'{k}={v}' for k, v in wanted.labels.items())}")
 
     async def _node(self, api: GceApi, wanted: Wanted, existing: Container[tuple[str, str]], log: LogFn) -> NodeEndpoint:
         await self._make(api, wanted, existing, log)
@@ -340,7 +399,8 @@ class GcpProvider:
 
     async def ensure_frontend(self, log: LogFn) -> None:
         """The load balancer of gcp.load_balancer on the static address and the API port, with
-        the controllers as its members (read first, adopt only this cluster's equal resources)."""
+        the controllers as its members (read first, adopt only this cluster's equal resources),
+        and the rule that lets the nodes reach it, put back if it went missing."""
         api = self._connect()
         front = await self._frontend(api)
         existing = await self._existing(api, list(front.resources))
@@ -348,17 +408,19 @@ class GcpProvider:
             await self._make(api, wanted, existing, log)
             if wanted is front.pool:
                 await self._join(api, front, log)
+        await self._keep_rule(api, await self._node_api_wanted(api), log)  # what the nodes reach it through
 
     async def frontend_problems(self) -> list[str]:
-        """For the frontend check: each resource missing or unlike the plan, and each controller
-        missing from the pool or group; empty when the load balancer is all there."""
+        """For the frontend check: each resource missing or unlike the plan (the node API rule
+        included), and each controller missing from the pool or group; empty when all is there."""
         api = self._connect()
         try:
             front = await self._frontend(api)
         except GceError as error:
             return [str(error)]
-        found = await gather_all(api.get(w.collection, w.name) for w in front.resources)
-        problems = self._unlike(front.resources, found)
+        wanted = [*front.resources, await self._node_api_wanted(api)]
+        found = await gather_all(api.get(w.collection, w.name) for w in wanted)
+        problems = self._unlike(wanted, found)
         pool = found[front.resources.index(front.pool)]
         if pool is not None:
             try:
@@ -417,15 +479,20 @@ class GcpProvider:
     async def ensure_firewall(self, name: str, port: int) -> None:
         """tcp:<port> from gcp.admin_cidrs to the workers (a smoke or demo NodePort). This cluster's
         rule for an earlier NodePort is replaced; another's is refused."""
-        api = self._connect()
         wanted = gcp_resources.node_port_rule(self.config, self.topo, name, port)
-        found = await api.get("firewalls", name)
+        await self._keep_rule(self._connect(), wanted, _unlogged)
+
+    async def _keep_rule(self, api: GceApi, wanted: Wanted, log: LogFn) -> None:
+        """Make a firewall rule whose sources follow what exists (a NodePort, the nodes'
+        addresses): this cluster's rule with other fields is replaced; another's is refused."""
+        found = await api.get("firewalls", wanted.name)
         if found is not None and owner_of(found) != self.config.cluster.name:
             raise ResourceConflict(self._refusals(wanted, found))
         if found is not None and differences(wanted, found):
-            await api.delete("firewalls", name)
+            await api.delete("firewalls", wanted.name)
+            log(f"firewall {wanted.name}: removed, to follow {', '.join(d.field for d in differences(wanted, found))}")
             found = None
-        await self._make(api, wanted, set() if found is None else {("firewalls", name)}, _unlogged)
+        await self._make(api, wanted, set() if found is None else {("firewalls", wanted.name)}, log)
 
     # --- running cost -------------------------------------------------------------------------
 
@@ -527,10 +594,14 @@ class GcpProvider:
         return [PlannedResource(KINDS[d.collection].noun, d.name, d.detail) for group in groups for d in group]
 
     async def teardown(self, log: LogFn) -> None:
-        """Delete the cluster's resources group by group, waiting on each; gone already is fine."""
+        """Delete the cluster's resources group by group, waiting on each; gone already is fine.
+        Then, if a resource without this cluster's marker holds one of its names, it was left
+        where it is: LeftInPlace (exit 2) names it."""
         api = self._connect()
         for group in await self._doomed(api):
             await gather_all(self._delete(api, d, log) for d in group)
+        if foreign := await self._foreign_holders(api):
+            raise LeftInPlace(foreign)
 
     async def _delete(self, api: GceApi, doomed: Doomed, log: LogFn) -> None:
         deleted = await api.delete(doomed.collection, doomed.name)
@@ -549,20 +620,11 @@ class GcpProvider:
         ]
 
     async def _owned(self, api: GceApi, collection: str) -> list[Any]:
-        """This cluster's resources of a collection: its label or description, or (for kinds
-        that carry no label) a name khwtui derives from the cluster name; never another's."""
+        """This cluster's resources of a collection: those carrying its marker (label or
+        description), whatever their names; an unmarked one is never ours."""
         if collection in LABEL_ONLY:
             return await api.list(collection, self._label_filter())
-        cluster = self.config.cluster.name
-        network = self.topo.names.network
-
-        def ours(resource: Any) -> bool:
-            owner = owner_of(resource)
-            if owner is not None:
-                return owner == cluster
-            return resource.name == network or resource.name.startswith(f"{network}-")
-
-        return [r for r in await api.list(collection) if ours(r)]
+        return [r for r in await api.list(collection) if owner_of(r) == self.config.cluster.name]
 
 
 class _NotPublished(Exception):
@@ -647,14 +709,33 @@ def _unlogged(line: str) -> None:
 
 
 def _os_login(project: Any, name: str) -> list[str]:
+    """A warning when the project turns OS Login on: the instances' own enable-oslogin=FALSE
+    wins over project metadata, unless an organization policy (constraints/compute.requireOsLogin,
+    which the Compute API does not show) enforces it; then the instance insert is refused and
+    failure() names the policy."""
     metadata = {item.key: item.value for item in project.common_instance_metadata.items}
     if metadata.get("enable-oslogin", "").upper() != "TRUE":
         return []
     return [
-        f"project {name} sets enable-oslogin=TRUE: OS Login is required there (an organisation policy can enforce it over "
-        "the instances' enable-oslogin=FALSE) and it ignores the ssh-keys khwtui logs in with; fix: use a project without "
-        "it, or remove it (gcloud compute project-info remove-metadata --keys=enable-oslogin)"
+        f"project {name} sets enable-oslogin=TRUE; khwtui's instances set enable-oslogin=FALSE, which wins unless an "
+        "organization policy enforces OS Login (constraints/compute.requireOsLogin): then the instances are refused and "
+        "khwtui says so"
     ]
+
+
+def quota_needs(cpus: int, nodes: int, disk_gb: int, address: bool, rule: bool) -> dict[str, float]:
+    """What creating `nodes` instances (and the static address, and the forwarding rule that
+    holds it, when they are still to be made) consumes, by quota metric. The boot disks are
+    pd-standard (the API's default type), so they count against DISKS_TOTAL_GB; SSD_TOTAL_GB
+    (pd-ssd, pd-balanced) is not consumed."""
+    return {
+        "CPUS": cpus * nodes,
+        "CPUS_ALL_REGIONS": cpus * nodes,
+        "INSTANCES": nodes,
+        "DISKS_TOTAL_GB": disk_gb * nodes,
+        "IN_USE_ADDRESSES": nodes + (1 if rule else 0),
+        "STATIC_ADDRESSES": 1 if address else 0,
+    }
 
 
 async def _read_or_problem(read: Awaitable[T], key: str, missing: str, fix: str) -> tuple[T | None, list[str]]:

@@ -19,7 +19,7 @@ import asyncio
 import ipaddress
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
@@ -38,7 +38,7 @@ from google.auth.transport.requests import AuthorizedSession
 from google.cloud import compute_v1
 
 from khwtui import crashpoints
-from khwtui.errors import EXIT_FAILED, KhwError
+from khwtui.errors import EXIT_FAILED, EXIT_USAGE, KhwError
 
 MAX_IN_FLIGHT = 8
 CALL_TIMEOUT = 60.0  # one HTTP request
@@ -71,12 +71,31 @@ class GceError(KhwError):
     exit_code = EXIT_FAILED
 
 
+class AccessRefused(GceError):
+    """The API cannot be used at all (credentials, the API's state, the project, the network):
+    no stage can fix that, so the run stops with exit 2 and the fix."""
+
+    exit_code = EXIT_USAGE
+
+
 class OperationFailed(GceError):
     """An accepted operation ended DONE with errors (`errors[].message` in the text)."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, codes: tuple[str, ...] = ()) -> None:
         self.status = status
+        self.codes = codes
         super().__init__(message)
+
+    @property
+    def transient(self) -> bool:
+        """GCE's "Internal error. Please try again": the same call may well succeed."""
+        return self.status >= 500 or bool(set(self.codes) & TRANSIENT_OPERATION_CODES)
+
+
+# operation errors worth another attempt (Compute API "Handling API errors": retry 5xx and
+# rate-limit errors with exponential backoff)
+TRANSIENT_OPERATION_CODES = {"INTERNAL_ERROR", "SERVICE_UNAVAILABLE", "RATE_LIMIT_EXCEEDED", "RESOURCE_OPERATION_RATE_EXCEEDED"}
+OPERATION_RETRY_DELAYS = (1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0)  # seconds before each new attempt
 
 
 @dataclass(frozen=True)
@@ -140,14 +159,42 @@ def describe(error: BaseException) -> str:
     return " ".join(text.split())
 
 
-def failure(what: str, error: BaseException, region: str) -> GceError:
-    """The error to raise for `what` failing; a quota error names the quota and the fix."""
+def access_problem(error: BaseException, project: str) -> str | None:
+    """One line with the fix when `error` means the Compute API cannot be used at all: refused
+    credentials (401), the API disabled (403 accessNotConfigured / SERVICE_DISABLED), no such
+    project (404 on projects/<id>), or no connection to the endpoint; None otherwise."""
+    if isinstance(error, exceptions.RetryError) and error.cause is not None:
+        error = error.cause
+    detail = describe(error)
+    login = "run `gcloud auth application-default login` again, or check GOOGLE_APPLICATION_CREDENTIALS"
+    if isinstance(error, (exceptions.Unauthorized, GoogleAuthError)):
+        return f"Google credentials were refused ({detail}); fix: {login}"
+    if isinstance(error, exceptions.Forbidden) and _reasons(error) & {"accessNotConfigured", "SERVICE_DISABLED"}:
+        return f"gcp.project: the Compute Engine API is not enabled in project {project} ({detail}); fix: gcloud services enable compute.googleapis.com --project {project}"
+    if isinstance(error, exceptions.NotFound) and f"projects/{project}'" in detail:
+        return f"gcp.project: project {project} does not exist or these credentials cannot see it; fix: set gcp.project to a project ID from `gcloud projects list`"
+    if isinstance(error, requests.ConnectionError):
+        return f"gcp.api_endpoint: no connection to the Compute API ({detail}); fix: check the network path to it (proxy, firewall, DNS) or gcp.api_endpoint"
+    return None
+
+
+def _reasons(error: exceptions.GoogleAPICallError) -> set[str]:
+    """The `errors[].reason` values and the ErrorInfo reason of an API error."""
+    listed = {e.get("reason", "") for e in error.errors or [] if isinstance(e, dict)}
+    return listed | ({error.reason} if error.reason else set())
+
+
+def failure(what: str, error: BaseException, region: str, project: str = "") -> GceError:
+    """The error to raise for `what` failing; a quota error names the quota and the fix, and one
+    that no stage can fix (access_problem) stops the run with exit 2."""
+    if project and (access := access_problem(error, project)):
+        return AccessRefused(access)
     detail = describe(error)
     message = f"{what} failed: {detail}"
     if quota := QUOTA.search(detail):
         message += f"; fix: raise the {quota[1]} quota of region {region} (console: IAM & Admin > Quotas) or use fewer or smaller nodes"
     if isinstance(error, OperationFailed):
-        return OperationFailed(message, error.status)
+        return OperationFailed(message, error.status, error.codes)
     return GceError(message)
 
 
@@ -237,7 +284,7 @@ class GceApi:
         except exceptions.NotFound:
             return None
         except CALL_ERRORS as error:
-            raise failure(f"reading {kind.noun} {name}", error, self.region) from None
+            raise failure(f"reading {kind.noun} {name}", error, self.region, self.project) from None
 
     async def list(self, collection: str, filter: str = "") -> list[Any]:
         """Every resource of the collection in this project/region/zone (all pages)."""
@@ -246,38 +293,74 @@ class GceApi:
         try:
             return await self.call(_all_pages, self._client(kind).list, request=request)
         except CALL_ERRORS as error:
-            raise failure(f"listing {kind.collection}", error, self.region) from None
+            raise failure(f"listing {kind.collection}", error, self.region, self.project) from None
 
     async def insert(self, collection: str, resource: Any) -> None:
-        """Insert and wait until DONE. A 409 (the name is taken) is raised as Conflict."""
+        """Insert and wait until DONE. A 409 (the name is taken) is raised as Conflict; so is a
+        resource found on re-reading after a transient operation error (the caller judges it)."""
         kind = KINDS[collection]
-        try:
+
+        async def attempt(again: bool) -> None:
+            if again and await self.get(collection, resource.name) is not None:
+                raise exceptions.Conflict(f"{kind.noun} {resource.name} exists after a retried insert")
             await self._operate(kind, "insert", {f"{kind.arg}_resource": resource})
+
+        try:
+            await self._retrying(attempt)
         except exceptions.Conflict:
             raise
         except (*CALL_ERRORS, OperationFailed) as error:
-            raise failure(f"creating {kind.noun} {resource.name}", error, self.region) from None
+            raise failure(f"creating {kind.noun} {resource.name}", error, self.region, self.project) from None
 
     async def delete(self, collection: str, name: str) -> bool:
         """Delete and wait until DONE; False when it was already gone."""
         kind = KINDS[collection]
-        try:
+
+        async def attempt(again: bool) -> None:
+            if again and await self.get(collection, name) is None:
+                raise exceptions.NotFound(f"{kind.noun} {name} is gone")
             await self._operate(kind, "delete", {kind.arg: name})
+
+        try:
+            await self._retrying(attempt)
         except exceptions.NotFound:
             return False
         except (*CALL_ERRORS, OperationFailed) as error:
             if isinstance(error, OperationFailed) and error.status == 404:
                 return False
-            raise failure(f"deleting {kind.noun} {name}", error, self.region) from None
+            raise failure(f"deleting {kind.noun} {name}", error, self.region, self.project) from None
         return True
 
     async def act(self, collection: str, name: str, method: str, body: dict[str, Any]) -> None:
         """A custom method on one resource (e.g. add_instance with its `*_request_resource`), waited on."""
         kind = KINDS[collection]
+        await self._act(kind, method, {kind.arg: name, **body}, f"{method.replace('_', ' ')} on {kind.noun} {name}")
+
+    async def set_labels(self, collection: str, name: str, labels: dict[str, str], label_fingerprint: str) -> None:
+        """setLabels on a regional resource (an address, a forwarding rule): the only way their
+        labels are set; `label_fingerprint` is the one last read (a stale one gets 412)."""
+        kind = KINDS[collection]
+        body = compute_v1.RegionSetLabelsRequest(labels=labels, label_fingerprint=label_fingerprint)
+        await self._act(kind, "set_labels", {"resource": name, "region_set_labels_request_resource": body}, f"setting the labels of {kind.noun} {name}")
+
+    async def _act(self, kind: Kind, method: str, fields: dict[str, Any], what: str) -> None:
         try:
-            await self._operate(kind, method, {kind.arg: name, **body})
+            await self._retrying(lambda again: self._operate(kind, method, fields))
         except (*CALL_ERRORS, OperationFailed) as error:
-            raise failure(f"{method.replace('_', ' ')} on {kind.noun} {name}", error, self.region) from None
+            raise failure(what, error, self.region, self.project) from None
+
+    async def _retrying(self, attempt: Callable[[bool], Awaitable[None]]) -> None:
+        """Run `attempt(again)` until it ends without a transient operation error, waiting
+        OPERATION_RETRY_DELAYS between attempts; each attempt sends a new requestId (a replayed
+        one would only return the failed operation). The last error is raised as it is."""
+        for tried, delay in enumerate((*OPERATION_RETRY_DELAYS, None)):
+            try:
+                await attempt(tried > 0)
+                return
+            except OperationFailed as error:
+                if not error.transient or delay is None:
+                    raise
+            await asyncio.sleep(delay)
 
     async def _operate(self, kind: Kind, method: str, fields: dict[str, Any]) -> None:
         """Start a mutating call with one requestId for all its retries, and wait until DONE."""
@@ -296,7 +379,7 @@ class GceApi:
         try:
             found = await self.call(_all_pages, self._client(KINDS["instanceGroups"]).list_instances, request=request)
         except CALL_ERRORS as error:
-            raise failure(f"listing the instances of instance group {group}", error, self.region) from None
+            raise failure(f"listing the instances of instance group {group}", error, self.region, self.project) from None
         return [last(member.instance) for member in found]
 
     async def host_keys(self, instance: str) -> dict[str, str] | None:
@@ -309,7 +392,7 @@ class GceApi:
         except exceptions.NotFound:
             return None
         except CALL_ERRORS as error:
-            raise failure(f"reading the host keys of instance {instance}", error, self.region) from None
+            raise failure(f"reading the host keys of instance {instance}", error, self.region, self.project) from None
         return {i.key: i.value for i in found.query_value.items if i.namespace == "hostkeys"}
 
     # --- what preflight reads (the library's errors raised as they are) ---------------------
@@ -351,7 +434,7 @@ class GceApi:
             operation = await self.call(client.wait, request=request, timeout=WAIT_CALL_TIMEOUT)
         if operation.error.errors:
             messages = "; ".join(e.message or e.code for e in operation.error.errors)
-            raise OperationFailed(messages, operation.http_error_status_code or 400)
+            raise OperationFailed(messages, operation.http_error_status_code or 400, tuple(e.code for e in operation.error.errors))
 
     def _where(self, kind: Kind) -> dict[str, str]:
         scope = {"global": {}, "region": {"region": self.region}, "zone": {"zone": self.zone}}[kind.scope]

@@ -8,16 +8,19 @@ address, an external NAT address, and metadata for SSH (ssh-keys, OS Login off) 
 publishing host keys (guest attributes on, which only works when set at creation). Then what
 later stages ask for: lab 08's front end (either design), lab 11's routes, lab 13's NodePort rule.
 
-Ownership: label khwtui-cluster=<cluster> where GCE has labels (instances, their boot disks,
-addresses), the description "khwtui-cluster=<cluster>" elsewhere.
+Ownership: label khwtui-cluster=<cluster> where GCE has labels (instances and their boot disks
+on insert; the address and the forwarding rule by setLabels after it, as the API sets theirs
+only that way) and the description "khwtui-cluster=<cluster>" on every kind that has one, the
+address and the forwarding rule included. A resource with neither is never khwtui's.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import operator
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from google.cloud import compute_v1 as c
@@ -48,6 +51,7 @@ class Wanted:
     resource: Any  # the compute_v1 message sent on insert
     detail: str  # one line for plans and logs
     setting: str  # the setting that changes its name, should another cluster own that name
+    labels: dict[str, str] = field(default_factory=dict)  # set by setLabels after the insert (addresses, forwarding rules)
 
     @property
     def name(self) -> str:
@@ -113,9 +117,10 @@ def desired(config: Config, topo: Topology, settings: GcpSettings, client_public
         firewalls=(internal, external),
         address=Wanted(
             "addresses",
-            c.Address(name=names.address, address_type="EXTERNAL", labels={LABEL: cluster}),
+            c.Address(name=names.address, address_type="EXTERNAL", description=marker(cluster)),
             f"static external IPv4 in {region}, the API endpoint",
             "cluster.name",
+            {LABEL: cluster},
         ),
         instances=tuple(_instance(config, node, zone, subnet_url, client_public_key) for node in topo.nodes),
     )
@@ -243,10 +248,11 @@ def frontend(config: Config, topo: Topology, settings: GcpSettings, api_ip: str)
         "forwardingRules",
         c.ForwardingRule(
             name=names.forwarding_rule, I_p_address=api_ip, I_p_protocol="TCP", port_range=str(port),
-            load_balancing_scheme="EXTERNAL", labels={LABEL: cluster}, **target,
+            load_balancing_scheme="EXTERNAL", description=marker(cluster), **target,
         ),
         f"{api_ip}:{port} to {last(next(iter(target.values())))}",
         "cluster.name",
+        {LABEL: cluster},
     )
     return Frontend((*chain, allow, rule), members, pool)
 
@@ -263,6 +269,18 @@ def routes(config: Config, topo: Topology) -> list[Wanted]:
         )
         for w in topo.workers
     ]
+
+
+def node_api_rule(config: Config, topo: Topology, external_ips: list[str]) -> Wanted:
+    """The API port on the controllers from every node's external address: worker kubeconfigs
+    name the load balancer's public address, so kubelet and kube-proxy arrive from there (a
+    passthrough load balancer keeps the client's address), whatever gcp.admin_cidrs allows."""
+    sources = sorted({f"{ip}/32" for ip in external_ips}, key=ipaddress.IPv4Network)
+    allowed = [c.Allowed(I_p_protocol="tcp", ports=[str(config.network.api_port)])]
+    return _firewall(topo.names.allow_node_api, f"global/networks/{topo.names.network}", config.cluster.name, allowed, sources, "controller")
+
+
+NODE_API_DETAIL = "tcp:{port} from the nodes' external addresses to the controllers"
 
 
 def node_port_rule(config: Config, topo: Topology, name: str, port: int) -> Wanted:

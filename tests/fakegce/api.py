@@ -70,20 +70,26 @@ class Api:
             "selfLink": url(f"projects/{self.store.project}"),
             "commonInstanceMetadata": metadata,
             "defaultNetworkTier": "PREMIUM",
+            "quotas": self._quotas("", project=True),  # project metrics count every region
         }
+
+    def _quotas(self, region: str, project: bool) -> list[dict]:
+        """The project's quotas (projects.get) or a region's (regions.get), with their usage."""
+        used = self.store.usage(region)
+        shown = {m: limit for m, limit in self.store.quotas.items() if (m in catalog.PROJECT_METRICS) == project}
+        return [{"metric": m, "limit": limit, "usage": used[m]} for m, limit in shown.items()]
 
     def region(self, call: Call) -> dict:
         name, project = call.params["region"], self.store.project
         if name not in catalog.ZONES:
             raise not_found(f"projects/{project}/regions/{name}")
-        used = self.store.usage(name)
         return {
             "kind": "compute#region",
             "id": catalog.stable_id(name),
             "name": name,
             "status": "UP",
             "zones": [url(f"projects/{project}/zones/{zone}") for zone in catalog.ZONES[name]],
-            "quotas": [{"metric": m, "limit": limit, "usage": used[m]} for m, limit in self.store.quotas.items()],
+            "quotas": self._quotas(name, project=False),
             "selfLink": url(f"projects/{project}/regions/{name}"),
         }
 

@@ -37,12 +37,20 @@ IMAGE_FAMILIES: dict[tuple[str, str], str] = {
 IMAGE_DISK_GB = 10
 DISK_TYPES = ("pd-standard", "pd-balanced", "pd-ssd")
 
+# Quota metrics as regions.get and projects.get list them
+# (https://cloud.google.com/compute/docs/reference/rest/v1/regions, .../v1/projects: quotas[].metric;
+# https://cloud.google.com/compute/resource-usage): CPUS_ALL_REGIONS is the project's, the rest a region's.
 DEFAULT_QUOTAS: dict[str, float] = {
     "CPUS": 24.0,
     "INSTANCES": 24.0,
     "IN_USE_ADDRESSES": 8.0,
     "STATIC_ADDRESSES": 8.0,
+    "DISKS_TOTAL_GB": 4096.0,  # pd-standard
+    "SSD_TOTAL_GB": 2048.0,  # pd-ssd and pd-balanced
+    "CPUS_ALL_REGIONS": 32.0,
 }
+PROJECT_METRICS = frozenset({"CPUS_ALL_REGIONS"})
+SSD_DISK_TYPES = ("pd-balanced", "pd-ssd")
 
 
 def region_of(zone: str) -> str:

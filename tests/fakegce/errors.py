@@ -6,6 +6,7 @@ DONE with `httpErrorStatusCode` and `error.errors` (reference/gcp-and-ssh.md §2
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from http import HTTPStatus
 
@@ -24,15 +25,17 @@ _REASONS = {
 class ApiError(Exception):
     """A request refused before anything happened: an HTTP status and its JSON body."""
 
-    def __init__(self, status: int, message: str, reason: str | None = None) -> None:
+    def __init__(self, status: int, message: str, reason: str | None = None, domain: str = "global", extra: dict | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.reason = reason or _REASONS.get(status, "backendError")
+        self.domain = domain
+        self.extra = extra or {}  # google.rpc.Status fields: "status", "details"
 
     def body(self) -> dict:
-        error = {"message": self.message, "domain": "global", "reason": self.reason}
-        return {"error": {"code": self.status, "message": self.message, "errors": [error]}}
+        error = {"message": self.message, "domain": self.domain, "reason": self.reason}
+        return {"error": {"code": self.status, "message": self.message, "errors": [error], **self.extra}}
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,41 @@ def fingerprint_mismatch() -> ApiError:
 
 def guest_attribute_missing(query_path: str) -> ApiError:
     return ApiError(404, f"The resource '{query_path}' of type 'Guest Attribute' was not found.")
+
+
+# What every call answers when the API cannot be used at all, in Google's error model
+# (https://cloud.google.com/apis/design/errors; reasons: https://cloud.google.com/compute/docs/api/handle-errors)
+def unauthenticated() -> ApiError:
+    """401: expired or revoked credentials (errors[].reason authError, status UNAUTHENTICATED)."""
+    message = (
+        "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or other "
+        "valid authentication credential."
+    )
+    return ApiError(401, message, "authError", extra={"status": "UNAUTHENTICATED"})
+
+
+def service_disabled(project: str) -> ApiError:
+    """403: the Compute Engine API is not enabled in the project (reason accessNotConfigured, ErrorInfo SERVICE_DISABLED)."""
+    number = str(zlib.crc32(project.encode()))
+    message = (
+        f"Compute Engine API has not been used in project {number} before or it is disabled. Enable it by visiting "
+        f"https://console.developers.google.com/apis/api/compute.googleapis.com/overview?project={number} then retry."
+    )
+    info = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "SERVICE_DISABLED",
+        "domain": "googleapis.com",
+        "metadata": {"service": "compute.googleapis.com", "consumer": f"projects/{number}"},
+    }
+    return ApiError(403, message, "accessNotConfigured", "usageLimits", {"status": "PERMISSION_DENIED", "details": [info]})
+
+
+REFUSALS = {"credentials": lambda project: unauthenticated(), "api-disabled": service_disabled}
+
+
+def internal_error() -> OpError:
+    """An operation that ends DONE with GCE's transient "Internal error"; the same call again may succeed."""
+    return OpError("INTERNAL_ERROR", "Internal error. Please try again or contact Google Support.", 500)
 
 
 class ReplyLost(ApiError):

@@ -11,7 +11,7 @@ import re
 import threading
 from dataclasses import dataclass
 
-from .errors import ApiError, OpError, for_status
+from .errors import ApiError, OpError, for_status, internal_error
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,10 @@ class _Queued:
 
 
 class Faults:
-    def __init__(self, *, rate: float, lose_rate: float, seed: int) -> None:
+    def __init__(self, *, rate: float, lose_rate: float, seed: int, op_fail_rate: float = 0.0) -> None:
         self._rate = rate
         self._lose_rate = lose_rate
+        self._op_fail_rate = op_fail_rate
         self._random = random.Random(seed)
         self._queued: list[_Queued] = []
         self._lock = threading.Lock()
@@ -48,9 +49,13 @@ class Faults:
         return for_status(status, path) if status is not None else None  # type: ignore[arg-type]
 
     def op_error(self, method: str, path: str) -> OpError | None:
-        """A queued error the operation of this mutating call must end with."""
+        """The error the operation of this mutating call must end with: queued first, else by
+        op_fail_rate GCE's transient internal error."""
         with self._lock:
-            return self._take(method, path, OpError)  # type: ignore[return-value]
+            queued = self._take(method, path, OpError)
+            if queued is None and self._op_fail_rate and self._random.random() < self._op_fail_rate:
+                return internal_error()
+            return queued  # type: ignore[return-value]
 
     def lose_reply(self, method: str, path: str) -> bool:
         """Whether to drop the reply of a mutating call that was carried out: queued first, else by rate."""

@@ -32,6 +32,8 @@ ACTIONS: dict[tuple[str, str], Action] = {
     ("instances", "setMetadata"): kinds_vm.set_metadata,
     ("targetPools", "addInstance"): kinds_lb.add_instance,
     ("instanceGroups", "addInstances"): kinds_lb.add_instances,
+    ("addresses", "setLabels"): kinds_net.set_labels,
+    ("forwardingRules", "setLabels"): kinds_net.set_labels,
 }
 
 # slow work a delete does off the request thread (the backing removes the machine)

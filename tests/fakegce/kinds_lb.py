@@ -6,10 +6,10 @@ from __future__ import annotations
 from functools import partial
 
 from .errors import ApiError, OpError, invalid
-from .kinds_net import reserved_address, same_region
+from .kinds_net import reserved_address, same_region, unlabelled
 from .model import Change, Prepared, Record, View
 from .paths import Scope, url
-from .rules import check_labels, check_name, check_ports, fingerprint, integer, need, one_of, probe_timing
+from .rules import check_labels, check_name, check_ports, integer, need, one_of, probe_timing
 from .specs import new_record
 
 _DETAILS = {
@@ -133,14 +133,13 @@ def forwarding_rule(view: View, scope: Scope, body: dict) -> Prepared:
     same_region(target, scope, f"resource.{key}")
     if key == "backendService" and target.body["loadBalancingScheme"] != scheme:
         raise invalid("resource.loadBalancingScheme", scheme, "Must match the backend service's scheme.")
-    labels = check_labels(body.get("labels"))
+    check_labels(body.get("labels"))  # validated, not kept: see kinds_net.set_labels
     served = {
         key: url(target.path),
         "IPProtocol": one_of("resource.IPProtocol", body.get("IPProtocol", "TCP"), _RULE_PROTOCOLS),
         "loadBalancingScheme": scheme,
         "networkTier": "PREMIUM",
-        "labels": labels,
-        "labelFingerprint": fingerprint(labels),
+        **unlabelled(),
         **_rule_ports(body),
     }
     if not body.get("IPAddress"):

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import ipaddress
+from functools import partial
 
-from .errors import ApiError, invalid, not_found
-from .model import Prepared, Record, View
+from .errors import ApiError, OpError, invalid, not_found
+from .model import Change, Prepared, Record, View
 from .paths import Scope, parse_ref, url
 from .rules import (
     check_labels,
     check_name,
     check_ports,
     cidr,
+    fingerprint,
     integer,
     ipv4,
     need,
@@ -91,9 +93,15 @@ def route(view: View, scope: Scope, body: dict) -> Prepared:
     return Prepared(new_record(view, scope, "routes", body, served, uses=(net.path,)))
 
 
+# addresses and forwardingRules: "Labels for this resource. These can only be added or modified by
+# the setLabels method." (https://cloud.google.com/compute/docs/reference/rest/v1/addresses,
+# .../rest/v1/forwardingRules): labels sent on insert are not kept; addresses.setLabels and
+# forwardingRules.setLabels (.../rest/v1/addresses/setLabels) set them, with the labelFingerprint
+# last read (a stale one: 412 conditionNotMet, .../compute_v1.types.RegionSetLabelsRequest).
 def address(view: View, scope: Scope, body: dict) -> Prepared:
     kind = one_of("resource.addressType", body.get("addressType", "EXTERNAL"), ("EXTERNAL", "INTERNAL"))
-    served = {"addressType": kind, "labels": check_labels(body.get("labels")), "networkTier": "PREMIUM"}
+    check_labels(body.get("labels"))
+    served = {"addressType": kind, **unlabelled(), "networkTier": "PREMIUM"}
     if kind == "INTERNAL":
         subnet = view.use("resource.subnetwork", body.get("subnetwork"), "subnetworks")
         same_region(subnet, scope, "resource.subnetwork")
@@ -104,6 +112,28 @@ def address(view: View, scope: Scope, body: dict) -> Prepared:
         return Prepared(new_record(view, scope, "addresses", body, served, uses=(subnet.path,)))
     served["address"] = _external_ip(view, scope, body.get("address"))
     return Prepared(new_record(view, scope, "addresses", body, served, quota={"STATIC_ADDRESSES": 1.0}))
+
+
+def unlabelled() -> dict:
+    """The labels of a kind whose labels only setLabels sets, as an insert leaves them."""
+    return {"labels": {}, "labelFingerprint": fingerprint({})}
+
+
+def set_labels(view: View, record: Record, body: dict) -> Change:
+    """<addresses|forwardingRules>.setLabels: replaces every label; the fingerprint must be the
+    current one, now and when the operation is DONE."""
+    expected = record.body["labelFingerprint"]
+    if body.get("labelFingerprint") != expected:
+        raise ApiError(412, "Labels fingerprint either invalid or resource labels have changed", "conditionNotMet")
+    labels = check_labels(body.get("labels"), "request.labels")
+    return partial(_replace_labels, expected, labels)
+
+
+def _replace_labels(expected: str, labels: dict[str, str], record: Record) -> OpError | None:
+    if record.body["labelFingerprint"] != expected:
+        return OpError("CONDITION_NOT_MET", "Labels fingerprint either invalid or resource labels have changed", 412)
+    record.body.update(labels=labels, labelFingerprint=fingerprint(expected, labels))
+    return None
 
 
 def reserved_address(view: View, scope: Scope, field: str, value: object, shared_with: str) -> Record:

@@ -36,10 +36,13 @@ def instance(view: View, scope: Scope, body: dict) -> Prepared:
         "labels": labels,
         "labelFingerprint": fingerprint(labels),
     }
+    disk_quota = "SSD_TOTAL_GB" if disk.body["type"].rsplit("/", 1)[1] in catalog.SSD_DISK_TYPES else "DISKS_TOTAL_GB"
     quota = {
         "CPUS": float(cpus),
+        "CPUS_ALL_REGIONS": float(cpus),
         "INSTANCES": 1.0,
         "IN_USE_ADDRESSES": float(sum(len(n.get("accessConfigs", ())) for n in nics)),
+        disk_quota: float(disk.body["sizeGb"]),
     }
     record = new_record(
         view,

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .api import Api, Call
 from .backing import InstanceBacking
-from .errors import ApiError, OpError, ReplyLost
+from .errors import REFUSALS, ApiError, OpError, ReplyLost
 from .faults import Faults, LostReply
 from .paths import parse_ref
 from .store import Store
@@ -41,6 +41,10 @@ class FakeCompute:
     wait_cap: longest an operations `wait` call blocks before answering a running op.
     hostkey_delay: seconds after an instance's insert completes before its host keys are published.
     project_metadata: the project's commonInstanceMetadata (e.g. {"enable-oslogin": "TRUE"}).
+    op_fail_rate: share of accepted mutating calls whose operation ends DONE with GCE's transient
+        "Internal error. Please try again" (500, INTERNAL_ERROR) and no effect (seeded).
+    refuse: answer every request as GCE does when the API cannot be used: "credentials" (401)
+        or "api-disabled" (403 accessNotConfigured / SERVICE_DISABLED).
     """
 
     def __init__(
@@ -56,6 +60,8 @@ class FakeCompute:
         wait_cap: float = 1.0,
         hostkey_delay: float = 0.0,
         project_metadata: dict[str, str] | None = None,
+        op_fail_rate: float = 0.0,
+        refuse: str | None = None,
     ) -> None:
         self._store = Store(
             project=project,
@@ -67,7 +73,8 @@ class FakeCompute:
         )
         self.requests: list[Recorded] = []
         self._api = Api(self._store, project_metadata or {})
-        self._faults = Faults(rate=fault_rate, lose_rate=lose_reply_rate, seed=seed)
+        self._faults = Faults(rate=fault_rate, lose_rate=lose_reply_rate, seed=seed, op_fail_rate=op_fail_rate)
+        self._refusal = REFUSALS[refuse](project) if refuse else None
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -149,6 +156,8 @@ class FakeCompute:
         return status, reply
 
     def _answer(self, method: str, path: str, query: dict[str, str], body: dict) -> dict:
+        if self._refusal:
+            raise self._refusal
         if fault := self._faults.before(method, path):
             raise fault
         route, params = self._api.route(method, path)

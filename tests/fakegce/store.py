@@ -159,13 +159,14 @@ class Store:
             return {item["key"]: item["value"] for item in found[0].body["metadata"]["items"]}
 
     def usage(self, region: str) -> dict[str, float]:
-        """Regional quota in use, counting resources still being created."""
+        """Quota in use, counting resources still being created: a region's metrics in `region`,
+        the project's (catalog.PROJECT_METRICS) in every region."""
         with self._changed:
             self._tick()
             used = dict.fromkeys(self.quotas, 0.0)
             for record in self._records.values():
-                if record.scope.region == region:
-                    for metric, amount in record.quota.items():
+                for metric, amount in record.quota.items():
+                    if metric in catalog.PROJECT_METRICS or record.scope.region == region:
                         used[metric] = used.get(metric, 0.0) + amount
             return used
 
@@ -284,9 +285,8 @@ class Store:
         for metric, amount in needed.items():
             limit = self.quotas[metric]
             if amount and used.get(metric, 0.0) + amount > limit:
-                return OpError(
-                    "QUOTA_EXCEEDED", f"Quota '{metric}' exceeded.  Limit: {limit:.1f} in region {scope.region}.", 403
-                )
+                where = "globally" if metric in catalog.PROJECT_METRICS else f"in region {scope.region}"
+                return OpError("QUOTA_EXCEEDED", f"Quota '{metric}' exceeded.  Limit: {limit:.1f} {where}.", 403)
         return None
 
     def _created(
