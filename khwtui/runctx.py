@@ -33,6 +33,7 @@ class RunContext:
     remote_factory: Callable[[Callable[[str, str, str], None]], object]
     clock: Callable[[], float] = time.time
     stage: str = ""
+    deliveries: dict = field(default_factory=dict)  # release origins -> delivery.Choice, decided once per run
     _remote: object | None = field(default=None, repr=False)
 
     # --- the cluster ----------------------------------------------------------------------

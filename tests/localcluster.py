@@ -64,11 +64,14 @@ def publish_standins(root: Path, base_url: str, version: str) -> tuple[str, dict
 
 @dataclass
 class LocalCluster:
-    """`apt`: an AptRepo to serve to the nodes on the bridge's host address (local.apt_mirror)."""
+    """`apt`: an AptRepo to serve to the nodes on the bridge's host address (local.apt_mirror).
+    `releases`: the release_mirror fixture, served to the nodes on the bridge too, with the config's
+    [binaries.urls] pointing there, so that nodes can download release files (node delivery)."""
 
     root: Path
     raw: dict
     apt: object | None = None
+    releases: dict | None = None
     prefix: str = field(init=False)
     servers: list = field(init=False, default_factory=list)
 
@@ -78,12 +81,30 @@ class LocalCluster:
         janitor.register(self.prefix)
         if self.apt is not None:
             self._serve_apt()
+        if self.releases is not None:
+            self._serve_releases()
+        self.write_config()
+
+    def write_config(self) -> None:
         self.config_path.write_text(tomli_w.dumps(self.raw))
 
     def _serve_apt(self) -> None:
-        server = serve_apt_on_bridge(self.prefix, self.raw["network"]["node_cidr"], self.apt)
-        self.servers.append(server)
+        server = self.serve(self.apt.path)  # type: ignore[union-attr]
         self.raw.setdefault("local", {}).update({"apt_mirror": server.url, "apt_key": str(self.apt.keyring)})  # type: ignore[union-attr]
+
+    def _serve_releases(self) -> None:
+        """The mirror's tree on the bridge; [binaries] is copied, never edited in place (it is shared)."""
+        server = self.serve(self.releases["tree"].root)  # type: ignore[index]
+        local = self.releases["server"].url  # type: ignore[index]
+        binaries = self.raw["binaries"]
+        urls = {name: url.replace(local, server.url) for name, url in binaries["urls"].items()}
+        self.raw["binaries"] = {**binaries, "urls": urls, "sha256": dict(binaries["sha256"])}
+
+    def serve(self, folder: Path):  # noqa: ANN201 - mirror.server.MirrorServer
+        """Serve `folder` to the nodes on the bridge's host address; stopped by down()."""
+        server = serve_on_bridge(self.prefix, self.raw["network"]["node_cidr"], folder)
+        self.servers.append(server)
+        return server
 
     @property
     def config_path(self) -> Path:
@@ -121,7 +142,12 @@ class LocalCluster:
 
 
 def serve_apt_on_bridge(prefix: str, node_cidr: str, apt: object):  # noqa: ANN201 - mirror.server.MirrorServer
-    """Serve an AptRepo on the host side of the prefix's bridge, which is made here with the
+    """Serve an AptRepo on the host side of the prefix's bridge. Stop it with `__exit__`."""
+    return serve_on_bridge(prefix, node_cidr, apt.path)  # type: ignore[attr-defined]
+
+
+def serve_on_bridge(prefix: str, node_cidr: str, folder: Path):  # noqa: ANN201 - mirror.server.MirrorServer
+    """Serve a folder on the host side of the prefix's bridge, which is made here with the
     provider's own primitive (ensure() adopts it), before the first node boots. Stop it with
     `__exit__`."""
     from mirror.server import MirrorServer
@@ -129,7 +155,7 @@ def serve_apt_on_bridge(prefix: str, node_cidr: str, apt: object):  # noqa: ANN2
     net = ipaddress.IPv4Network(node_cidr)
     gateway = str(net.network_address + 1)
     nspawn.ensure_bridge(nspawn.Names(prefix).bridge, f"{gateway}/{net.prefixlen}")
-    server = MirrorServer(apt.path, host=gateway)  # type: ignore[attr-defined]
+    server = MirrorServer(folder, host=gateway)
     server.__enter__()
     return server
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from standins import build
+from releasefake import simulate_release_install
 from standins.flags import MINORS, PROGRAMS
 
 from khwtui import config
@@ -304,6 +305,7 @@ class FakeRun:
 def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRun:
     """One controller; the kube-* binaries come from a file:// release folder with pinned sums."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    simulate_release_install(monkeypatch)
     release = tmp_path / "release" / "v1.36.2"
     release.mkdir(parents=True)
     sums = {}

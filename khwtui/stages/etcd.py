@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import shlex
 
-import platformdirs
-
-from khwtui.binaries import Binaries, tar_members
+from khwtui.config import Config
 from khwtui.errors import StageFailed
 from khwtui.nodefiles import ETCD_BINARY, ETCD_DATA_DIR, ETCD_DIR, etcd_files
-from khwtui.render import NodeFile
+from khwtui.release_install import ReleaseSpec, StageReleases
 from khwtui.runctx import RunContext
 from khwtui.stages.base import Outcome, Stage
 from khwtui.topology import Node
@@ -31,31 +29,23 @@ def etcdctl(*args: str) -> str:
     return shlex.join(["env", "ETCDCTL_API=3", ETCDCTL, "--endpoints=https://127.0.0.1:2379", *tls, *args])
 
 
+def etcd_release(config: Config) -> list[ReleaseSpec]:
+    """etcd and etcdctl from the release tarball."""
+    return [ReleaseSpec("etcd", config.versions.etcd, (("etcd", ETCD_BINARY), ("etcdctl", ETCDCTL)))]
+
+
 class EtcdStage(Stage):
     def __init__(self) -> None:
-        self._binaries: list[NodeFile] | None = None
-
-    def _release(self, run: RunContext) -> list[NodeFile]:
-        """etcd and etcdctl from the verified release tarball (downloaded once per run)."""
-        if self._binaries is None:
-            cache = platformdirs.user_cache_path("khwtui", appauthor=False) / "downloads"
-            artifact = Binaries(run.config, cache).fetch("etcd", run.config.versions.etcd)
-            run.log("", f"{artifact.name}: SHA-256 {artifact.sha256} verified")
-            members = tar_members(artifact.data, {"etcd": ETCD_BINARY, "etcdctl": ETCDCTL})
-            self._binaries = [NodeFile(path, data, 0o755) for path, data in sorted(members.items())]
-        return self._binaries
-
-    def _files(self, run: RunContext, node: Node) -> list[NodeFile]:
-        return self._release(run) + etcd_files(run.artifacts, node)
+        self.releases = StageReleases(etcd_release)
 
     async def check(self, run: RunContext) -> list[Outcome]:
         outcomes = await run.each(run.topo.controllers, lambda node: self._check_node(run, node))
         return [o for per_node in outcomes for o in per_node] + await self._check_members(run)
 
     async def _check_node(self, run: RunContext, node: Node) -> list[Outcome]:
-        drift = await run.drifted(node.name, self._files(run, node))
+        drift = await self.releases.drifted(run, node.name) + [f.path for f in await run.drifted(node.name, etcd_files(run.artifacts, node))]
         if drift:
-            return [Outcome.failed("etcd files", node.name, "differ: " + ", ".join(f.path for f in drift))]
+            return [Outcome.failed("etcd files", node.name, "differ: " + ", ".join(drift))]
         health = await run.sh(node.name, etcdctl("endpoint", "health"), check=False, timeout=30)
         if health.exit_status != 0:
             return [Outcome.failed("etcd member healthy", node.name, f"$ etcdctl endpoint health\n{health.stdout}{health.stderr}")]
@@ -77,7 +67,7 @@ class EtcdStage(Stage):
 
     async def _install(self, run: RunContext, node: Node) -> bool:
         await run.sh(node.name, f"install -d -m 0700 {ETCD_DATA_DIR} && install -d -m 0755 {ETCD_DIR}")
-        changed = await run.place(node.name, self._files(run, node))
+        changed = await self.releases.install(run, node.name) + await run.place(node.name, etcd_files(run.artifacts, node))
         if any(path.endswith(".service") for path in changed):
             await run.sh(node.name, "systemctl daemon-reload")
         await run.sh(node.name, f"systemctl enable {UNIT}")
