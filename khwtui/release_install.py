@@ -12,6 +12,7 @@ RunContext.place: the stages' own files do.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -129,7 +130,7 @@ class StageReleases:
         """The paths of every release whose programs are not on the node as installed (one command)."""
         releases = await self.releases(run)
         report = await self._status(run, node, releases)
-        self._record(run, node, report)
+        self._record(run, node, report, releases)
         return [path for r in releases if report.status.get(r.sha256) != "ok" for path in r.paths]
 
     async def install(self, run, node: str) -> list[str]:  # noqa: ANN001
@@ -141,13 +142,20 @@ class StageReleases:
             choice = await delivery_choice(run, [r.source.url for r in releases])
             if choice.mode == NODE and any(report.status.get(r.sha256) == "absent" for r in missing):
                 await self._ensure_curl(run, node)
-            for release in missing:
-                staged = ""
-                if choice.mode != NODE and report.status.get(release.sha256) == "absent":
-                    staged = await self._push(run, node, release)
-                await self._run_install(run, node, release, staged, choice.mode, report)
-        self._record(run, node, report)
+            results = await asyncio.gather(*(self._deliver(run, node, r, choice.mode, report) for r in missing), return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:  # every file has finished or failed by now: nothing runs on behind the error
+                raise errors[0]
+        self._record(run, node, report, releases)
         return report.changed
+
+    async def _deliver(self, run, node: str, release: Release, mode: str, report: NodeReleases) -> None:  # noqa: ANN001
+        """One file onto one node (the node's files travel at once): uploaded first with push,
+        unless the node's cache has it already."""
+        staged = ""
+        if mode != NODE and report.status.get(release.sha256) == "absent":
+            staged = await self._push(run, node, release)
+        await self._run_install(run, node, release, staged, mode, report)
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -197,14 +205,24 @@ class StageReleases:
         if result.exit_status != 0:
             raise install_error(node, release, result.exit_status, failure)
         meter.finish()
+        run.log(node, f"{release.source.name}: SHA-256 {release.sha256} verified on {node}, installed")
         parse_report(result.stdout, report)
         report.status[release.sha256] = "ok"
 
-    def _record(self, run, node: str, report: NodeReleases) -> None:  # noqa: ANN001
+    def _record(self, run, node: str, report: NodeReleases, releases: list[Release]) -> None:  # noqa: ANN001
+        """Records what the node has in place: the programs with the sums it computed, and its cached
+        file and manifest, so that `down` (machines) removes them too."""
         files = run.state.nodes[node].files
-        for path, digest in report.installed.items():
-            files[path] = FileRecord(path, digest, MODE, "root", "root", run.stage)
-        if report.installed:
+        for release in releases:
+            if report.status.get(release.sha256) != "ok":
+                continue
+            manifest = "".join(f"{report.installed[path]}  {path}\n" for path in release.paths)
+            cached = f"{NODE_CACHE}/{release.sha256}"
+            records = [FileRecord(path, report.installed[path], MODE, "root", "root", run.stage) for path in release.paths]
+            records += [FileRecord(cached, release.sha256, 0o644, "root", "root", run.stage),
+                        FileRecord(f"{cached}.installed", hashlib.sha256(manifest.encode()).hexdigest(), 0o644, "root", "root", run.stage)]
+            files.update({r.path: r for r in records})
+        if any(status == "ok" for status in report.status.values()):
             run.save()
 
 

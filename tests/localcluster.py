@@ -6,6 +6,8 @@ them); the cluster's host prefix is registered with the janitor so a crashed run
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import ipaddress
 import itertools
@@ -13,6 +15,7 @@ import os
 import subprocess
 import sys
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,7 +42,7 @@ def local_config(name: str, controllers: int, workers: int, mirror: dict, **extr
         "topology": {"controllers": controllers, "workers": workers},
         "network": {"node_cidr": f"10.{subnet}.0.0/24"},
         "versions": {**mirror["versions"], "crictl": ""},
-        "binaries": mirror["binaries"],
+        "binaries": copy.deepcopy(mirror["binaries"]),  # shared by the session: extra values must not leak into it
         "pki": {"key_type": "ecdsa-p256"},
     }
     for section, values in extra.items():
@@ -60,6 +63,23 @@ def publish_standins(root: Path, base_url: str, version: str) -> tuple[str, dict
         path.write_bytes(data)
         sums[name] = hashlib.sha256(data).hexdigest()
     return f"{base_url}/{KUBE_TEMPLATE}", sums
+
+
+@contextlib.contextmanager
+def serve_release_mirror(folder: Path) -> Iterator[dict]:
+    """The test mirror served on 127.0.0.1: Debian's etcd/containerd/runc/CNI in upstream layouts plus
+    the kube-* stand-ins for K8S_VERSION. {"versions", "binaries", "tree", "server"}."""
+    from mirror import default_cache
+    from mirror.server import MirrorServer
+    from mirror.tarballs import build_release_tree
+
+    tree = build_release_tree(folder, default_cache())
+    with MirrorServer(tree.root) as server:
+        config = tree.config(server.url)
+        url, sums = publish_standins(tree.root, server.url, K8S_VERSION)
+        config["binaries"]["urls"]["kubernetes"] = url
+        config["binaries"]["sha256"].update(sums)
+        yield {**config, "tree": tree, "server": server}
 
 
 @dataclass

@@ -73,6 +73,9 @@ def test_the_node_script_downloads_verifies_and_installs_each_program_once(mirro
     assert report.installed == installed
     assert all(oct(Path(p).stat().st_mode & 0o777) == "0o755" for p in release.paths)
     assert sorted(p.name for p in Path(cache).iterdir()) == [sha(data), f"{sha(data)}.installed"]
+    manifest = Path(cache) / f"{sha(data)}.installed"  # the operator records its sum from `installed`, in this order
+    assert manifest.read_text() == "".join(f"{installed[path]}  {path}\n" for path in release.paths)
+    assert {oct(f.stat().st_mode & 0o777) for f in Path(cache).iterdir()} == {"0o644"}
     progress = [line.split()[1:] for line in first.stdout.splitlines() if line.startswith("khwtui-progress")]
     assert progress[-1] == [str(len(data)), str(len(data))]
 
