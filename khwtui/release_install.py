@@ -4,8 +4,8 @@ Every release file goes through the node's cache, /var/cache/khwtui/<sha256>: wi
 the node downloads it there itself (curl, resuming a partial download); with push delivery this
 machine streams it from its own verified cache over SFTP, once per node. Either way the node
 checks the SHA-256 the operator resolved before it unpacks or installs anything
-(templates/release-install.sh.j2), and records what it installed in <sha256>.installed, which
-later checks read back (templates/release-status.sh.j2). Release files never pass through
+(templates/release-install.sh.j2), and records what it installed in <sha256>.<targets>.installed
+(two releases can be the same file under different names), which later checks read back (templates/release-status.sh.j2). Release files never pass through
 RunContext.place: the stages' own files do.
 """
 
@@ -67,10 +67,15 @@ class Release:
     def paths(self) -> list[str]:
         return [path for _, path in self.spec.targets]
 
+    @property
+    def key(self) -> str:
+        """The file's sum and where its programs go: names the node's manifest of this release."""
+        return f"{self.sha256}.{hashlib.sha256(chr(10).join(self.paths).encode()).hexdigest()[:12]}"
+
 
 @dataclass
 class NodeReleases:
-    """What one node reported: per release sum, "ok" (installed as recorded), "cached" or "absent",
+    """What one node reported: per release key, "ok" (installed as recorded), "cached" or "absent",
     and the installed programs' sums by path."""
 
     status: dict[str, str] = field(default_factory=dict)
@@ -94,11 +99,11 @@ def parse_report(stdout: str, into: NodeReleases) -> NodeReleases:
 
 def status_command(releases: list[Release], cache: str = NODE_CACHE) -> str:
     return render("release-status.sh.j2", q=shlex.quote, cache=cache,
-                  releases=[{"sha256": r.sha256, "paths": r.paths} for r in releases])
+                  releases=[{"sha256": r.sha256, "key": r.key, "paths": r.paths} for r in releases])
 
 
 def install_command(release: Release, staged: str = "", cache: str = NODE_CACHE) -> str:
-    return render("release-install.sh.j2", q=shlex.quote, cache=cache, sha256=release.sha256, url=release.source.url,
+    return render("release-install.sh.j2", q=shlex.quote, cache=cache, sha256=release.sha256, key=release.key, url=release.source.url,
                   staged=staged, archive=release.spec.archive, targets=list(release.spec.targets))
 
 
@@ -131,31 +136,36 @@ class StageReleases:
         releases = await self.releases(run)
         report = await self._status(run, node, releases)
         self._record(run, node, report, releases)
-        return [path for r in releases if report.status.get(r.sha256) != "ok" for path in r.paths]
+        return [path for r in releases if report.status.get(r.key) != "ok" for path in r.paths]
 
     async def install(self, run, node: str) -> list[str]:  # noqa: ANN001
         """Puts every release on the node that is not there yet; returns the program paths that changed."""
         releases = await self.releases(run)
         report = await self._status(run, node, releases)
-        missing = [r for r in releases if report.status.get(r.sha256) != "ok"]
+        missing = [r for r in releases if report.status.get(r.key) != "ok"]
         if missing:
             choice = await delivery_choice(run, [r.source.url for r in releases])
-            if choice.mode == NODE and any(report.status.get(r.sha256) == "absent" for r in missing):
+            if choice.mode == NODE and any(report.status.get(r.key) == "absent" for r in missing):
                 await self._ensure_curl(run, node)
-            results = await asyncio.gather(*(self._deliver(run, node, r, choice.mode, report) for r in missing), return_exceptions=True)
+            same_file: dict[str, list[Release]] = {}
+            for release in missing:
+                same_file.setdefault(release.sha256, []).append(release)
+            results = await asyncio.gather(*(self._deliver(run, node, group, choice.mode, report) for group in same_file.values()),
+                                           return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:  # every file has finished or failed by now: nothing runs on behind the error
                 raise errors[0]
         self._record(run, node, report, releases)
         return report.changed
 
-    async def _deliver(self, run, node: str, release: Release, mode: str, report: NodeReleases) -> None:  # noqa: ANN001
-        """One file onto one node (the node's files travel at once): uploaded first with push,
-        unless the node's cache has it already."""
-        staged = ""
-        if mode != NODE and report.status.get(release.sha256) == "absent":
-            staged = await self._push(run, node, release)
-        await self._run_install(run, node, release, staged, mode, report)
+    async def _deliver(self, run, node: str, group: list[Release], mode: str, report: NodeReleases) -> None:  # noqa: ANN001
+        """One file onto one node, for every release that is this file (in turn: the first brings
+        it into the node's cache). With push it is uploaded first, unless the node has it."""
+        for i, release in enumerate(group):
+            staged = ""
+            if i == 0 and mode != NODE and report.status.get(release.key) == "absent":
+                staged = await self._push(run, node, release)
+            await self._run_install(run, node, release, staged, mode, report)
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -207,20 +217,20 @@ class StageReleases:
         meter.finish()
         run.log(node, f"{release.source.name}: SHA-256 {release.sha256} verified on {node}, installed")
         parse_report(result.stdout, report)
-        report.status[release.sha256] = "ok"
+        report.status[release.key] = "ok"
 
     def _record(self, run, node: str, report: NodeReleases, releases: list[Release]) -> None:  # noqa: ANN001
         """Records what the node has in place: the programs with the sums it computed, and its cached
         file and manifest, so that `down` (machines) removes them too."""
         files = run.state.nodes[node].files
         for release in releases:
-            if report.status.get(release.sha256) != "ok":
+            if report.status.get(release.key) != "ok":
                 continue
             manifest = "".join(f"{report.installed[path]}  {path}\n" for path in release.paths)
             cached = f"{NODE_CACHE}/{release.sha256}"
             records = [FileRecord(path, report.installed[path], MODE, "root", "root", run.stage) for path in release.paths]
             records += [FileRecord(cached, release.sha256, 0o644, "root", "root", run.stage),
-                        FileRecord(f"{cached}.installed", hashlib.sha256(manifest.encode()).hexdigest(), 0o644, "root", "root", run.stage)]
+                        FileRecord(f"{NODE_CACHE}/{release.key}.installed", hashlib.sha256(manifest.encode()).hexdigest(), 0o644, "root", "root", run.stage)]
             files.update({r.path: r for r in records})
         if any(status == "ok" for status in report.status.values()):
             run.save()

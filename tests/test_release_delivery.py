@@ -72,8 +72,8 @@ def test_the_node_script_downloads_verifies_and_installs_each_program_once(mirro
     installed = {path: sha(members[name] * 50_000) for name, path in release.spec.targets}
     assert report.installed == installed
     assert all(oct(Path(p).stat().st_mode & 0o777) == "0o755" for p in release.paths)
-    assert sorted(p.name for p in Path(cache).iterdir()) == [sha(data), f"{sha(data)}.installed"]
-    manifest = Path(cache) / f"{sha(data)}.installed"  # the operator records its sum from `installed`, in this order
+    assert sorted(p.name for p in Path(cache).iterdir()) == [sha(data), f"{release.key}.installed"]
+    manifest = Path(cache) / f"{release.key}.installed"  # the operator records its sum from `installed`, in this order
     assert manifest.read_text() == "".join(f"{installed[path]}  {path}\n" for path in release.paths)
     assert {oct(f.stat().st_mode & 0o777) for f in Path(cache).iterdir()} == {"0o644"}
     progress = [line.split()[1:] for line in first.stdout.splitlines() if line.startswith("khwtui-progress")]
@@ -83,11 +83,11 @@ def test_the_node_script_downloads_verifies_and_installs_each_program_once(mirro
     assert again.returncode == 0 and "khwtui-changed" not in again.stdout and "khwtui-progress" not in again.stdout
     assert mirror.hits[f"/{FILE}"] == 1  # the node's verified cache: downloaded once
     status = parse_report(node_script(status_command([release], cache=cache), tmp_path).stdout, NodeReleases())
-    assert status.status == {release.sha256: "ok"} and status.installed == installed
+    assert status.status == {release.key: "ok"} and status.installed == installed
 
     Path(release.paths[0]).write_bytes(b"edited by hand")
     status = parse_report(node_script(status_command([release], cache=cache), tmp_path).stdout, NodeReleases())
-    assert status.status == {release.sha256: "cached"}
+    assert status.status == {release.key: "cached"}
 
 
 def test_a_tampered_file_with_the_pinned_sum_unchanged_is_refused_and_nothing_is_installed(mirror: MirrorServer, tmp_path: Path) -> None:
@@ -212,3 +212,16 @@ def test_auto_prints_a_transfer_at_its_start_every_quarter_and_its_end() -> None
         "      worker-0 download kubelet 75% (75.0 MB of 100.0 MB, 5.0 MB/s, ETA 5 s)",
         "      worker-0 download kubelet 100% (100.0 MB of 100.0 MB, 5.0 MB/s)",
     ]
+
+
+def test_one_file_under_two_names_is_downloaded_once_and_each_name_stays_in_place(mirror: MirrorServer, tmp_path: Path) -> None:
+    data = (tmp_path / "www" / FILE).read_bytes()
+    spec = ReleaseSpec("kubernetes", "1.35.4", (("etcd", str(tmp_path / "bin" / "a")),))
+    first = Release(spec, Resolved(FILE, f"{mirror.url}/{FILE}", sha(data)))
+    second = Release(ReleaseSpec("kubernetes", "1.35.4", (("etcd", str(tmp_path / "bin" / "b")),)), first.source)
+    cache = str(tmp_path / "cache")
+    for release in (first, second):
+        assert node_script(install_command(release, cache=cache), tmp_path).returncode == 0
+    status = parse_report(node_script(status_command([first, second], cache=cache), tmp_path).stdout, NodeReleases())
+    assert status.status == {first.key: "ok", second.key: "ok"} and first.key != second.key
+    assert mirror.hits[f"/{FILE}"] == 1
