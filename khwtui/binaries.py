@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import io
 import os
-import tarfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -204,19 +203,3 @@ def published_sum(text: str, file: str, where: str) -> str:
         if len(parts) >= 2 and parts[-1].lstrip("*").rsplit("/", 1)[-1] == file:
             return parts[0].lower()
     raise KhwError(f"{where} lists no SHA-256 for {file}; pin it under [binaries.sha256]")
-
-
-def tar_members(data: bytes, wanted: dict[str, str]) -> dict[str, bytes]:
-    """Files from a .tar.gz by the last part of their path: {"etcd": "etcd"} -> {"etcd": bytes}."""
-    found: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-        for member in archive.getmembers():
-            base = member.name.rstrip("/").rsplit("/", 1)[-1]
-            if member.isfile() and base in wanted:
-                extracted = archive.extractfile(member)
-                if extracted is not None:
-                    found[wanted[base]] = extracted.read()
-    missing = sorted(set(wanted.values()) - set(found))
-    if missing:
-        raise KhwError(f"the archive lacks {', '.join(missing)}: is the URL template pointing at the right release file?")
-    return found

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from khwtui.binaries import tar_members
+from mirror.tarballs import tar_members
 from khwtui.release_install import MODE, StageReleases
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from test_gcp_local import gcp_cluster, go_offline
 
-from khwtui.binaries import tar_members
+from mirror.tarballs import tar_members
 from khwtui.nodefiles import ETCD_BINARY
 from khwtui.stages.etcd import ETCDCTL
 

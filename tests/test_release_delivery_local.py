@@ -19,7 +19,7 @@ import pytest
 from localcluster import LocalCluster, local_config
 from workerbed import shells, stat_files
 
-from khwtui.binaries import tar_members
+from mirror.tarballs import tar_members
 from khwtui.nodefiles import ETCD_BINARY
 from khwtui.release_install import NODE_CACHE
 from khwtui.stages.etcd import ETCDCTL
