@@ -6,28 +6,48 @@ to the nodes (TCP to port 22, leaving on the bridge) is shaped to 20 Mbit/s with
 bridge, which this benchmark's cluster created, while the mirror's traffic stays unshaped; then
 the etcd to workers stages run and are timed (`--until control-plane`, then frontend and workers:
 rbac needs a real apiserver, which the test stand-ins are not). Bytes uploaded = the bytes tc
-counted in the shaped class. Run as root:
+counted in the shaped class. The test mirror's kube-* stand-ins are small scripts; with
+--upstream-sizes each becomes a Python zip application (the script as __main__.py beside a stored
+padding member that Python never reads) of about its upstream v1.35 amd64 size, so the transfer
+weighs what it does with the real binaries. Run as root:
 
-    python3 benchmarks/bench_delivery.py [--sizes 2+2,3+3]
+    python3 benchmarks/bench_delivery.py [--sizes 2+2,3+3] [--upstream-sizes]
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import subprocess
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import cli_timing  # first: puts tests/ on the import path  # noqa: F401
 import janitor
-from localcluster import LocalCluster, local_config, serve_release_mirror
+from localcluster import K8S_VERSION, KUBE_TEMPLATE, LocalCluster, local_config, serve_release_mirror
+from standins import build
 from workerbed import install_standin_runtime, shells, worker_apt_repo
 
 from khwtui.providers import nspawn
 
 UPLINK = "20mbit"
-STEPS = (("--until", "control-plane"), ("--only", "frontend,workers"))
+UPSTREAM_MB = {"kube-apiserver": 90, "kube-controller-manager": 85, "kube-scheduler": 65, "kubectl": 57, "kubelet": 78, "kube-proxy": 67}
+
+
+def pad_standins(mirror: dict) -> None:
+    """Each kube-* file on the mirror padded to about its upstream size (distinct files, as upstream's
+    are), its pinned sum updated in this benchmark's own copy of the mirror config."""
+    script = build(K8S_VERSION)
+    for name, megabytes in UPSTREAM_MB.items():
+        path = mirror["tree"].root / KUBE_TEMPLATE.format(version=K8S_VERSION, arch="amd64", name=name)
+        with path.open("wb") as out:
+            out.write(b"#!/usr/bin/env python3\n")
+            with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as app:
+                app.writestr("__main__.py", script)
+                app.writestr("padding", b"x" * (megabytes * 1_000_000))
+        mirror["binaries"]["sha256"][name] = hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def tc(*args: str) -> str:
@@ -72,9 +92,13 @@ def measure(folder: Path, mirror: dict, apt: object, controllers: int, workers: 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="2+2", help="controllers+workers, comma-separated")
-    sizes = [tuple(int(n) for n in size.split("+")) for size in parser.parse_args().sizes.split(",")]
+    parser.add_argument("--upstream-sizes", action="store_true", help="pad the kube-* stand-ins to upstream sizes")
+    args = parser.parse_args()
+    sizes = [tuple(int(n) for n in size.split("+")) for size in args.sizes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp, serve_release_mirror(Path(tmp) / "releases") as mirror:
+        if args.upstream_sizes:
+            pad_standins(mirror)
         apt = worker_apt_repo(Path(tmp) / "apt")
         try:
             for controllers, workers in sizes:
