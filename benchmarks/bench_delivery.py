@@ -33,6 +33,7 @@ from workerbed import install_standin_runtime, shells, worker_apt_repo
 from khwtui.providers import nspawn
 
 UPLINK = "20mbit"
+STEPS = (("--until", "control-plane"), ("--only", "frontend,workers"))
 UPSTREAM_MB = {"kube-apiserver": 90, "kube-controller-manager": 85, "kube-scheduler": 65, "kubectl": 57, "kubelet": 78, "kube-proxy": 67}
 
 
