@@ -1,17 +1,20 @@
-"""Release binaries: URL templates, a download cache, and a SHA-256 check before anything is used.
+"""Release binaries: URL templates, the expected SHA-256 of each file, and the operator's cache.
 
-The operator's machine downloads each file once, verifies it, and only then are its bytes
-sent to the nodes, so nothing reaches a node unchecked. The expected sum is, in order: the
-pinned one in `[binaries.sha256]`; else, for an unchanged official URL only, the sum the
-project publishes beside the file over HTTPS. A file fetched through a mirror or a custom
-URL needs a pinned sum: a mirror could serve a tampered file with a matching checksum file.
+`resolve` says where a file comes from and which SHA-256 it must have, without downloading it:
+the pinned sum in `[binaries.sha256]`; else, for an unchanged official URL only, the sum the
+project publishes beside the file over HTTPS. A file fetched through a mirror or a custom URL
+needs a pinned sum: a mirror could serve a tampered file with a matching checksum file. Nodes
+download and verify files themselves (release_install); `fetch` is for push delivery: it streams
+a file into the operator's cache and keeps it only once its sum is verified.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
-import tarfile
+import os
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +23,7 @@ from urllib.parse import urlparse
 
 from khwtui.config import Config
 from khwtui.errors import ConfigError, KhwError
-from khwtui.fsutil import mkdirs_private, write_atomic
+from khwtui.fsutil import mkdirs_private
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,9 @@ COMPONENTS: dict[str, Component] = {
     "kubernetes": Component("https://dl.k8s.io/release/v{version}/bin/linux/{arch}/{name}", "{url}.sha256"),
 }
 
-Opener = Callable[[str], bytes]
+Opener = Callable[[str], io.BufferedIOBase]  # a readable response for a URL
+CHUNK = 1 << 20
+FIX_DOWNLOAD = 'fix: check the URL, set binaries.mirror to a mirror this machine can reach, or pin binaries.urls'
 
 
 class ChecksumMismatch(KhwError):
@@ -63,23 +68,54 @@ class ChecksumMismatch(KhwError):
     exit_code = 1
 
 
-def _fetch(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=120) as response:  # noqa: S310 - http(s) URLs from config only
-        return response.read()
+class DownloadFailed(KhwError):
+    """A URL could not be read on this machine; names the URL, the cause and the fix."""
+
+    exit_code = 1
+
+
+def _open(url: str) -> io.BufferedIOBase:
+    return urllib.request.urlopen(url, timeout=120)  # noqa: S310 - http(s)/file URLs from config only
+
+
+@contextlib.contextmanager
+def _reading(opener: Opener, url: str):  # noqa: ANN202 - Iterator[io.BufferedIOBase]
+    """The response for `url`; any failure becomes one line with the URL, the cause and the fix."""
+    try:
+        with opener(url) as response:
+            yield response
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        cause = getattr(exc, "reason", None) or exc
+        raise DownloadFailed(f"downloading {url} on this machine failed ({cause}); {FIX_DOWNLOAD}") from None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where one release file comes from and the SHA-256 it must have."""
+
+    name: str  # the file name, also the key in [binaries.sha256]
+    url: str
+    sha256: str
 
 
 @dataclass(frozen=True)
 class Artifact:
-    name: str  # the file name, also the key in [binaries.sha256]
+    """A verified release file in the operator's cache."""
+
+    name: str
     url: str
     sha256: str
-    data: bytes
+    path: Path
+
+    @property
+    def size(self) -> int:
+        return self.path.stat().st_size
 
 
 class Binaries:
     """Resolves, downloads (once, into `cache`) and verifies release files."""
 
-    def __init__(self, config: Config, cache: Path, opener: Opener = _fetch) -> None:
+    def __init__(self, config: Config, cache: Path, opener: Opener = _open) -> None:
         self.config = config
         self.cache = cache
         self.opener = opener
@@ -98,23 +134,40 @@ class Binaries:
     def _is_official(self, component: str, url: str, version: str, arch: str, name: str) -> bool:
         return url == COMPONENTS[component].url.format(version=version, arch=arch, name=name) and url.startswith("https://")
 
-    def fetch(self, component: str, version: str, arch: str = "amd64", name: str = "") -> Artifact:
-        """The verified file; a mismatch raises ChecksumMismatch and nothing is cached."""
+    def resolve(self, component: str, version: str, arch: str = "amd64", name: str = "") -> Resolved:
+        """The URL and the expected SHA-256; downloads at most the project's published checksum file."""
         url = self.url(component, version, arch, name)
         file = url.rsplit("/", 1)[-1]
-        expected = self._expected_sum(component, url, file, version, arch, name)
-        cached = self.cache / f"{expected}-{file}"
-        if cached.is_file():
-            data = cached.read_bytes()
-            if hashlib.sha256(data).hexdigest() == expected:
-                return Artifact(file, url, expected, data)
-        data = self.opener(url)
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != expected:
-            raise ChecksumMismatch(f"{file} from {url} has SHA-256 {actual}, expected {expected}; refused, nothing of it was installed")
+        return Resolved(file, url, self._expected_sum(component, url, file, version, arch, name))
+
+    def fetch(self, component: str, version: str, arch: str = "amd64", name: str = "") -> Artifact:
+        """The verified file in the cache, streamed there in chunks (never whole in memory); a
+        mismatch raises ChecksumMismatch and nothing is kept."""
+        return self.fetch_resolved(self.resolve(component, version, arch, name))
+
+    def fetch_resolved(self, resolved: Resolved) -> Artifact:
+        cached = self.cache / f"{resolved.sha256}-{resolved.name}"
+        if cached.is_file() and file_sha256(cached) == resolved.sha256:
+            return Artifact(resolved.name, resolved.url, resolved.sha256, cached)
         mkdirs_private(self.cache)
-        write_atomic(cached, data, 0o644)
-        return Artifact(file, url, expected, data)
+        part = cached.with_name(cached.name + ".part")
+        digest = hashlib.sha256()
+        try:
+            with _reading(self.opener, resolved.url) as response, part.open("wb") as out:
+                while chunk := response.read(CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            if digest.hexdigest() != resolved.sha256:
+                raise ChecksumMismatch(f"{resolved.name} from {resolved.url}, downloaded on this machine, has SHA-256 "
+                                       f"{digest.hexdigest()}, expected {resolved.sha256}; refused, nothing of it was installed; "
+                                       "fix: check binaries.mirror and the pinned sum in binaries.sha256")
+            os.chmod(part, 0o644)
+            os.replace(part, cached)
+        finally:
+            part.unlink(missing_ok=True)
+        return Artifact(resolved.name, resolved.url, resolved.sha256, cached)
 
     def _expected_sum(self, component: str, url: str, file: str, version: str, arch: str, name: str) -> str:
         pinned = self.config.binaries.sha256.get(file)
@@ -127,7 +180,18 @@ class Binaries:
                 f'add "{file}" = "<sha256>" under [binaries.sha256]',
             )
         sums_url = COMPONENTS[component].published_sum.format(url=url, version=version, arch=arch, name=name)
-        return published_sum(self.opener(sums_url).decode("utf-8", "replace"), file, sums_url)
+        with _reading(self.opener, sums_url) as response:
+            text = response.read().decode("utf-8", "replace")
+        return published_sum(text, file, sums_url)
+
+
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def published_sum(text: str, file: str, where: str) -> str:
@@ -139,19 +203,3 @@ def published_sum(text: str, file: str, where: str) -> str:
         if len(parts) >= 2 and parts[-1].lstrip("*").rsplit("/", 1)[-1] == file:
             return parts[0].lower()
     raise KhwError(f"{where} lists no SHA-256 for {file}; pin it under [binaries.sha256]")
-
-
-def tar_members(data: bytes, wanted: dict[str, str]) -> dict[str, bytes]:
-    """Files from a .tar.gz by the last part of their path: {"etcd": "etcd"} -> {"etcd": bytes}."""
-    found: dict[str, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
-        for member in archive.getmembers():
-            base = member.name.rstrip("/").rsplit("/", 1)[-1]
-            if member.isfile() and base in wanted:
-                extracted = archive.extractfile(member)
-                if extracted is not None:
-                    found[wanted[base]] = extracted.read()
-    missing = sorted(set(wanted.values()) - set(found))
-    if missing:
-        raise KhwError(f"the archive lacks {', '.join(missing)}: is the URL template pointing at the right release file?")
-    return found

@@ -84,6 +84,7 @@ def _show(value: object) -> str:
 
 
 def plan_text(config: Config, topo: Topology) -> str:
+    from khwtui.delivery import plan_line as delivery_plan_line
     from khwtui.kubeconfigs import kubeconfig_specs
     from khwtui.pki import cert_specs
 
@@ -98,7 +99,8 @@ def plan_text(config: Config, topo: Topology) -> str:
     if config.provider.kind == "gcp" and "0.0.0.0/0" in config.gcp.admin_cidrs:
         out += ["warning: gcp.admin_cidrs allows 0.0.0.0/0: SSH and the API are open to the internet; list your own address"]
     out += [f"warning: {line}" for line in plan_warnings(config, len(topo.controllers))]
-    out += [f"kubernetes service: {topo.kubernetes_service_ip} · cluster DNS: {config.network.dns_ip} · domain: {config.network.cluster_domain}", ""]
+    out += [f"kubernetes service: {topo.kubernetes_service_ip} · cluster DNS: {config.network.dns_ip} · domain: {config.network.cluster_domain}"]
+    out += [delivery_plan_line(config), ""]
     certs = [(s.name, s.cn, s.org or "-", ", ".join(s.dns + s.ips) or "-") for s in cert_specs(topo)]
     out += ["Certificates", table(("name", "CN", "O", "SANs"), certs), ""]
     kubeconfigs = [(k.name, k.user, k.server) for k in kubeconfig_specs(topo)]

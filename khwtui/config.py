@@ -113,6 +113,7 @@ class VersionsSection:
 @dataclass(frozen=True)
 class BinariesSection:
     mirror: str = ""
+    delivery: str = "auto"  # auto | node | push: who downloads release files (release_delivery)
     urls: dict[str, str] = field(default_factory=dict)
     sha256: dict[str, str] = field(default_factory=dict)
 
@@ -487,6 +488,9 @@ def _validate_rest(c: Config) -> None:
         raise ConfigError("encryption.provider", f"{c.encryption.provider!r} is not a provider", 'use "aescbc" or "secretbox"')
     if c.binaries.mirror:
         _url("binaries.mirror", c.binaries.mirror)
+    if c.binaries.delivery not in ("auto", "node", "push"):
+        raise ConfigError("binaries.delivery", f"{c.binaries.delivery!r} is not a delivery mode",
+                          'use "auto", "node" (nodes download) or "push" (this machine uploads)')
     for name, url in c.binaries.urls.items():
         unknown = set(re.findall(r"{(\w*)}", url)) - URL_PLACEHOLDERS
         if unknown:

@@ -72,6 +72,29 @@ class HealthChanged:
 
 
 @dataclass(frozen=True)
+class TransferProgress:
+    """A release file on its way to a node: downloaded there ("node") or uploaded to it ("push").
+    `done` only grows for one (node, file, mode); `total` is 0 while unknown."""
+
+    kind: ClassVar[str] = "transfer"
+    node: str
+    stage: str
+    file: str
+    mode: str  # node | push
+    done: int
+    total: int = 0
+    rate: float = 0.0  # bytes per second since the transfer started
+    at: float = 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left at the current rate; None while the total or the rate is unknown."""
+        if not self.total or self.rate <= 0:
+            return None
+        return max(self.total - self.done, 0) / self.rate
+
+
+@dataclass(frozen=True)
 class RunFinished:
     kind: ClassVar[str] = "finished"
     exit_code: int
@@ -79,9 +102,10 @@ class RunFinished:
     at: float = 0.0
 
 
-Event = Union[StageChanged, NodeChanged, LogLines, CheckResult, HealthChanged, RunFinished]
+Event = Union[StageChanged, NodeChanged, LogLines, CheckResult, HealthChanged, TransferProgress, RunFinished]
 Sink = Callable[[Event], None]
-EVENT_TYPES: dict[str, type] = {cls.kind: cls for cls in (StageChanged, NodeChanged, LogLines, CheckResult, HealthChanged, RunFinished)}
+EVENT_TYPES: dict[str, type] = {cls.kind: cls for cls in (StageChanged, NodeChanged, LogLines, CheckResult, HealthChanged, TransferProgress,
+                                                          RunFinished)}
 
 
 def to_json(event: Event) -> str:

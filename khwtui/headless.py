@@ -1,4 +1,5 @@
-"""`--auto`: the engine without a UI. One line per stage and node transition, a summary table,
+"""`--auto`: the engine without a UI. One line per stage and node transition (and per quarter of
+each release file's transfer), a summary table,
 the failing node's last output lines, and DESIGN.md's exit codes. `--json` prints the event
 stream itself, one JSON object per line, and nothing else on stdout.
 """
@@ -24,9 +25,11 @@ from khwtui.events import (
     NodeChanged,
     RunFinished,
     StageChanged,
+    TransferProgress,
     to_json,
 )
 from khwtui.table import table
+from khwtui.transfers import Milestones, describe
 
 MARKS = {PASSED: "✔", FAILED: "✖", RUNNING: "⟳", SKIPPED: "⊘", UNVERIFIED: "?", "pending": "·"}
 TAIL = 12  # output lines kept per node for the failure summary
@@ -41,6 +44,7 @@ class ConsoleSink:
         self.stages: dict[str, StageChanged] = {}
         self.checks: list[CheckResult] = []
         self.started: dict[str, float] = {}
+        self.milestones = Milestones()
 
     def __call__(self, event: Event) -> None:
         if self.json:
@@ -71,6 +75,11 @@ class ConsoleSink:
         if self.verbose:
             for line in e.lines:
                 self._print(f"      {e.node or 'khwtui'} | {line}")
+
+    def _on_transfer(self, e: TransferProgress) -> None:
+        """A line at the start, every quarter and the end of each file's transfer."""
+        if self.milestones.reached(e):
+            self._print(f"      {e.node} {describe(e)}")
 
     def _on_check(self, e: CheckResult) -> None:
         self.checks.append(e)

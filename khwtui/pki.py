@@ -229,7 +229,6 @@ class Pki:
         """A new certificate (new serial, full validity) for each leaf in `names`, on its existing key
         when that key still fits; returns name -> new serial. The CA is never re-issued here."""
         now = now or _utcnow()
-        ca, ca_key = self._existing_ca()
         specs = {spec.name: spec for spec in cert_specs(topo)}
         serials = {}
         for name in names:
@@ -237,7 +236,7 @@ class Pki:
             if key is None or _key_type(key) != self.config.pki.key_type:
                 key = _new_key(self.config.pki.key_type)
                 write_atomic(self._key_path(name), _key_bytes(key), 0o600)
-            leaf = _leaf_cert(specs[name], key, ca, ca_key, self.config.pki.validity_days, now)
+            leaf = _leaf_cert(specs[name], key, *self._existing_ca(specs[name].issuer), self.config.pki.validity_days, now)
             write_atomic(self._cert_path(name), leaf.public_bytes(serialization.Encoding.PEM), 0o644)
             serials[name] = leaf.serial_number
         return serials

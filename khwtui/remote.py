@@ -38,6 +38,7 @@ from khwtui.errors import EXIT_FAILED, KhwError
 from khwtui.render import render
 
 LineSink = Callable[[str, str, str], None]  # (node name, stream "out"|"err"|"cmd", line)
+ProgressSink = Callable[[int, int], None]  # (bytes sent so far, total bytes)
 
 MAX_SESSIONS = 10  # OpenSSH's default MaxSessions: channels per connection
 MAX_ARG = 131_072  # sshd runs the script as one `sh -c` argument; Linux caps an argument at 128 KiB
@@ -150,6 +151,7 @@ class _Job:
     partial: dict[str, str] = field(default_factory=lambda: {"out": "", "err": ""})
     recent: deque[str] = field(default_factory=lambda: deque(maxlen=TAIL_LINES))
     sent: bool = False  # the start script may have reached the node
+    lines_to: LineSink | None = None  # this run's out/err lines go here instead of the runner's sink
 
     def script(self, action: str) -> str:
         return render("remote-run.sh.j2", q=shlex.quote, action=action, run_id=self.run_id,
@@ -173,12 +175,17 @@ async def _checked(conn: asyncssh.SSHClientConnection, command: str, what: str) 
     return result.stdout.decode(errors="replace")
 
 
+async def _staging(sftp: asyncssh.SFTPClient) -> None:
+    """The private upload folder: only the login user can enter it."""
+    await sftp.makedirs(STAGING, attrs=asyncssh.SFTPAttrs(permissions=0o700), exist_ok=True)
+    for folder in (str(Path(STAGING).parent), STAGING):
+        await sftp.chmod(folder, 0o700)
+
+
 async def _upload(conn: asyncssh.SSHClientConnection, data: bytes, staged: str) -> None:
     """Writes `data` to a file only the login user can read, in a folder only it can enter."""
     async with conn.start_sftp_client() as sftp:
-        await sftp.makedirs(STAGING, attrs=asyncssh.SFTPAttrs(permissions=0o700), exist_ok=True)
-        for folder in (str(Path(STAGING).parent), STAGING):
-            await sftp.chmod(folder, 0o700)
+        await _staging(sftp)
         async with sftp.open(staged, "wb", attrs=asyncssh.SFTPAttrs(permissions=0o600)) as f:
             await f.write(data)
 
@@ -187,6 +194,15 @@ async def _download(conn: asyncssh.SSHClientConnection, staged: str) -> bytes:
     async with conn.start_sftp_client() as sftp:
         async with sftp.open(staged, "rb") as f:
             return await f.read()
+
+
+async def _upload_file(conn: asyncssh.SSHClientConnection, local: Path, staged: str, progress: ProgressSink | None) -> None:
+    """Streams a local file block by block (never whole in memory) to a private staged path."""
+    async with conn.start_sftp_client() as sftp:
+        await _staging(sftp)
+        handler = (lambda src, dst, done, total: progress(done, total)) if progress else None
+        await sftp.put(str(local), staged, progress_handler=handler)
+        await sftp.chmod(staged, 0o600)
 
 
 async def offered_host_key(address: str, port: int, algorithms: list[str], timeout: float) -> str | None:
@@ -220,12 +236,13 @@ class Remote:
         self.reconnects = 0
 
     async def run(self, host: Host, command: str, *, sudo: bool = False, timeout: float | None = None,
-                  check: bool = True, input: bytes | None = None) -> RunResult:
-        """Runs `command` once on `host`, streaming its lines to on_line; returns when it has ended.
+                  check: bool = True, input: bytes | None = None, lines_to: LineSink | None = None) -> RunResult:
+        """Runs `command` once on `host`, streaming its lines to on_line (or to `lines_to`, which then
+        decides what to log); returns when it has ended.
 
         Cancelling run() (or passing `timeout`) kills the remote process group before returning.
         """
-        job = _Job(host, command, sudo, input or b"")
+        job = _Job(host, command, sudo, input or b"", lines_to=lines_to)
         if len(job.script("attach").encode()) >= MAX_ARG:
             raise RemoteError(f"{host.name}: command `{_short(command)}` is too long for one SSH exec "
                               f"(128 KiB once quoted); fix: pass it as input to `bash -s`")
@@ -288,6 +305,15 @@ class Remote:
         finally:
             await self._on_host(host, partial(_checked, command=f"rm -f {staged}", what=f"{host.name}: removing {staged}"))
 
+
+    async def upload(self, host: Host, local: Path, progress: ProgressSink | None = None) -> str:
+        """Streams a local file to a private staged path in the login user's home (relative to it,
+        where commands run) and returns that path; the caller's command moves it into place."""
+        staged = f"{STAGING}/{uuid.uuid4().hex}"
+        self._emit(host, "cmd", f"upload {local.name} ({local.stat().st_size} bytes) to {staged}")
+        await self._on_host(host, partial(_upload_file, local=local, staged=staged, progress=progress))
+        return staged
+
     async def close(self) -> None:
         """Waits for pending stops, then closes every connection."""
         await asyncio.gather(*self._stopping, return_exceptions=True)
@@ -298,6 +324,12 @@ class Remote:
                 link.conn.close()
                 await link.conn.wait_closed()
         self._links.clear()
+
+    def _emit_line(self, job: _Job, stream: str, line: str) -> None:
+        if job.lines_to is not None:
+            job.lines_to(job.host.name, stream, line)
+        else:
+            self._emit(job.host, stream, line)
 
     def _emit(self, host: Host, stream: str, line: str) -> None:
         if self._on_line is not None:
@@ -389,7 +421,7 @@ class Remote:
             job.partial[stream] = tail
             if tail:
                 job.recent.append(tail)
-                self._emit(job.host, stream, tail)
+                self._emit_line(job, stream, tail)
         return done.exit_status
 
     async def _pump(self, job: _Job, reader: asyncssh.SSHReader[bytes], stream: str) -> str:
@@ -400,7 +432,7 @@ class Remote:
             line = raw[:-1].decode(errors="replace")
             job.lines[stream].append(line)
             job.recent.append(line)
-            self._emit(job.host, stream, line)
+            self._emit_line(job, stream, line)
         return ""
 
     async def _stop(self, job: _Job) -> None:

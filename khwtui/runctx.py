@@ -40,6 +40,7 @@ class RunContext:
     remote_factory: Callable[[Callable[[str, str, str], None]], object]
     clock: Callable[[], float] = time.time
     stage: str = ""
+    deliveries: dict = field(default_factory=dict)  # release origins -> delivery.Choice, decided once per run
     _remote: object | None = field(default=None, repr=False)
     _restarted: set[tuple[str, str]] = field(default_factory=set, repr=False)  # (node, unit) restarted this run
 
@@ -135,7 +136,7 @@ class RunContext:
         wanted = list(files)
         drift = await self.drifted(node, wanted)
         record = self.state.nodes[node]
-        due = self.mark_due(node, drift, restarts or {})
+        due = self.mark_due(node, [f.path for f in drift], restarts or {})
         for f in drift:
             await self.remote.put(self.host(node), f.content, f.path, mode=f.mode, owner=f.owner, group=f.group)
         for f in wanted:
@@ -146,9 +147,9 @@ class RunContext:
             crashpoints.reached(f"{self.stage}.placed")
         return [f.path for f in drift]
 
-    def mark_due(self, node: str, drift: list[NodeFile], restarts: Mapping[str, Collection[str]]) -> list[str]:
-        """Record and save, as due on `node`, each unit that reads one of the `drift` files; returns them."""
-        paths = {f.path for f in drift}
+    def mark_due(self, node: str, changing: Iterable[str], restarts: Mapping[str, Collection[str]]) -> list[str]:
+        """Record and save, as due on `node`, each unit that reads one of the `changing` paths; returns them."""
+        paths = set(changing)
         due = [unit for unit, inputs in restarts.items() if paths & set(inputs)]
         if due:
             self.state.nodes[node].restarts.update(dict.fromkeys(due, self.stage))

@@ -36,18 +36,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 def release_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     """The test mirror served on 127.0.0.1: Debian's etcd/containerd/runc/CNI in upstream layouts plus
     the kube-* stand-ins for K8S_VERSION. {"versions", "binaries", "tree", "server"}."""
-    from localcluster import K8S_VERSION, publish_standins
-    from mirror import default_cache
-    from mirror.server import MirrorServer
-    from mirror.tarballs import build_release_tree
+    from localcluster import serve_release_mirror
 
-    tree = build_release_tree(tmp_path_factory.mktemp("releases"), default_cache())
-    with MirrorServer(tree.root) as server:
-        config = tree.config(server.url)
-        url, sums = publish_standins(tree.root, server.url, K8S_VERSION)
-        config["binaries"]["urls"]["kubernetes"] = url
-        config["binaries"]["sha256"].update(sums)
-        yield {**config, "tree": tree, "server": server}
+    with serve_release_mirror(tmp_path_factory.mktemp("releases")) as mirror:
+        yield mirror
 
 
 @pytest.fixture(scope="session")

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from localcluster import serve_apt_on_bridge
+from localcluster import serve_apt_on_bridge, serve_on_bridge
 from workerbed import shells
 
 from khwtui import config as config_mod
@@ -62,6 +62,8 @@ class NodeBacking:
         self._addresses: dict[str, str] = {}  # instance -> its node's address
         self._logins: dict[str, tuple[str, str]] = {}  # instance -> (login user, its client keys)
         self._apt_server = serve_apt_on_bridge(prefix, node_cidr, apt) if apt is not None else None
+        self._prefix = prefix
+        self.served: list = []  # more folders served on the bridge (serve())
         self._apt = {"apt_mirror": self._apt_server.url, "apt_key": str(apt.keyring)} if self._apt_server else {}  # type: ignore[attr-defined]
         # With no nodes, ensure() makes exactly the shared parts: node root, bridge, guard rules.
         asyncio.run(self._provider(".shared", (), "khwtui", "").ensure(_quiet))
@@ -110,11 +112,15 @@ class NodeBacking:
             nspawn.unmount_under(folder)
             shutil.rmtree(folder)
 
+    def serve(self, folder: Path) -> None:
+        """Serve `folder` to the nodes too, on the bridge's host address, until close()."""
+        self.served.append(serve_on_bridge(self._prefix, str(self.node_cidr), folder))
+
     def close(self) -> None:
         """Remove every host object of the prefix: the nodes still running, the bridge, the rules;
-        stop serving the apt repository."""
-        if self._apt_server is not None:
-            self._apt_server.__exit__(None, None, None)
+        stop serving the apt repository and the other folders."""
+        for server in ([self._apt_server] if self._apt_server is not None else []) + self.served:
+            server.__exit__(None, None, None)
         nspawn.remove(nspawn.discover(re.escape(self.names.prefix)), _quiet)
 
     def _provider(self, name: str, nodes: tuple[Node, ...], user: str, client_keys: str) -> LocalProvider:

@@ -6,6 +6,8 @@ them); the cluster's host prefix is registered with the janitor so a crashed run
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import ipaddress
 import itertools
@@ -42,7 +44,7 @@ def local_config(name: str, controllers: int, workers: int, mirror: dict, **extr
         "topology": {"controllers": controllers, "workers": workers},
         "network": {"node_cidr": f"10.{subnet}.0.0/24"},
         "versions": {**mirror["versions"], "crictl": ""},
-        "binaries": mirror["binaries"],
+        "binaries": copy.deepcopy(mirror["binaries"]),  # shared by the session: extra values must not leak into it
         "pki": {"key_type": "ecdsa-p256"},
     }
     for section, values in extra.items():
@@ -65,13 +67,33 @@ def publish_standins(root: Path, base_url: str, version: str) -> tuple[str, dict
     return f"{base_url}/{KUBE_TEMPLATE}", sums
 
 
+@contextlib.contextmanager
+def serve_release_mirror(folder: Path) -> Iterator[dict]:
+    """The test mirror served on 127.0.0.1: Debian's etcd/containerd/runc/CNI in upstream layouts plus
+    the kube-* stand-ins for K8S_VERSION. {"versions", "binaries", "tree", "server"}."""
+    from mirror import default_cache
+    from mirror.server import MirrorServer
+    from mirror.tarballs import build_release_tree
+
+    tree = build_release_tree(folder, default_cache())
+    with MirrorServer(tree.root) as server:
+        config = tree.config(server.url)
+        url, sums = publish_standins(tree.root, server.url, K8S_VERSION)
+        config["binaries"]["urls"]["kubernetes"] = url
+        config["binaries"]["sha256"].update(sums)
+        yield {**config, "tree": tree, "server": server}
+
+
 @dataclass
 class LocalCluster:
-    """`apt`: an AptRepo to serve to the nodes on the bridge's host address (local.apt_mirror)."""
+    """`apt`: an AptRepo to serve to the nodes on the bridge's host address (local.apt_mirror).
+    `releases`: the release_mirror fixture, served to the nodes on the bridge too, with the config's
+    [binaries.urls] pointing there, so that nodes can download release files (node delivery)."""
 
     root: Path
     raw: dict
     apt: object | None = None
+    releases: dict | None = None
     prefix: str = field(init=False)
     servers: list = field(init=False, default_factory=list)
 
@@ -81,12 +103,30 @@ class LocalCluster:
         janitor.register(self.prefix)
         if self.apt is not None:
             self._serve_apt()
+        if self.releases is not None:
+            self._serve_releases()
+        self.write_config()
+
+    def write_config(self) -> None:
         self.config_path.write_text(tomli_w.dumps(self.raw))
 
     def _serve_apt(self) -> None:
-        server = serve_apt_on_bridge(self.prefix, self.raw["network"]["node_cidr"], self.apt)
-        self.servers.append(server)
+        server = self.serve(self.apt.path)  # type: ignore[union-attr]
         self.raw.setdefault("local", {}).update({"apt_mirror": server.url, "apt_key": str(self.apt.keyring)})  # type: ignore[union-attr]
+
+    def _serve_releases(self) -> None:
+        """The mirror's tree on the bridge; [binaries] is copied, never edited in place (it is shared)."""
+        server = self.serve(self.releases["tree"].root)  # type: ignore[index]
+        local = self.releases["server"].url  # type: ignore[index]
+        binaries = self.raw["binaries"]
+        urls = {name: url.replace(local, server.url) for name, url in binaries["urls"].items()}
+        self.raw["binaries"] = {**binaries, "urls": urls, "sha256": dict(binaries["sha256"])}
+
+    def serve(self, folder: Path):  # noqa: ANN201 - mirror.server.MirrorServer
+        """Serve `folder` to the nodes on the bridge's host address; stopped by down()."""
+        server = serve_on_bridge(self.prefix, self.raw["network"]["node_cidr"], folder)
+        self.servers.append(server)
+        return server
 
     @property
     def config_path(self) -> Path:
@@ -137,7 +177,12 @@ def built_until(root: Path, mirror: dict, controllers: int, workers: int, stage:
 
 
 def serve_apt_on_bridge(prefix: str, node_cidr: str, apt: object):  # noqa: ANN201 - mirror.server.MirrorServer
-    """Serve an AptRepo on the host side of the prefix's bridge, which is made here with the
+    """Serve an AptRepo on the host side of the prefix's bridge. Stop it with `__exit__`."""
+    return serve_on_bridge(prefix, node_cidr, apt.path)  # type: ignore[attr-defined]
+
+
+def serve_on_bridge(prefix: str, node_cidr: str, folder: Path):  # noqa: ANN201 - mirror.server.MirrorServer
+    """Serve a folder on the host side of the prefix's bridge, which is made here with the
     provider's own primitive (ensure() adopts it), before the first node boots. Stop it with
     `__exit__`."""
     from mirror.server import MirrorServer
@@ -145,7 +190,7 @@ def serve_apt_on_bridge(prefix: str, node_cidr: str, apt: object):  # noqa: ANN2
     net = ipaddress.IPv4Network(node_cidr)
     gateway = str(net.network_address + 1)
     nspawn.ensure_bridge(nspawn.Names(prefix).bridge, f"{gateway}/{net.prefixlen}")
-    server = MirrorServer(apt.path, host=gateway)  # type: ignore[attr-defined]
+    server = MirrorServer(folder, host=gateway)
     server.__enter__()
     return server
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from standins import build
+from releasefake import simulate_release_install
 from standins.flags import MINORS, PROGRAMS
 
 from khwtui import config
@@ -323,7 +324,7 @@ class FakeRun:
     async def place(self, node: str, files: list[NodeFile], restarts: dict[str, set[str]]) -> list[str]:
         changed = await self.drifted(node, files)
         self.state.nodes.setdefault(node, NodeRecord(node, ""))
-        self.mark_due(node, changed, restarts)
+        self.mark_due(node, [f.path for f in changed], restarts)
         self.nodes[node].files.update({f.path: (f.content, f.mode) for f in changed})
         return [f.path for f in changed]
 
@@ -339,6 +340,7 @@ class FakeRun:
 def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRun:
     """One controller; the kube-* binaries come from a file:// release folder with pinned sums."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    simulate_release_install(monkeypatch)
     release = tmp_path / "release" / "v1.36.2"
     release.mkdir(parents=True)
     sums = {}

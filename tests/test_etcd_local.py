@@ -23,7 +23,7 @@ def cluster(tmp_path: Path, unique_prefix: str, release_mirror: dict):
 
 def host_etcdctl(cluster: LocalCluster, release_mirror: dict, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """etcdctl from the release tarball, run on the operator's machine with the cluster's own certificates."""
-    from khwtui.binaries import tar_members
+    from mirror.tarballs import tar_members
 
     tree = release_mirror["tree"]
     binary = tmp_path / "etcdctl"

@@ -386,7 +386,7 @@ class NodesRun:
 
     async def place(self, node: str, files: list[NodeFile], restarts: dict[str, list[str]]) -> list[str]:
         self.state.nodes.setdefault(node, NodeRecord(node, "controller"))
-        self.mark_due(node, files, restarts)
+        self.mark_due(node, [f.path for f in files], restarts)
         self.placed.setdefault(node, []).extend(files)
         return [f.path for f in files]
 

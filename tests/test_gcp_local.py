@@ -102,16 +102,21 @@ def gcp_raw(name: str, controllers: int, workers: int, mirror: dict) -> dict:
 @contextmanager
 def gcp_cluster(
     tmp_path: Path, prefix: str, mirror: dict, controllers: int, workers: int, *,
-    apt: object | None = None, packages: tuple[str, ...] = (), gcp: dict | None = None, **knobs: Any,
+    apt: object | None = None, packages: tuple[str, ...] = (), gcp: dict | None = None, releases_on_bridge: bool = False, **knobs: Any,
 ) -> Iterator[tuple[FakeCompute, LocalCluster]]:
     """The fake Compute API (`knobs`: its latency and faults) backed by nspawn nodes, and a cluster
     config pointed at it (`gcp`: more of its gcp section); afterwards `down` has run and no host
     object of the prefix is left. The nodes' bridge spans the cluster's node CIDR and the /24
-    after it, where a second cluster's instances can live; `apt` and `packages` are the backing's."""
+    after it, where a second cluster's instances can live; `apt` and `packages` are the backing's.
+    `releases_on_bridge`: the mirror is also served on the bridge, and the config downloads from there."""
     raw = gcp_raw(f"t{prefix}", controllers, workers, mirror)
     bridge = str(ipaddress.IPv4Network(raw["network"]["node_cidr"]).supernet(1))
     # the nodes read their metadata from the fake once it runs, as a guest agent asks the metadata server
     backing = NodeBacking(tmp_path / "instances", prefix, bridge, lambda name: fake.instance_metadata(name), apt=apt, packages=packages)
+    if releases_on_bridge:
+        backing.serve(mirror["tree"].root)
+        urls = raw["binaries"]["urls"]
+        raw["binaries"]["urls"] = {name: url.replace(mirror["server"].url, backing.served[-1].url) for name, url in urls.items()}
     try:
         with FakeCompute(project=PROJECT, backing=backing, **knobs) as fake:
             raw["gcp"] = {"project": PROJECT, "region": REGION, "zone": ZONE, "api_endpoint": fake.endpoint, **(gcp or {})}

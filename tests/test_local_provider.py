@@ -7,7 +7,6 @@ host uses, under a unique "kt..." prefix, and talk to them only over the bridge 
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import random
 import subprocess

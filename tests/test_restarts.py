@@ -15,7 +15,7 @@ from pathlib import Path
 from khwtui import config
 from khwtui.context import Cluster
 from khwtui.crashpoints import ENV
-from khwtui.events import FAILED, PASSED
+from khwtui.events import FAILED
 from khwtui.remote import RunResult
 from khwtui.render import NodeFile
 from khwtui.restarts import PENDING, with_due_restarts

@@ -82,7 +82,8 @@ def build_up_to_workers(cluster: LocalCluster, overlay_node: str | None = None) 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict) -> Iterator[tuple[LocalCluster, list[dict]]]:
     apt = worker_apt_repo(tmp_path_factory.getbasetemp() / "worker-apt")
-    cluster = LocalCluster(tmp_path_factory.mktemp("workers") / "c", local_config(f"t{janitor.new_prefix()}", 1, 2, release_mirror), apt=apt)
+    raw = local_config(f"t{janitor.new_prefix()}", 1, 2, release_mirror, binaries={"delivery": "node"})
+    cluster = LocalCluster(tmp_path_factory.mktemp("workers") / "c", raw, apt=apt, releases=release_mirror)
     try:
         yield cluster, build_up_to_workers(cluster, overlay_node="worker-1")
     finally:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from releasefake import simulate_release_install
 from standins import install
 from standins.flags import MINORS, PROGRAMS
 from test_controlplane_render import FakeController
@@ -586,6 +587,7 @@ def release(folder: Path, crictl: bool) -> dict:
 
 def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, crictl: bool = False, kind: str = "local") -> FakeRun:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    simulate_release_install(monkeypatch)
     (tmp_path / "release").mkdir(exist_ok=True)
     raw = {**LOCAL, "cluster": {"name": "wk-test", "kubernetes_version": "1.35.2"}, "topology": {"controllers": 1, "workers": 1},
            "provider": {"kind": kind}, **release(tmp_path / "release", crictl)}

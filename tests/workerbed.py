@@ -240,7 +240,7 @@ def release_files(release_mirror: dict, kubernetes_version: str) -> list:
     """The binaries the workers stage installs, straight from the test mirror's release files."""
     from standins import build
 
-    from khwtui.binaries import tar_members
+    from mirror.tarballs import tar_members
     from khwtui.render import NodeFile
     from khwtui.workers_files import (
         CNI_FILES,

@@ -20,6 +20,8 @@ from khwtui.providers.gcp_api import HttpHealthCheck
 from khwtui.topology import Topology
 
 NODE_PORT = "NODE_PORT"  # the bash variable holding a Service's NodePort (known once it exists)
+NODE_API_SOURCES = "NODE_API_SOURCES"  # the nodes' external addresses as /32 ranges (known once the instances exist)
+VARIABLES = (f"tcp:${{{NODE_PORT}}}", f"${{{NODE_API_SOURCES}}}")  # arguments that bash expands, so double-quoted
 
 
 @dataclass(frozen=True)
@@ -31,8 +33,7 @@ class Gcloud:
 
     @property
     def line(self) -> str:
-        raw = f"tcp:${{{NODE_PORT}}}"
-        return " ".join(f'"{a}"' if raw in a else shlex.quote(a) for a in self.argv)
+        return " ".join(f'"{a}"' if any(v in a for v in VARIABLES) else shlex.quote(a) for a in self.argv)
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ def cloud_commands(config: Config, topo: Topology, public_key: str) -> dict[str,
     front = res.frontend(config, topo, s, "ADDRESS")
     out = {
         "compute": [_made(w, s, front, topo.names.address) for w in desired.all()],
-        "frontend": [_made(w, s, front, topo.names.address) for w in front.resources],
+        "frontend": [*(_made(w, s, front, topo.names.address) for w in front.resources), _node_api(config, topo)],
         "routes": [_made(w, s, front, topo.names.address) for w in res.routes(config, topo)],
         "smoke": _node_port(topo.names.allow_smoke, config, topo),
     }
@@ -94,8 +95,8 @@ def _create(w: res.Wanted, s: GcpSettings, front: res.Frontend, address: str) ->
     if w.collection == "firewalls":
         return [_firewall(r)]
     if w.collection == "addresses":
-        return [Gcloud(_base("addresses", "create", r.name, f"--region={s.region}"), r.name),
-                Gcloud(_base("addresses", "update", r.name, f"--region={s.region}", f"--update-labels={_labels(r.labels)}"))]
+        return [Gcloud(_base("addresses", "create", r.name, f"--region={s.region}", f"--description={r.description}"), r.name),
+                Gcloud(_base("addresses", "update", r.name, f"--region={s.region}", f"--update-labels={_labels(w.labels)}"))]
     if w.collection == "instances":
         return [_instance(r, s)]
     if w.collection == "httpHealthChecks":
@@ -120,7 +121,7 @@ def _create(w: res.Wanted, s: GcpSettings, front: res.Frontend, address: str) ->
                 Gcloud(_base("backend-services", "add-backend", r.name, f"--region={s.region}", f"--instance-group={_last(backend.group)}",
                              f"--instance-group-zone={s.zone}", f"--balancing-mode={backend.balancing_mode}"))]
     if w.collection == "forwardingRules":
-        return _forwarding_rule(r, s, address)
+        return _forwarding_rule(r, s, address, w.labels)
     if w.collection == "routes":
         return [Gcloud(_base("routes", "create", r.name, f"--network={_last(r.network)}", f"--destination-range={r.dest_range}",
                              f"--next-hop-address={r.next_hop_ip}", f"--priority={r.priority}", f"--description={r.description}"), r.name)]
@@ -155,13 +156,13 @@ def _http_health_check(r: HttpHealthCheck) -> Gcloud:
                         f"--description={r.description}"), r.name)
 
 
-def _forwarding_rule(r: c.ForwardingRule, s: GcpSettings, address: str) -> list[Gcloud]:
+def _forwarding_rule(r: c.ForwardingRule, s: GcpSettings, address: str, labels: dict[str, str]) -> list[Gcloud]:
     """On the static address the compute stage reserved, named (its IP may not be known yet)."""
     target = f"--target-pool={_last(r.target)}" if r.target else f"--backend-service={_last(r.backend_service)}"
     return [Gcloud(_base("forwarding-rules", "create", r.name, f"--region={s.region}", f"--address={address}",
                          f"--ip-protocol={r.I_p_protocol}", f"--ports={r.port_range}", f"--load-balancing-scheme={r.load_balancing_scheme}",
-                         target), r.name),
-            Gcloud(_base("forwarding-rules", "update", r.name, f"--region={s.region}", f"--update-labels={_labels(r.labels)}"))]
+                         target, f"--description={r.description}"), r.name),
+            Gcloud(_base("forwarding-rules", "update", r.name, f"--region={s.region}", f"--update-labels={_labels(labels)}"))]
 
 
 def _node_port(name: str, config: Config, topo: Topology) -> list[Made]:
@@ -169,6 +170,17 @@ def _node_port(name: str, config: Config, topo: Topology) -> list[Made]:
     return [Made(name, Gcloud(_base("firewall-rules", "describe", name)), (Gcloud(_base("firewall-rules", "create", name, f"--network={_last(rule.resource.network)}", "--direction=INGRESS",
                          f"--allow=tcp:${{{NODE_PORT}}}", f"--source-ranges={','.join(rule.resource.source_ranges)}",
                          f"--target-tags={','.join(rule.resource.target_tags)}", f"--description={rule.resource.description}"), name),))]
+
+
+def _node_api(config: Config, topo: Topology) -> Made:
+    """The API port opened to the nodes' external addresses: taken from the state once compute has
+    recorded them, else from the NODE_API_SOURCES variable the script fills from the instances."""
+    known = [n.external_ip for n in topo.nodes if n.external_ip]
+    rule = res.node_api_rule(config, topo, known if len(known) == len(topo.nodes) else ["192.0.2.1"])
+    create = _firewall(rule.resource)
+    if len(known) != len(topo.nodes):
+        create = Gcloud(tuple(f"--source-ranges=${{{NODE_API_SOURCES}}}" if a.startswith("--source-ranges=") else a for a in create.argv), create.creates)
+    return Made(rule.name, Gcloud(_base("firewall-rules", "describe", rule.name)), (create,))
 
 
 def _labels(labels: object) -> str:

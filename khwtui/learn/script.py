@@ -88,6 +88,12 @@ def build_script(scripts: list[str]) -> str:
     return HEADER.format(title="The whole build, stage by stage; each stage script can also be run on its own.") + body + "\n"
 
 
+NODE_API_SOURCES_LINE = (
+    'NODE_API_SOURCES="${{NODE_API_SOURCES:-$(gcloud compute instances list --filter={cluster} '
+    "--format='value(networkInterfaces[0].accessConfigs[0].natIP)' | sed 's|$|/32|' | paste -sd, -)}}\""
+)
+
+
 def stage_script(stage: str, i: Inputs, cloud: list[str], nodes_missing: str) -> str:
     """One stage: its node steps and cloud lines in the order the stage runs them, then its checks.
     Cloud resources that exist already are skipped, so a stage script can be run again."""
@@ -96,6 +102,8 @@ def stage_script(stage: str, i: Inputs, cloud: list[str], nodes_missing: str) ->
     lines += [f"# {line}" for line in _wrap(lesson.what)]
     steps = stage_steps(stage, i)
     cloud_lines = ["", "# cloud resources (the same as `khwtui plan` lists); what exists already is skipped", *cloud] if cloud else []
+    if any("NODE_API_SOURCES" in line for line in cloud):
+        cloud_lines.insert(1, NODE_API_SOURCES_LINE.format(cluster=shlex.quote(f"labels.khwtui-cluster={i.config.cluster.name}")))
     if any("NODE_PORT" in line for line in cloud):
         cloud_lines.insert(1, ': "${NODE_PORT:?set NODE_PORT to the NodePort of the Service (kubectl get service -o wide)}"')
     if nodes_missing and any(_on_nodes(s) for s in steps):

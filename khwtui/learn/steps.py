@@ -30,11 +30,12 @@ from khwtui.nodefiles import (
     etcd_files,
 )
 from khwtui.render import NodeFile
-from khwtui.stages.control_plane import INSTALL_CURL, health_command
+from khwtui.apt import install_missing
+from khwtui.stages.control_plane import health_command
 from khwtui.stages.etcd import ETCDCTL, START_TIMEOUT, etcdctl
 from khwtui.stages.frontend import apt_install, healthz_probe
 from khwtui.stages.routes import ROUTE_UNIT_NAME
-from khwtui.stages.workers import install_packages, kernel_command, packages_for
+from khwtui.stages.workers import kernel_command, packages_for
 from khwtui.topology import Node, Topology
 from khwtui.workers_files import (
     CNI_FILES,
@@ -184,7 +185,7 @@ def _control_plane(i: Inputs) -> list[Step]:
     health = health_command(i.config.network.api_port)
     for c in controllers:
         steps += [
-            Run(c.name, INSTALL_CURL, "curl for the health checks, from the node's apt sources"),
+            Run(c.name, install_missing(("curl",)), "curl for the health checks, from the node's apt sources"),
             Run(c.name, f"install -d -m 0700 {KUBERNETES_DIR} && install -d -m 0755 {CONFIG_DIR}"),
             Place(c.name, tuple(_controller_files(i, c)), i.node_source(c.name)),
             Run(c.name, "systemctl daemon-reload && " + shlex.join(["systemctl", "enable", *CP_UNITS])),
@@ -299,7 +300,7 @@ def _workers(i: Inputs) -> list[Step]:
         steps += [
             Note(f"{w.name}: files rendered for {facts.describe()}"),
             Run(w.name, facts_check(facts), f"{w.name}'s facts are the ones its files were rendered for"),
-            Run(w.name, install_packages(packages_for(facts)), f"{', '.join(packages_for(facts))} from the node's apt sources"),
+            Run(w.name, install_missing(packages_for(facts)), f"{', '.join(packages_for(facts))} from the node's apt sources"),
             Run(w.name, kernel_command(facts), "swap off" + (", kernel modules loaded" if facts.modules else "")),
             Place(w.name, tuple(_worker_files(i, w, facts)), i.node_source(w.name)),
             Run(w.name, f"sysctl -q -p {SYSCTL_FILE}"),

@@ -10,13 +10,10 @@ three units stay up with a healthy apiserver, never a fixed sleep.
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 
-import platformdirs
-
 from khwtui.apt import LOCK_WAIT, install_missing
-from khwtui.binaries import Binaries
+from khwtui.config import Config
 from khwtui.controlplane_files import (
     BIN_DIR,
     BINARIES,
@@ -28,7 +25,7 @@ from khwtui.controlplane_files import (
 )
 from khwtui.errors import StageFailed
 from khwtui.nodefiles import KUBERNETES_DIR
-from khwtui.render import NodeFile
+from khwtui.release_install import CURL, ReleaseSpec, StageReleases
 from khwtui.runctx import RunContext
 from khwtui.stages.base import Outcome, Stage
 from khwtui.topology import Node
@@ -37,7 +34,6 @@ from khwtui.waiting import poll
 HEALTH_PATHS = ("livez", "readyz")
 START_TIMEOUT = 180
 CRASH_LOOP = 3  # restarts of one unit while waiting: it is refusing to start, stop waiting
-CURL = "/usr/bin/curl"
 
 
 def health_command(port: int) -> str:
@@ -64,32 +60,15 @@ def unit_states(stdout: str) -> dict[str, tuple[str, str]]:
     return states
 
 
+def control_plane_release(config: Config) -> list[ReleaseSpec]:
+    """The four kube-* binaries, each its own release file."""
+    version = config.cluster.kubernetes_version
+    return [ReleaseSpec("kubernetes", version, ((name, f"{BIN_DIR}/{name}"),), name=name, archive=False) for name in BINARIES]
+
+
 class ControlPlaneStage(Stage):
     def __init__(self) -> None:
-        self._binaries: list[NodeFile] | None = None
-        self._fetching = asyncio.Lock()  # controllers ask at once; the first download serves them all
-
-    async def _release(self, run: RunContext) -> list[NodeFile]:
-        """The four binaries, each downloaded once and verified before anything reaches a node."""
-        async with self._fetching:
-            if self._binaries is None:
-                self._binaries = await self._download(run)
-        return self._binaries
-
-    async def _download(self, run: RunContext) -> list[NodeFile]:
-        """In a worker thread: the TUI keeps drawing while tens of megabytes arrive."""
-        cache = platformdirs.user_cache_path("khwtui", appauthor=False) / "downloads"
-        fetcher = Binaries(run.config, cache)
-        version = run.config.cluster.kubernetes_version
-        files = []
-        for name in BINARIES:
-            artifact = await asyncio.to_thread(fetcher.fetch, "kubernetes", version, name=name)
-            run.log("", f"{name} v{version}: SHA-256 {artifact.sha256} verified")
-            files.append(NodeFile(f"{BIN_DIR}/{name}", artifact.data, 0o755))
-        return files
-
-    async def _files(self, run: RunContext, node: Node) -> list[NodeFile]:
-        return await self._release(run) + control_plane_files(run.artifacts, node)
+        self.releases = StageReleases(control_plane_release)
 
     # --- check ------------------------------------------------------------------------------
 
@@ -98,8 +77,8 @@ class ControlPlaneStage(Stage):
         return [o for per_node in outcomes for o in per_node]
 
     async def _check_node(self, run: RunContext, node: Node) -> list[Outcome]:
-        drift = await run.drifted(node.name, await self._files(run, node))
-        files = (Outcome.failed("control-plane files", node.name, "differ: " + ", ".join(f.path for f in drift)) if drift
+        drift = await self.releases.drifted(run, node.name) + [f.path for f in await run.drifted(node.name, control_plane_files(run.artifacts, node))]
+        files = (Outcome.failed("control-plane files", node.name, "differ: " + ", ".join(drift)) if drift
                  else Outcome.passed("control-plane files", node.name, "binaries, credentials, units and config in place"))
         command = shlex.join(["systemctl", "is-active", *UNITS])
         active = await run.sh(node.name, command, check=False, timeout=30)
@@ -126,8 +105,10 @@ class ControlPlaneStage(Stage):
     async def _install(self, run: RunContext, node: Node) -> None:
         await run.sh(node.name, install_missing(("curl",)), timeout=LOCK_WAIT + 600)
         await run.sh(node.name, f"install -d -m 0700 {KUBERNETES_DIR} && install -d -m 0755 {CONFIG_DIR}")
-        files = await self._files(run, node)
-        await run.place(node.name, files, restarts={unit: unit_inputs(unit, files) for unit in UNITS})
+        files = control_plane_files(run.artifacts, node)
+        restarts = {unit: unit_inputs(unit, files) | {f"{BIN_DIR}/{unit}"} for unit in UNITS}
+        await self.releases.install(run, node.name, restarts=restarts)
+        await run.place(node.name, files, restarts=restarts)
         await run.sh(node.name, shlex.join(["systemctl", "enable", *UNITS]))
         await run.start_units(node.name, UNITS)
 

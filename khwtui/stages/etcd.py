@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import shlex
 
-import platformdirs
-
-from khwtui.binaries import Binaries, tar_members
+from khwtui.config import Config
 from khwtui.errors import StageFailed
 from khwtui.nodefiles import ETCD_BINARY, ETCD_DATA_DIR, ETCD_DIR, etcd_files
-from khwtui.render import NodeFile
+from khwtui.release_install import ReleaseSpec, StageReleases
 from khwtui.runctx import RunContext
 from khwtui.stages.base import Outcome, Stage
 from khwtui.topology import Node
@@ -52,34 +50,26 @@ async def wait_member_healthy(run: RunContext, node: Node) -> None:
         raise StageFailed(str(exc), node.name, tuple(journal.stdout.splitlines()[-10:])) from None
 
 
+def etcd_release(config: Config) -> list[ReleaseSpec]:
+    """etcd and etcdctl (and etcdutl from 3.5) from the release tarball."""
+    targets = [("etcd", ETCD_BINARY), ("etcdctl", ETCDCTL)]
+    if has_etcdutl(config.versions.etcd):
+        targets.append(("etcdutl", ETCDUTL))
+    return [ReleaseSpec("etcd", config.versions.etcd, tuple(targets))]
+
+
 class EtcdStage(Stage):
     def __init__(self) -> None:
-        self._binaries: list[NodeFile] | None = None
-
-    def _release(self, run: RunContext) -> list[NodeFile]:
-        """etcd and etcdctl from the verified release tarball (downloaded once per run)."""
-        if self._binaries is None:
-            cache = platformdirs.user_cache_path("khwtui", appauthor=False) / "downloads"
-            artifact = Binaries(run.config, cache).fetch("etcd", run.config.versions.etcd)
-            run.log("", f"{artifact.name}: SHA-256 {artifact.sha256} verified")
-            wanted = {"etcd": ETCD_BINARY, "etcdctl": ETCDCTL}
-            if has_etcdutl(run.config.versions.etcd):
-                wanted["etcdutl"] = ETCDUTL
-            members = tar_members(artifact.data, wanted)
-            self._binaries = [NodeFile(path, data, 0o755) for path, data in sorted(members.items())]
-        return self._binaries
-
-    def _files(self, run: RunContext, node: Node) -> list[NodeFile]:
-        return self._release(run) + etcd_files(run.artifacts, node)
+        self.releases = StageReleases(etcd_release)
 
     async def check(self, run: RunContext) -> list[Outcome]:
         outcomes = await run.each(run.topo.controllers, lambda node: self._check_node(run, node))
         return [o for per_node in outcomes for o in per_node] + await self._check_members(run)
 
     async def _check_node(self, run: RunContext, node: Node) -> list[Outcome]:
-        drift = await run.drifted(node.name, self._files(run, node))
+        drift = await self.releases.drifted(run, node.name) + [f.path for f in await run.drifted(node.name, etcd_files(run.artifacts, node))]
         if drift:
-            return [Outcome.failed("etcd files", node.name, "differ: " + ", ".join(f.path for f in drift))]
+            return [Outcome.failed("etcd files", node.name, "differ: " + ", ".join(drift))]
         health = await run.sh(node.name, etcdctl("endpoint", "health"), check=False, timeout=30)
         if health.exit_status != 0:
             return [Outcome.failed("etcd member healthy", node.name, f"$ etcdctl endpoint health\n{health.stdout}{health.stderr}")]
@@ -101,8 +91,10 @@ class EtcdStage(Stage):
 
     async def _install(self, run: RunContext, node: Node) -> None:
         await run.sh(node.name, f"install -d -m 0700 {ETCD_DATA_DIR} && install -d -m 0755 {ETCD_DIR}")
-        files = self._files(run, node)
-        await run.place(node.name, files, restarts={UNIT: [f.path for f in files]})
+        files = etcd_files(run.artifacts, node)
+        restarts = {UNIT: [ETCD_BINARY, *(f.path for f in files)]}
+        await self.releases.install(run, node.name, restarts=restarts)
+        await run.place(node.name, files, restarts=restarts)
         await run.sh(node.name, f"systemctl enable {UNIT}")
 
     async def _start(self, run: RunContext, node: Node) -> None:

@@ -12,18 +12,15 @@ unverified with that reason, never as passed.
 
 from __future__ import annotations
 
-import asyncio
 import shlex
 
-import platformdirs
-
 from khwtui.apt import LOCK_WAIT, install_missing
-from khwtui.binaries import Binaries, tar_members
+from khwtui.config import Config
 from khwtui.errors import StageFailed
 from khwtui.events import FAILED
 from khwtui.kubeapi import ApiClient, ApiError, Credentials
 from khwtui.kubeconfigs import spec_named
-from khwtui.render import NodeFile
+from khwtui.release_install import ReleaseSpec, StageReleases
 from khwtui.runctx import RunContext
 from khwtui.stages.base import Outcome, Stage
 from khwtui.topology import Node
@@ -107,41 +104,21 @@ def ready_outcome(node: str, body: dict | str | None) -> Outcome:
     return (Outcome.passed if ready.get("status") == "True" else Outcome.failed)(READY, node, summary)
 
 
+def worker_release(config: Config) -> list[ReleaseSpec]:
+    """containerd, the CNI plugins, runc, crictl (when its version is set), kubelet and kube-proxy."""
+    versions = config.versions
+    specs = [ReleaseSpec("containerd", versions.containerd, tuple(CONTAINERD_FILES.items())),
+             ReleaseSpec("cni_plugins", versions.cni_plugins, tuple(CNI_FILES.items())),
+             ReleaseSpec("runc", versions.runc, (("runc", RUNC_BINARY),), archive=False)]
+    if versions.crictl:
+        specs.append(ReleaseSpec("crictl", versions.crictl, tuple(CRICTL_FILES.items())))
+    version = config.cluster.kubernetes_version
+    return specs + [ReleaseSpec("kubernetes", version, ((name, path),), name=name, archive=False) for name, path in KUBERNETES_FILES.items()]
+
+
 class WorkersStage(Stage):
     def __init__(self) -> None:
-        self._binaries: list[NodeFile] | None = None
-        self._fetching = asyncio.Lock()  # workers ask at once; the first download serves them all
-
-    # --- release files ----------------------------------------------------------------------
-
-    async def _release(self, run: RunContext) -> list[NodeFile]:
-        async with self._fetching:
-            if self._binaries is None:
-                self._binaries, verified = await asyncio.to_thread(self._download, run)
-                for line in verified:
-                    run.log("", line)
-        return self._binaries
-
-    def _download(self, run: RunContext) -> tuple[list[NodeFile], list[str]]:
-        """Every release file, verified before any byte of it reaches a node (in a worker thread,
-        so the TUI keeps drawing), and one log line per verified file."""
-        fetcher = Binaries(run.config, platformdirs.user_cache_path("khwtui", appauthor=False) / "downloads")
-        versions = run.config.versions
-        verified: list[str] = []
-
-        def fetch(component: str, version: str, name: str = "") -> bytes:
-            artifact = fetcher.fetch(component, version, name=name)
-            verified.append(f"{artifact.name} {version}: SHA-256 {artifact.sha256} verified")
-            return artifact.data
-
-        found = tar_members(fetch("containerd", versions.containerd), CONTAINERD_FILES)
-        found |= tar_members(fetch("cni_plugins", versions.cni_plugins), CNI_FILES)
-        found[RUNC_BINARY] = fetch("runc", versions.runc)
-        if versions.crictl:
-            found |= tar_members(fetch("crictl", versions.crictl), CRICTL_FILES)
-        for name, path in KUBERNETES_FILES.items():
-            found[path] = fetch("kubernetes", run.config.cluster.kubernetes_version, name)
-        return [NodeFile(path, data, 0o755) for path, data in sorted(found.items())], verified
+        self.releases = StageReleases(worker_release)
 
     async def _facts(self, run: RunContext, node: Node) -> NodeFacts:
         result = await run.sh(node.name, FACTS_COMMAND, timeout=60)
@@ -149,9 +126,6 @@ class WorkersStage(Stage):
             return NodeFacts.parse(result.stdout)
         except ValueError as exc:
             raise StageFailed(str(exc), node.name) from None
-
-    async def _files(self, run: RunContext, node: Node, facts: NodeFacts) -> list[NodeFile]:
-        return await self._release(run) + worker_files(run.artifacts, node, facts)
 
     # --- check ------------------------------------------------------------------------------
 
@@ -161,8 +135,8 @@ class WorkersStage(Stage):
 
     async def _check_node(self, run: RunContext, node: Node) -> list[Outcome]:
         facts = await self._facts(run, node)
-        drift = await run.drifted(node.name, await self._files(run, node, facts))
-        files = (Outcome.failed("worker files", node.name, "differ: " + ", ".join(f.path for f in drift)) if drift
+        drift = await self.releases.drifted(run, node.name) + [f.path for f in await run.drifted(node.name, worker_files(run.artifacts, node, facts))]
+        files = (Outcome.failed("worker files", node.name, "differ: " + ", ".join(drift)) if drift
                  else Outcome.passed("worker files", node.name, f"binaries, credentials, configs and units in place; {facts.describe()}"))
         return [files, *await self._status_outcomes(run, node, facts), await self._ready(run, node)]
 
@@ -209,7 +183,9 @@ class WorkersStage(Stage):
         run.log(node.name, f"facts: {facts.describe()}")
         await run.sh(node.name, install_missing(packages_for(facts)), timeout=LOCK_WAIT + 600)
         await run.sh(node.name, kernel_command(facts))
-        await run.place(node.name, await self._files(run, node, facts), restarts=restart_inputs(node))
+        restarts = restart_inputs(node)
+        await self.releases.install(run, node.name, restarts=restarts)
+        await run.place(node.name, worker_files(run.artifacts, node, facts), restarts=restarts)
         await run.sh(node.name, f"sysctl -q -p {SYSCTL_FILE}")
         await run.sh(node.name, shlex.join(["systemctl", "enable", *UNITS]))
         await run.start_units(node.name, UNITS)  # containerd first: the kubelet needs its socket

@@ -48,6 +48,7 @@ def services(cluster: Cluster) -> Services:
         cost_per_hour=hourly_cost(cluster),
         api_address=lambda: cluster.topology.api_address,
         explain=partial(explain_stage, cluster),
+        renew=partial(renew_certificates, cluster),
     )
 
 
@@ -56,8 +57,6 @@ def explain_stage(cluster: Cluster, stage: str) -> str:
     from khwtui.learn.commands import stage_explanation
 
     return stage_explanation(cluster, stage)
-        renew=partial(renew_certificates, cluster),
-    )
 
 
 async def renew_certificates(cluster: Cluster, names: list[str]) -> str:

@@ -19,6 +19,7 @@ from textual.widgets.tree import TreeNode
 
 from khwtui.events import FAILED, RUNNING
 from khwtui.topology import Topology
+from khwtui.transfers import short
 from khwtui.tui.marks import NODE_MARKS, mark, status_style
 from khwtui.tui.progress import NodeView, Progress
 
@@ -114,6 +115,8 @@ class NodeTree(Tree[Pick | None]):
             return label
         if unhealthy:
             label.append(f" · {unhealthy} failing", style=status_style(FAILED, variables))
+        elif view.status == RUNNING and view.transfer is not None:
+            label.append(f" · {short(view.transfer)}", style="italic")
         elif view.status == RUNNING and view.stage:
             label.append(f" · {view.stage}", style="italic")
         elif view.external:

@@ -22,6 +22,7 @@ from khwtui.events import (
     LogLines,
     NodeChanged,
     StageChanged,
+    TransferProgress,
 )
 from khwtui.topology import Node, Topology
 from khwtui.tui.contracts import StageInfo
@@ -64,6 +65,7 @@ class NodeView:
     status: str = PENDING
     stage: str = ""  # the stage running on it, while running
     address: str = ""  # the address the engine reported (external, once known)
+    transfer: TransferProgress | None = None  # the release file on its way to it, until it has arrived
 
     @property
     def external(self) -> str:
@@ -112,6 +114,11 @@ class Progress:
             node = self.nodes[event.node]
             node.status, node.stage = event.status, event.stage if event.status == RUNNING else ""
             node.address = event.address or node.address
+            node.transfer = node.transfer if event.status == RUNNING else None
+            change.nodes.add(event.node)
+        elif isinstance(event, TransferProgress) and event.node in self.nodes:
+            arrived = event.total and event.done >= event.total
+            self.nodes[event.node].transfer = None if arrived else event
             change.nodes.add(event.node)
         elif isinstance(event, LogLines) and event.stream == "err" and event.lines and (view := self.view(event.stage)):
             view.last_error = event.lines[-1]

@@ -7,6 +7,7 @@ it; the hit counts let tests assert what was fetched, and how often.
 from __future__ import annotations
 
 import ipaddress
+import re
 import shutil
 import socketserver
 import threading
@@ -36,13 +37,27 @@ class _Handler(BaseHTTPRequestHandler):
         if target is None:
             self.send_error(HTTPStatus.NOT_FOUND)
             return
-        self.send_response(HTTPStatus.OK)
+        size = target.stat().st_size
+        start = self._range_start(size)
+        if start:
+            with self.server.lock:
+                self.server.resumed.append((path, start))
+            self.send_response(HTTPStatus.PARTIAL_CONTENT)
+            self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+        else:
+            self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "application/octet-stream")
-        self.send_header("Content-Length", str(target.stat().st_size))
+        self.send_header("Content-Length", str(size - start))
         self.end_headers()
         if body:
             with target.open("rb") as f:
+                f.seek(start)
                 shutil.copyfileobj(f, self.wfile)
+
+    def _range_start(self, size: int) -> int:
+        """The N of a "Range: bytes=N-" request inside the file (what a resumed download sends); else 0."""
+        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", "").strip())
+        return int(match.group(1)) if match and 0 < int(match.group(1)) < size else 0
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet: the hit counts are the record."""
@@ -54,6 +69,7 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, root: Path, address: tuple[str, int]) -> None:
         self.root = root.resolve()
         self.hits: Counter[str] = Counter()
+        self.resumed: list[tuple[str, int]] = []  # (path, first byte) of each ranged GET answered
         self.lock = threading.Lock()
         super().__init__(address, _Handler)
 
@@ -119,3 +135,10 @@ class MirrorServer:
         assert self._server is not None, "the server runs only inside its with-block"
         with self._server.lock:
             return Counter(self._server.hits)
+
+    @property
+    def resumed(self) -> list[tuple[str, int]]:
+        """(URL path, first byte) of every ranged GET answered with 206 so far, a snapshot."""
+        assert self._server is not None, "the server runs only inside its with-block"
+        with self._server.lock:
+            return list(self._server.resumed)

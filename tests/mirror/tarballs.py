@@ -261,3 +261,20 @@ def build_release_tree(root: Path, cache: Path) -> ReleaseTree:
             release.component, release.version, {d.package: d.version for d in mine}, release.path(arch),
             release.checksum_path(arch), sha256_file(root / release.path(arch)), release.archive)
     return ReleaseTree(root, arch, artifacts)
+
+
+def tar_members(data: bytes, wanted: dict[str, str]) -> dict[str, bytes]:
+    """Files from a .tar.gz by the last part of their path: {"etcd": "etcd"} -> {"etcd": bytes} (what
+    the nodes install from a release file, read here to compare)."""
+    found: dict[str, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for member in archive.getmembers():
+            base = member.name.rstrip("/").rsplit("/", 1)[-1]
+            if member.isfile() and base in wanted:
+                extracted = archive.extractfile(member)
+                if extracted is not None:
+                    found[wanted[base]] = extracted.read()
+    missing = sorted(set(wanted.values()) - set(found))
+    if missing:
+        raise ValueError(f"the archive lacks {', '.join(missing)}: is the URL template pointing at the right release file?")
+    return found

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 
 from textual.pilot import Pilot
-from textual.widgets import Button, Input, Log
+from textual.widgets import Button, Input
 
 from khwtui.tui.app import KhwApp
 from khwtui.tui.certs_screen import CertsScreen, CertTable
