@@ -25,6 +25,7 @@ from localcluster import LocalCluster, local_config
 from test_machines_provider import inventory, machines
 from workerbed import install_standin_runtime, shells, stat_files, worker_apt_repo
 
+from khwtui.release_install import NODE_CACHE
 from khwtui.state import StateDir
 
 pytestmark = pytest.mark.integration
@@ -49,7 +50,13 @@ def deep_status(path: Path) -> set[tuple[str, str, str, str]]:
 
 
 def recorded_paths(path: Path) -> dict[str, list[str]]:
-    return {name: sorted(record.files) for name, record in StateDir(path.parent / "state").load().nodes.items() if record.files}
+    """node -> every cluster file `up` recorded placing. Not compared: khwtui's own release cache
+    (NODE_CACHE: each verified download and the manifest of what it installed, which lets a rerun
+    skip the download); the scripts fetch and verify on the operator's machine instead, as the
+    guide does, and put the programs straight where they run."""
+    state = StateDir(path.parent / "state").load()
+    found = {name: sorted(p for p in record.files if not p.startswith(f"{NODE_CACHE}/")) for name, record in state.nodes.items()}
+    return {name: paths for name, paths in found.items() if paths}
 
 
 def scripted_paths(out: Path) -> dict[str, set[str]]:
