@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import io
 import os
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -150,10 +151,12 @@ class Binaries:
         if cached.is_file() and file_sha256(cached) == resolved.sha256:
             return Artifact(resolved.name, resolved.url, resolved.sha256, cached)
         mkdirs_private(self.cache)
-        part = cached.with_name(cached.name + ".part")
+        # its own partial file: another khwtui run may be streaming the same file into this cache
+        handle, name = tempfile.mkstemp(prefix=f"{cached.name}.", suffix=".part", dir=self.cache)
+        part = Path(name)
         digest = hashlib.sha256()
         try:
-            with _reading(self.opener, resolved.url) as response, part.open("wb") as out:
+            with os.fdopen(handle, "wb") as out, _reading(self.opener, resolved.url) as response:
                 while chunk := response.read(CHUNK):
                     digest.update(chunk)
                     out.write(chunk)

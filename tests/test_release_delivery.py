@@ -4,11 +4,14 @@ choice between node and push, the operator's streamed download, and the --auto p
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import hashlib
 import io
 import shlex
 import subprocess
 import tarfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -195,6 +198,27 @@ def test_the_operator_streams_a_file_into_its_cache_and_keeps_only_a_verified_on
         binaries.fetch_resolved(Resolved(FILE, "http://127.0.0.1:9/x.tar.gz", sha(b"x")))
     assert str(failed.value).startswith("downloading http://127.0.0.1:9/x.tar.gz on this machine failed (")
     assert "fix: " in str(failed.value) and "binaries.mirror" in str(failed.value)
+
+
+def test_two_runs_downloading_the_same_file_at_once_both_get_it_verified(tmp_path: Path) -> None:
+    """Two khwtui processes (two clusters built at once) share the operator's cache: each streams
+    into its own partial file, so neither moves or truncates the other's."""
+    data = tarball()
+    both_reading = threading.Barrier(2, timeout=30)
+
+    @contextlib.contextmanager
+    def opener(url: str) -> Iterator[io.BytesIO]:
+        response = io.BytesIO(data)
+        first = response.read(len(data) // 2)
+        both_reading.wait()  # both have opened their partial file and written half of it
+        yield io.BytesIO(first + response.read())
+
+    binaries = Binaries(config_mod.from_dict(local_raw()), tmp_path / "downloads", opener=opener)
+    resolved = Resolved(FILE, f"http://127.0.0.1:9/{FILE}", sha(data))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        artifacts = list(pool.map(lambda _: binaries.fetch_resolved(resolved), range(2)))
+    assert [a.path.read_bytes() == data for a in artifacts] == [True, True]
+    assert [p.name for p in (tmp_path / "downloads").iterdir()] == [artifacts[0].path.name]
 
 
 # --- --auto -----------------------------------------------------------------------------------------
