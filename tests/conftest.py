@@ -8,6 +8,10 @@ from collections.abc import Iterator
 import janitor
 import pytest
 
+# pytest-xdist workers (gw0, gw1, ...) each get their own loopback block for the Compute API fake's
+# external addresses, so two gcp beds at once never listen on the same address
+os.environ.setdefault("FAKEGCE_LOOPBACK_BLOCK", str(int(os.environ.get("PYTEST_XDIST_WORKER", "gw-1")[2:]) + 1))
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _janitor() -> Iterator[None]:

@@ -35,7 +35,7 @@ def register(prefix: str) -> None:
 def _registered() -> dict[str, int]:
     if not REGISTRY.is_dir():
         return {}
-    return {entry.name: int(entry.read_text() or 0) for entry in REGISTRY.iterdir()}
+    return {entry.name: int(entry.read_text() or 0) for entry in REGISTRY.iterdir() if not entry.name.startswith("subnet-")}
 
 
 def new_prefix() -> str:
@@ -46,14 +46,39 @@ def new_prefix() -> str:
     return f"kt{os.getpid():06x}{number:02x}"
 
 
+def claim_subnet() -> int:
+    """A second octet for a test cluster's node CIDR (10.N.0.0/24) that no live test process holds
+    and no host route touches: claimed by creating REGISTRY/subnet-N with this PID, so parallel
+    pytest processes (xdist workers, another session) never build bridges on the same network."""
+    REGISTRY.mkdir(mode=0o700, exist_ok=True)
+    for number in range(240, 15, -1):
+        claim = REGISTRY / f"subnet-{number}"
+        if claim.exists() and _pid_runs_tests(int(claim.read_text() or 0)):
+            continue
+        claim.unlink(missing_ok=True)
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except FileExistsError:
+            continue  # another process claimed it between the look and the create
+        with os.fdopen(fd, "w") as out:
+            out.write(str(os.getpid()))
+        if not nspawn.routes_overlapping(f"10.{number}.0.0/16", ignore_dev=""):
+            return number
+    raise RuntimeError(f"no free 10.N.0.0/16 for a test cluster (claims in {REGISTRY})")
+
+
+def _pid_runs_tests(pid: int) -> bool:
+    argv = nspawn.cmdline(pid)
+    return any("python" in arg or "pytest" in arg for arg in argv[:3])
+
+
 def owner(prefix: str) -> int:
     registered = _registered()
     return registered[prefix] if prefix in registered else int(prefix[2:8], 16)
 
 
 def _owner_runs(prefix: str) -> bool:
-    argv = nspawn.cmdline(owner(prefix))
-    return any("python" in arg or "pytest" in arg for arg in argv[:3])
+    return _pid_runs_tests(owner(prefix))
 
 
 def sweep(include_own: bool = False) -> list[str]:

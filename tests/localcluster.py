@@ -10,7 +10,6 @@ import contextlib
 import copy
 import hashlib
 import ipaddress
-import itertools
 import json
 import os
 import subprocess
@@ -31,12 +30,11 @@ STANDINS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube
 KUBE_TEMPLATE = "kubernetes/v{version}/bin/linux/{arch}/{name}"
 
 K8S_VERSION = "1.35.4"  # the last minor that accepts containerd 1.x (Debian 12 ships 1.6)
-_subnets = itertools.count(1)
 
 
 def local_config(name: str, controllers: int, workers: int, mirror: dict, **extra: dict) -> dict:
     """A local-provider config pinned to the Debian versions the test mirror serves."""
-    subnet = 240 - (os.getpid() % 50) * 4 - next(_subnets) % 4  # distinct per run and cluster
+    subnet = janitor.claim_subnet()
     raw = {
         "cluster": {"name": name, "kubernetes_version": K8S_VERSION},
         "provider": {"kind": "local"},

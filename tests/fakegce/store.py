@@ -8,6 +8,7 @@ invisible (but its name is taken), and a resource being deleted still shows.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -23,7 +24,9 @@ from .paths import Scope, parse_ref
 from .rules import check_name
 from .specs import SPECS
 
-_EXTERNAL_IPS = itertools.count(2)  # shared by every fake of the process; next() is atomic under the GIL
+# shared by every fake of the process (next() is atomic under the GIL); FAKEGCE_LOOPBACK_BLOCK gives
+# each of several processes at once (pytest-xdist workers) its own 127.N.0.0/16
+_EXTERNAL_IPS = itertools.count(2 + 65536 * int(os.environ.get("FAKEGCE_LOOPBACK_BLOCK", "0")))
 
 
 class Store:
