@@ -363,6 +363,7 @@ def test_names_must_be_rfc1035_and_at_most_63_characters(gce: Gce, name: str) ->
 
 def test_a_63_character_name_is_accepted(gce: Gce) -> None:
     gce.finish(gce.networks.insert(project=P, network_resource=c.Network(name="n" * 63, auto_create_subnetworks=False)))
+    assert gce.networks.get(project=P, network="n" * 63).name == "n" * 63
 
 
 def test_required_fields_are_named(gce: Gce) -> None:

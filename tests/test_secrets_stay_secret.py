@@ -13,11 +13,16 @@ pytestmark = pytest.mark.integration
 
 
 def secret_values(state_dir: Path) -> list[bytes]:
-    """Every private key (its base64 body lines) and the encryption key, in every form they could leak."""
+    """Every private key (its base64 body lines, and the whole PEM in base64 as kubeconfigs embed it, or
+    a 64-character piece from its middle) and the encryption key, in every form they could leak."""
     values = []
     for path in [*(state_dir / "pki").glob("*-key.pem"), state_dir / "ssh" / "id_ed25519"]:
-        body = [line for line in path.read_text().splitlines() if line and not line.startswith("-----")]
+        pem = path.read_bytes()
+        body = [line for line in pem.decode().splitlines() if line and not line.startswith("-----")]
         values += [line.encode() for line in body]
+        embedded = base64.b64encode(pem)  # the form every kubeconfig's client-key-data takes
+        middle = len(embedded) // 2 // 4 * 4
+        values += [embedded, embedded[middle:middle + 64]]
     key_text = (state_dir / "pki" / "encryption-key").read_bytes().strip()
     values += [key_text, base64.b64decode(key_text)]
     return values
