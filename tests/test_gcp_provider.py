@@ -6,6 +6,7 @@ lookup beyond 127.0.0.0/8 is refused and fails the test.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import itertools
 import socket
@@ -26,7 +27,7 @@ from khwtui.config import Config
 from khwtui.errors import EXIT_FAILED, EXIT_USAGE
 from khwtui.providers.base import LeftInPlace, PreflightError
 from khwtui.providers.gcp import GcpProvider, ResourceConflict
-from khwtui.providers.gcp_api import KINDS, GceApi, GceError, HttpHealthCheck
+from khwtui.providers.gcp_api import KINDS, MAX_IN_FLIGHT, GceApi, GceError, HttpHealthCheck
 from khwtui.topology import Topology
 
 PROJECT = "khwtui-test"  # config accepts only real project IDs (6-30 characters)
@@ -275,12 +276,43 @@ async def test_an_existing_resource_that_just_appeared_is_adopted() -> None:
         assert len(fake.resources("networks")) == 1
 
 
-async def test_host_keys_are_polled_until_published() -> None:
-    with FakeCompute(project=PROJECT, hostkey_delay=1.5) as fake:
+async def test_host_keys_are_polled_from_the_insert_onwards_at_a_fixed_interval() -> None:
+    with FakeCompute(project=PROJECT, op_latency=0.3, hostkey_delay=5.0) as fake:
         endpoints = await provider(gcp_config(fake, topology={"controllers": 1})).ensure(quiet)
-        polls = [r.status for r in fake.requests if r.path.endswith("/getGuestAttributes")]
-        assert polls.count(404) >= 2 and polls.count(200) == 2
         assert [ep.host_key for ep in endpoints] == [served_key(fake, "controller-0"), served_key(fake, "worker-0")]
+        inserted = {s.target: s.ended for s in fake.operation_spans() if s.kind == "instances.insert"}
+        for name in ("controller-0", "worker-0"):
+            polls = [r for r in fake.requests if r.path.endswith(f"/instances/{name}/getGuestAttributes")]
+            assert polls[0].received < inserted[name]  # not only once the instance runs
+            # 5 s until published: a 1 s interval polls 5 or 6 times in vain, a backoff from 1 s by 1.5 at most 3
+            assert [r.status for r in polls].count(404) >= 4 and polls[-1].status == 200
+
+
+async def test_an_instance_insert_waits_for_its_subnet_only() -> None:
+    with FakeCompute(project=PROJECT, op_latency=0.4) as fake:
+        # the first firewall and address inserts fail transiently: their retries end a second later
+        fake.inject_op_error("POST", "/firewalls$", "INTERNAL_ERROR", "Internal error. Please try again.", 500)
+        fake.inject_op_error("POST", "/addresses$", "INTERNAL_ERROR", "Internal error. Please try again.", 500)
+        config = gcp_config(fake, topology={"controllers": 1})
+        await provider(config).ensure(quiet)
+        ended: dict[str, float] = {}  # when the last operation of each kind was DONE (the node API rule follows the instances)
+        for span in fake.operation_spans():
+            if span.target != Topology(config).names.allow_node_api:
+                ended[span.kind] = max(ended.get(span.kind, 0.0), span.ended)
+        instance_inserts = [r.received for r in fake.requests if r.method == "POST" and r.path.endswith("/instances")]
+        assert len(instance_inserts) == 2
+        assert min(instance_inserts) > ended["subnetworks.insert"]
+        assert max(instance_inserts) < min(ended["addresses.insert"], ended["firewalls.insert"])
+
+
+async def test_operation_waits_do_not_queue_behind_a_fixed_thread_count() -> None:
+    with FakeCompute(project=PROJECT, op_latency=2.0, wait_cap=5.0) as fake:
+        api = setup_api(fake)
+        await asyncio.gather(*(api.insert("networks", c.Network(name=f"n{i}", auto_create_subnetworks=False)) for i in range(12)))
+        waits = [r for r in fake.requests if r.path.endswith("/wait")]
+        # the most waits the fake was serving at once: each blocks until its operation is DONE
+        peak = max(sum(1 for w in waits if w.received <= r.received < w.answered) for r in waits)
+        assert peak > MAX_IN_FLIGHT  # the call pool's size: 12 when nothing is late, 8 when waits queue there
 
 
 class EcdsaOnly:

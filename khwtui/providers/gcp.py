@@ -35,8 +35,6 @@ from typing import Any, TypeVar
 
 import asyncssh
 from google.api_core import exceptions
-from google.api_core.retry import if_exception_type
-from google.api_core.retry_async import AsyncRetry
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import compute_v1
 
@@ -72,7 +70,8 @@ from khwtui.topology import Topology
 from khwtui.waiting import poll
 
 T = TypeVar("T")
-HOSTKEY_DEADLINE = 300.0  # the guest agent publishes host keys within a minute of boot
+HOSTKEY_DEADLINE = 420.0  # from the insert: boot (BOOT_DEADLINE at most), then the agent publishes within a minute
+HOSTKEY_POLL = 1.0  # seconds between guest-attribute reads: one cheap GET per node
 BOOT_DEADLINE = 300.0
 API_ERRORS = (*CALL_ERRORS, GceError)
 # deletion order: users before what they use
@@ -276,10 +275,14 @@ class GcpProvider:
         api = self._connect()
         existing = await self._existing(api, self.desired.all())
         d = self.desired
-        await self._make(api, d.network, existing, log)
-        await self._make(api, d.subnet, existing, log)
-        await gather_all(self._make(api, w, existing, log) for w in (*d.firewalls, d.address))
-        endpoints = await gather_all(self._node(api, w, existing, log) for w in d.instances)
+
+        async def networked() -> list[NodeEndpoint]:
+            """Firewalls beside the subnet and its instances: an instance needs its subnet only."""
+            await self._make(api, d.network, existing, log)
+            firewalls = gather_all(self._make(api, w, existing, log) for w in d.firewalls)
+            return (await gather_all([firewalls, self._subnet_nodes(api, existing, log)]))[1]
+
+        endpoints = (await gather_all([self._make(api, d.address, existing, log), networked()]))[1]
         await self._keep_rule(api, self._node_api_rule([ep.external_ip for ep in endpoints]), log)
         await self._read_address(api)
         return endpoints
@@ -345,10 +348,22 @@ class GcpProvider:
         await api.set_labels(wanted.collection, wanted.name, {**found.labels, **wanted.labels}, found.label_fingerprint)
         log(f"{wanted.noun} {wanted.name}: labelled {', '.join(f'{k}={v}' for k, v in wanted.labels.items())}")
 
+    async def _subnet_nodes(self, api: GceApi, existing: Container[tuple[str, str]], log: LogFn) -> list[NodeEndpoint]:
+        await self._make(api, self.desired.subnet, existing, log)
+        return await gather_all(self._node(api, w, existing, log) for w in self.desired.instances)
+
     async def _node(self, api: GceApi, wanted: Wanted, existing: Container[tuple[str, str]], log: LogFn) -> NodeEndpoint:
-        await self._make(api, wanted, existing, log)
-        instance = await _wait_for(lambda: self._running(api, wanted.name), f"instance {wanted.name} to run", BOOT_DEADLINE)
-        key = await self._published_host_key(api, wanted.name)
+        """Insert (or adopt) one instance, its host keys polled from the insert onwards: the guest
+        agent may publish them before the insert's operation is seen DONE."""
+        keys = asyncio.ensure_future(self._published_host_key(api, wanted.name))
+        try:
+            await self._make(api, wanted, existing, log)
+            instance = await _wait_for(lambda: self._running(api, wanted.name), f"instance {wanted.name} to run", BOOT_DEADLINE)
+        except BaseException:
+            keys.cancel()
+            await asyncio.gather(keys, return_exceptions=True)  # its own outcome: not the run's
+            raise
+        key = await keys
         log(f"{wanted.name}: host key {asyncssh.import_public_key(key).get_fingerprint()} pinned from guest attributes")
         return self._endpoint(wanted.name, instance, key)
 
@@ -365,18 +380,12 @@ class GcpProvider:
         return instance
 
     async def _published_host_key(self, api: GceApi, name: str) -> str:
-        """Poll guest attributes with backoff until the agent publishes; keep only ed25519."""
-
-        async def published() -> dict[str, str]:
-            keys = await api.host_keys(name)
-            if keys is None:
-                raise _NotPublished(name)
-            return keys
-
-        retry = AsyncRetry(predicate=if_exception_type(_NotPublished), initial=1.0, maximum=10.0, multiplier=1.5, timeout=HOSTKEY_DEADLINE)
+        """Poll guest attributes every HOSTKEY_POLL seconds until the agent publishes (a fixed
+        short interval: a backoff would add up to its longest step to every node's wait); keep
+        only ed25519."""
         try:
-            keys = await retry(published)()
-        except exceptions.RetryError:
+            keys = await poll(lambda: api.host_keys(name), timeout=HOSTKEY_DEADLINE, interval=HOSTKEY_POLL, what=f"host keys of {name}")
+        except TimeoutError:
             raise GceError(
                 f"instance {name} published no SSH host keys in guest attributes within {HOSTKEY_DEADLINE:.0f} s; "
                 "khwtui never connects to an unpinned key; fix: use an image with the Google guest agent (e.g. debian-12)"
@@ -625,10 +634,6 @@ class GcpProvider:
         if collection in LABEL_ONLY:
             return await api.list(collection, self._label_filter())
         return [r for r in await api.list(collection) if owner_of(r) == self.config.cluster.name]
-
-
-class _NotPublished(Exception):
-    """Guest attributes have no host keys yet (a 404 until the agent writes them)."""
 
 
 def ed25519_key(keys: dict[str, str]) -> str | None:

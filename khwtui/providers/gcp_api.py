@@ -2,7 +2,10 @@
 
 Why it exists (reference/gcp-and-ssh.md): the library is sync-only, so every call runs in a
 small thread pool of its own (8 threads: the requests pool keeps 10 connections per host, and
-asyncio's default executor is shared and only cpu+4 threads wide); `ExtendedOperation.result()`
+asyncio's default executor is shared and only cpu+4 threads wide). Operation waits block for as
+long as the operation runs, so they get a pool of their own that grows a thread per wait in
+flight (up to WAIT_THREADS, with as many pooled connections): a wait never queues behind other
+waits or calls; `ExtendedOperation.result()`
 ignores `api_endpoint`, so operations are waited on here with the zone/region/global operations
 clients built with the same options; 429 and 5xx are retried with google.api_core's jittered
 exponential backoff, and every insert or delete carries one requestId for all its retries, so a
@@ -36,11 +39,13 @@ from google.auth.credentials import AnonymousCredentials, Credentials
 from google.auth.exceptions import GoogleAuthError
 from google.auth.transport.requests import AuthorizedSession
 from google.cloud import compute_v1
+from requests.adapters import HTTPAdapter
 
 from khwtui import crashpoints
 from khwtui.errors import EXIT_FAILED, EXIT_USAGE, KhwError
 
 MAX_IN_FLIGHT = 8
+WAIT_THREADS = 256  # operation waits at once: far above any cluster's operations in flight
 CALL_TIMEOUT = 60.0  # one HTTP request
 WAIT_CALL_TIMEOUT = 150.0  # operations.wait blocks up to ~2 min on the server
 OPERATION_DEADLINE = 900.0  # one operation, start to DONE
@@ -273,6 +278,8 @@ class GceApi:
         self._base = endpoint.rstrip("/") if endpoint else DEFAULT_BASE
         self._clients: dict[str, Any] = {}
         self._pool = ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="gce-api")
+        # a ThreadPoolExecutor starts a thread only when no idle one is left: sized by the waits in flight
+        self._waits = ThreadPoolExecutor(max_workers=WAIT_THREADS, thread_name_prefix="gce-wait")
 
     # --- resources --------------------------------------------------------------------------
 
@@ -412,26 +419,26 @@ class GceApi:
 
     # --- calls and operations ---------------------------------------------------------------
 
-    async def call(self, fn: Callable[..., Any], *args: Any, timeout: float = CALL_TIMEOUT, **kwargs: Any) -> Any:
-        """Run one sync client call in the pool; 429/5xx retried (same request, same requestId)."""
+    async def call(self, fn: Callable[..., Any], *args: Any, timeout: float = CALL_TIMEOUT, pool: ThreadPoolExecutor | None = None, **kwargs: Any) -> Any:
+        """Run one sync client call in the pool (or `pool`); 429/5xx retried (same request, same requestId)."""
         loop = asyncio.get_running_loop()
         attempt = partial(fn, *args, retry=None, timeout=timeout, **kwargs)
-        return await TRANSIENT_RETRY(lambda: loop.run_in_executor(self._pool, attempt))()
+        return await TRANSIENT_RETRY(lambda: loop.run_in_executor(pool or self._pool, attempt))()
 
     async def wait(self, operation: compute_v1.Operation) -> None:
         """Wait with the operations client of the operation's scope; raise its errors."""
         if operation.zone:
-            client, where = self._client_of("ZoneOperationsClient"), {"zone": last(operation.zone)}
+            client, where = self._waiter("ZoneOperationsClient"), {"zone": last(operation.zone)}
         elif operation.region:
-            client, where = self._client_of("RegionOperationsClient"), {"region": last(operation.region)}
+            client, where = self._waiter("RegionOperationsClient"), {"region": last(operation.region)}
         else:
-            client, where = self._client_of("GlobalOperationsClient"), {}
+            client, where = self._waiter("GlobalOperationsClient"), {}
         deadline = asyncio.get_running_loop().time() + OPERATION_DEADLINE
         while operation.status != compute_v1.Operation.Status.DONE:
             if asyncio.get_running_loop().time() > deadline:
                 raise GceError(f"operation {operation.name} still runs after {OPERATION_DEADLINE:.0f} s; fix: run again, khwtui adopts what it finished")
             request = {"project": self.project, **where, "operation": operation.name}
-            operation = await self.call(client.wait, request=request, timeout=WAIT_CALL_TIMEOUT)
+            operation = await self.call(client.wait, request=request, timeout=WAIT_CALL_TIMEOUT, pool=self._waits)
         if operation.error.errors:
             messages = "; ".join(e.message or e.code for e in operation.error.errors)
             raise OperationFailed(messages, operation.http_error_status_code or 400, tuple(e.code for e in operation.error.errors))
@@ -444,6 +451,16 @@ class GceApi:
         if not kind.client:
             return self._clients.setdefault(kind.collection, LegacyHttpHealthChecks(AuthorizedSession(self._creds), self._base))
         return self._client_of(kind.client)
+
+    def _waiter(self, name: str) -> Any:
+        """An operations client whose session pools a connection per wait thread (requests keeps
+        10 per host by default, and drops the rest with a warning)."""
+        if name not in self._clients:
+            adapter = HTTPAdapter(pool_maxsize=WAIT_THREADS)
+            session = self._client_of(name)._transport._session  # the REST transport's requests session
+            session.mount("https://", adapter)
+            session.mount("http://", adapter)
+        return self._clients[name]
 
     def _client_of(self, name: str) -> Any:
         if name not in self._clients:

@@ -20,6 +20,16 @@ from .specs import timestamp
 Finish = Callable[[object], OpError | None]  # gets the work's result (or its OpError)
 
 
+@dataclass(frozen=True)
+class OpSpan:
+    """When one operation ran: kind ("instances.insert"), target name, start and DONE (time.monotonic())."""
+
+    kind: str
+    target: str
+    started: float
+    ended: float
+
+
 @dataclass
 class Operation:
     name: str
@@ -160,8 +170,12 @@ class Operations:
 
     def durations(self) -> list[tuple[str, float]]:
         """(kind, seconds from start to DONE) of every operation that is DONE, in start order."""
+        return [(span.kind, span.ended - span.started) for span in self.spans()]
+
+    def spans(self) -> list[OpSpan]:
+        """The operations that are DONE, in start order."""
         done = sorted((op for op in self._ops.values() if op.done), key=lambda op: op.started)
-        return [(op.kind, op.ends - op.started) for op in done]
+        return [OpSpan(op.kind, op.target.rsplit("/", 1)[-1], op.started, op.ends) for op in done]
 
     def _work_done(self, op: Operation) -> None:
         op.work_ended = time.monotonic()

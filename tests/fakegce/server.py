@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass
 from functools import partial
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +15,7 @@ from .api import Api, Call
 from .backing import InstanceBacking
 from .errors import REFUSALS, ApiError, OpError, ReplyLost
 from .faults import Faults, LostReply
+from .operations import OpSpan
 from .paths import parse_ref
 from .store import Store
 
@@ -28,6 +30,8 @@ class Recorded:
     body: dict | None
     status: int
     lost_reply: bool = False  # carried out, but answered with a 503 (lose_reply_rate, lose_replies)
+    received: float = 0.0  # time.monotonic() when the request came in
+    answered: float = 0.0  # and when its answer was ready
 
 
 class FakeCompute:
@@ -119,6 +123,11 @@ class FakeCompute:
         """(kind, seconds from start to DONE) of every finished operation, e.g. ("instances.insert", 2.0)."""
         return self._store.operation_seconds()
 
+    def operation_spans(self) -> list[OpSpan]:
+        """Every operation that is DONE, with when it started and ended (time.monotonic(), as
+        Recorded's times), in start order: what a test or benchmark orders requests against."""
+        return self._store.operation_spans()
+
     def instance_metadata(self, name: str) -> dict[str, str]:
         """What the metadata server tells instance `name` about itself (its metadata items by key),
         from the moment its insert is accepted: a backing reads ssh-keys here, as a guest agent would."""
@@ -140,6 +149,7 @@ class FakeCompute:
 
     def _handle(self, method: str, target: str, raw_body: bytes) -> tuple[int, dict]:
         """Answer one request: faults first, then the API; record it either way."""
+        received = time.monotonic()
         parts = urlsplit(target)
         query = dict(parse_qsl(parts.query))
         body: dict | None = None
@@ -152,7 +162,7 @@ class FakeCompute:
         except Exception as bug:  # a fault in the fake itself: make it loud, not a dropped connection
             status, reply = 500, ApiError(500, f"fakegce failed: {bug!r}").body()
         with self._lock:
-            self.requests.append(Recorded(method, parts.path, query, body, status, lost))
+            self.requests.append(Recorded(method, parts.path, query, body, status, lost, received, time.monotonic()))
         return status, reply
 
     def _answer(self, method: str, path: str, query: dict[str, str], body: dict) -> dict:

@@ -19,7 +19,7 @@ from . import catalog, kinds, kinds_power
 from .backing import GeneratedBacking, InstanceBacking
 from .errors import OpError, already_exists, in_use, not_found, not_ready, required
 from .model import CREATING, DELETING, READY, Change, Record
-from .operations import Operations
+from .operations import Operations, OpSpan
 from .paths import Scope, parse_ref
 from .rules import check_name
 from .specs import SPECS
@@ -197,6 +197,11 @@ class Store:
         with self._changed:
             self._tick()
             return self._ops.durations()
+
+    def operation_spans(self) -> list[OpSpan]:
+        with self._changed:
+            self._tick()
+            return self._ops.spans()
 
     def stop(self) -> None:
         """Release blocked waits and finish the backing's work."""
