@@ -170,8 +170,10 @@ def certs(args: argparse.Namespace) -> int:
 def up(args: argparse.Namespace) -> int:
     from khwtui.engine import Engine
     from khwtui.headless import ConsoleSink, run_with_signals
+    from khwtui.scale_guard import refuse_unsupported_resize
 
     cluster = _open(args)
+    refuse_unsupported_resize(cluster.state, cluster.topology)
     for line in plan_warnings(cluster.config, len(cluster.topology.controllers)):
         print(f"warning: {line}", file=sys.stderr)
     engine = Engine(cluster)
