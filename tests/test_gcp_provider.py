@@ -349,6 +349,19 @@ async def test_a_failed_operation_reports_the_api_message_and_names_the_quota() 
         assert "fix: raise the CPUS quota of region us-west1" in text and len(text.splitlines()) == 1
 
 
+async def test_an_organization_policy_enforcing_os_login_stops_the_run_in_one_line_naming_it() -> None:
+    with FakeCompute(project=PROJECT, org_policies={"compute.requireOsLogin"}, project_metadata={"enable-oslogin": "TRUE"}) as fake:
+        lines: list[str] = []
+        with pytest.raises(GceError) as caught:
+            await provider(gcp_config(fake)).ensure(lines.append)
+        assert any(line.startswith(f"warning: project {PROJECT} sets enable-oslogin=TRUE") for line in lines)
+        [line] = str(caught.value).splitlines()  # every instance meets it: said once
+        assert line.startswith(f"gcp.project: organization policy constraints/compute.requireOsLogin enforces OS Login in project {PROJECT}")
+        assert "fix: " in line and "compute.requireOsLogin" in line.split("fix: ")[1]
+        assert caught.value.exit_code == EXIT_USAGE
+        assert fake.resources("instances") == []
+
+
 # --- refusing what is not ours to adopt ----------------------------------------------------------
 
 

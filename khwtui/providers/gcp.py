@@ -715,17 +715,17 @@ def _unlogged(line: str) -> None:
 
 def _os_login(project: Any, name: str) -> list[str]:
     """A warning when the project turns OS Login on: the instances' own enable-oslogin=FALSE
-    wins over project metadata, unless an organization policy (constraints/compute.requireOsLogin,
-    which the Compute API does not show) enforces it; then the instance insert is refused and
-    failure() names the policy."""
+    wins over project metadata, unless an organization policy (constraints/compute.requireOsLogin)
+    enforces it. The Compute API shows that policy only by refusing the instance inserts;
+    gcp_api.policy_problem() then stops the run (exit 2) naming it and the fix."""
     metadata = {item.key: item.value for item in project.common_instance_metadata.items}
     if metadata.get("enable-oslogin", "").upper() != "TRUE":
         return []
-    return [
+    return [(
         f"project {name} sets enable-oslogin=TRUE; khwtui's instances set enable-oslogin=FALSE, which wins unless an "
-        "organization policy enforces OS Login (constraints/compute.requireOsLogin): then the instances are refused and "
-        "khwtui says so"
-    ]
+        "organization policy enforces OS Login (constraints/compute.requireOsLogin): then the instance inserts are refused and "
+        "khwtui stops, naming the policy"
+    )]
 
 
 def quota_needs(cpus: int, nodes: int, disk_gb: int, address: bool, rule: bool) -> dict[str, float]:
@@ -762,16 +762,18 @@ async def _wait_for(check: Callable[[], Awaitable[T | None]], what: str, timeout
 
 async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
     """Run all to the end (none left running behind a failure), then raise what failed:
-    one error as it is, several as one message with a line each."""
+    one error as it is, several as one message with a line each (the same line once: an
+    organization policy refuses every instance alike)."""
     results = await asyncio.gather(*aws, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if not errors:
         return results  # type: ignore[return-value]
     unexpected = [e for e in errors if not isinstance(e, KhwError)]
-    if unexpected or len(errors) == 1:
-        raise (unexpected or errors)[0]
-    combined = GceError("\n".join(str(e) for e in errors))
-    combined.exit_code = max(e.exit_code for e in errors)  # type: ignore[attr-defined]
+    distinct = list({str(e): e for e in errors}.values())
+    if unexpected or len(distinct) == 1:
+        raise (unexpected or distinct)[0]
+    combined = GceError("\n".join(str(e) for e in distinct))
+    combined.exit_code = max(e.exit_code for e in distinct)  # type: ignore[attr-defined]
     raise combined
 
 
