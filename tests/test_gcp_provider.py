@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 import requests
+import tomli_w
 from fakegce import FakeCompute
 from fakegce.backing import public_key_base64
 from google.auth.compute_engine import _metadata
@@ -23,6 +24,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1 as c
 
 from khwtui import config as config_mod
+from khwtui.cli import main
 from khwtui.config import Config
 from khwtui.errors import EXIT_FAILED, EXIT_USAGE
 from khwtui.providers.base import LeftInPlace, PreflightError
@@ -499,6 +501,31 @@ async def test_plan_needs_no_credentials_and_lists_every_stages_resources_and_pr
     with FakeCompute(project=PROJECT) as fake:
         provider(gcp_config(fake)).plan()
         assert fake.requests == []
+    assert outside == []
+
+
+def test_plan_reads_the_project_when_it_can_and_names_a_planned_name_held_by_an_unmarked_resource(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], outside: list[str]
+) -> None:
+    def plan(gcp: dict) -> int:
+        config = tmp_path / "cluster.toml"
+        config.write_text(tomli_w.dumps({"provider": {"kind": "gcp"}, "gcp": {"project": PROJECT, **gcp}, "topology": {"controllers": 1, "workers": 1}}))
+        return main(["plan", "--config", str(config), "--state-dir", str(tmp_path / "state")])
+
+    with FakeCompute(project=PROJECT) as fake:
+        assert plan({"api_endpoint": fake.endpoint}) == 0
+        assert f"note: project {PROJECT} holds none of these names but this cluster's" in capsys.readouterr().out
+        asyncio.run(setup_api(fake).insert("networks", c.Network(name="kubernetes-the-hard-way", auto_create_subnetworks=False)))
+        count = len(fake.requests)
+        assert plan({"api_endpoint": fake.endpoint}) == 2
+        out, err = capsys.readouterr()
+        assert "Resources to create" in out and mutating(fake, count) == []
+        assert err.splitlines() == [(
+            "khwtui: cluster.name: network kubernetes-the-hard-way already exists and belongs to no khwtui cluster (it has no "
+            "khwtui-cluster label or description); khwtui never adopts or deletes it; fix: choose another cluster.name"
+        )]
+    assert plan({}) == 0  # Google's endpoint, no credentials file: nothing is sent, and plan says what it did not check
+    assert "note: planned names not checked against the project (no Application Default Credentials file); " in capsys.readouterr().out
     assert outside == []
 
 

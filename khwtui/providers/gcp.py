@@ -137,6 +137,31 @@ class GcpProvider:
         hourly, notes = estimate(self.config, len(self.desired.instances), s.region)
         return Plan(tuple(planned), hourly, (where, *notes))
 
+    def check_names(self) -> str:
+        """For `plan`: ResourceConflict (exit 2) when a resource that is not this cluster's holds
+        a name it plans; else a note saying whether the project was read. It is read only with
+        credentials found without the network (the fake's loopback endpoint, a key file, gcloud's
+        application-default file): `plan` needs none and never waits on a metadata server."""
+        unread = "planned names not checked against the project ({}); `up` checks them before it creates anything"
+        if not self._offline_credentials():
+            return unread.format("no Application Default Credentials file")
+        try:
+            api = self._connect()
+            foreign = _blocking(lambda: self._foreign_holders(api))
+        except (PreflightError, *API_ERRORS) as error:
+            return unread.format(describe(error))
+        if foreign:
+            raise ResourceConflict(foreign)
+        return f"project {api.project} holds none of these names but this cluster's"
+
+    def _offline_credentials(self) -> bool:
+        """Whether credentials can be had without asking the network (google.auth.default's
+        last resort is the GCE metadata server)."""
+        endpoint = self.config.gcp.api_endpoint
+        if endpoint and gcp_api.is_loopback(endpoint) or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+            return True
+        return (gcloud_settings.gcloud_config_dir(os.environ) / "application_default_credentials.json").is_file()
+
     def _node_port_rules(self) -> list[tuple[str, str]]:
         """(stage, rule name) of the NodePort rules the smoke stage, and the demo if enabled, open."""
         rules = [("smoke", self.topo.names.allow_smoke)]
