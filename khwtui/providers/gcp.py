@@ -573,7 +573,8 @@ class GcpProvider:
         await gather_all(one(n.name) for n in self.topo.nodes)
 
     async def start(self, log: LogFn) -> list[NodeEndpoint]:
-        """instances.start where stopped; each endpoint is read back once RUNNING with its host key."""
+        """instances.start where stopped; each endpoint is read back once RUNNING with its host key.
+        The node API rule then follows the new external addresses (stopping released the old)."""
         api = self._connect()
         found = {i.name: i for i in await api.list("instances", self._label_filter())}
         missing = [n.name for n in self.topo.nodes if n.name not in found]
@@ -589,7 +590,9 @@ class GcpProvider:
             log(f"{name}: running at {endpoint.ssh_host}")
             return endpoint
 
-        return await gather_all(one(n.name) for n in self.topo.nodes)
+        endpoints = await gather_all(one(n.name) for n in self.topo.nodes)
+        await self._keep_rule(api, self._node_api_rule([ep.external_ip for ep in endpoints]), log)
+        return endpoints
 
     # --- what exists --------------------------------------------------------------------------
 
