@@ -351,6 +351,18 @@ async def test_a_failed_operation_reports_the_api_message_and_names_the_quota() 
         assert "fix: raise the CPUS quota of region us-west1" in text and len(text.splitlines()) == 1
 
 
+async def test_a_project_turning_os_login_on_gets_a_warning_and_the_instances_own_false() -> None:
+    with FakeCompute(project=PROJECT, project_metadata={"enable-oslogin": "TRUE"}) as fake:
+        lines: list[str] = []
+        await provider(gcp_config(fake, topology={"controllers": 1, "workers": 1})).ensure(lines.append)
+        assert [line for line in lines if line.startswith("warning: ")] == [(
+            f"warning: project {PROJECT} sets enable-oslogin=TRUE; khwtui's instances set enable-oslogin=FALSE, which wins unless "
+            "an organization policy enforces OS Login (constraints/compute.requireOsLogin): then the instance inserts are refused "
+            "and khwtui stops, naming the policy"
+        )]
+        assert {fake.instance_metadata(vm["name"])["enable-oslogin"] for vm in fake.resources("instances")} == {"FALSE"}
+
+
 async def test_an_organization_policy_enforcing_os_login_stops_the_run_in_one_line_naming_it() -> None:
     with FakeCompute(project=PROJECT, org_policies={"compute.requireOsLogin"}, project_metadata={"enable-oslogin": "TRUE"}) as fake:
         lines: list[str] = []
@@ -436,14 +448,16 @@ async def test_no_project_is_one_line_with_the_fix_and_no_request() -> None:
 
 
 async def test_preflight_names_every_problem_with_its_fix_before_creating_anything() -> None:
-    with FakeCompute(project=PROJECT, quotas={"CPUS": 4, "DISKS_TOTAL_GB": 150, "CPUS_ALL_REGIONS": 6}) as fake:
+    with FakeCompute(project=PROJECT, quotas={"CPUS": 4, "DISKS_TOTAL_GB": 150, "CPUS_ALL_REGIONS": 6, "IN_USE_ADDRESSES": 4}) as fake:
         with pytest.raises(PreflightError) as caught:
             await provider(gcp_config(fake, gcp={"image_family": "debian-7"})).ensure(quiet)
         lines = str(caught.value).splitlines()
         assert [line.split(":")[0] for line in lines] == [
             "gcp.image_family", "quota CPUS of region us-west1", "quota CPUS_ALL_REGIONS of project khwtui-test (all regions)", "quota DISKS_TOTAL_GB of region us-west1",
+            "quota IN_USE_ADDRESSES of region us-west1",
         ]
         assert "8 more needed, 4 of 4 free" in lines[1] and "200 more needed, 150 of 150 free" in lines[3]
+        assert "5 more needed, 4 of 4 free" in lines[4]  # 4 nodes' external addresses and the forwarding rule's
         assert all("; fix: " in line for line in lines)
         with pytest.raises(PreflightError) as caught:
             await provider(gcp_config(fake, gcp={"machine_type": "e9-huge"})).preflight()
