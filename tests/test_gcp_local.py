@@ -440,12 +440,3 @@ def test_an_api_that_cannot_be_used_or_a_small_quota_stops_up_with_one_line_and_
     assert result.returncode == 2
     assert guard.refused() == []
 
-
-def test_an_organization_policy_enforcing_os_login_stops_up_with_one_line_naming_it_and_exit_2(tmp_path: Path, guard: TrafficGuard) -> None:
-    with FakeCompute(project=PROJECT, org_policies={"compute.requireOsLogin"}) as fake:
-        result = up_offline(tmp_path, guard, {"project": PROJECT, "api_endpoint": fake.endpoint, "region": REGION, "zone": ZONE})
-        assert fake.resources("instances") == []
-    [line] = result.stderr.splitlines()
-    assert "organization policy constraints/compute.requireOsLogin enforces OS Login in project khwtui-test" in line and "; fix: " in line, line
-    assert result.returncode == 2
-    assert guard.refused() == []
