@@ -439,4 +439,3 @@ def test_an_api_that_cannot_be_used_or_a_small_quota_stops_up_with_one_line_and_
     assert wanted in line and "; fix: " in line, line
     assert result.returncode == 2
     assert guard.refused() == []
-
