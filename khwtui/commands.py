@@ -1,4 +1,5 @@
-"""The offline commands: plan, render and certs. Each returns its exit code."""
+"""The commands that build nothing: plan (on gcp it reads the project when credentials are at hand,
+and never writes), render and certs. Each returns its exit code."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import ipaddress
 import sys
 from pathlib import Path
+from typing import cast
 
 from khwtui import gcloud_settings
 from khwtui.config import Config
@@ -30,7 +32,12 @@ def plan(args: argparse.Namespace) -> int:
     cluster = _open(args)
     print(plan_text(cluster.config, cluster.topology))
     print("")
-    print(provider_plan_text(make_provider(cluster, public_key="").plan()))
+    provider = make_provider(cluster, public_key="")
+    print(provider_plan_text(provider.plan()))
+    if cluster.config.provider.kind == "gcp":  # exit 2 when a stranger holds a planned name
+        from khwtui.providers.gcp import GcpProvider
+
+        print(f"note: {cast(GcpProvider, provider).check_names()}")
     return EXIT_OK
 
 

@@ -529,6 +529,24 @@ def test_set_metadata_needs_the_current_fingerprint(gce: Gce) -> None:
     assert after.fingerprint != node.metadata.fingerprint
 
 
+def test_an_enforced_os_login_policy_refuses_enable_oslogin_false_on_insert_and_set_metadata() -> None:
+    with FakeCompute(org_policies={"compute.requireOsLogin"}) as fake:
+        gce = Gce(fake)
+        build_network(gce)
+        node = add_vm(gce, "allowed", metadata={"enable-oslogin": "TRUE"})
+        for refused in (
+            lambda: add_vm(gce, "refused", metadata={"enable-oslogin": "false"}),
+            lambda: gce.instances.set_metadata(
+                project=P, zone=Z, instance="allowed",
+                metadata_resource=c.Metadata(fingerprint=node.metadata.fingerprint, items=[c.Items(key="enable-oslogin", value="FALSE")]),
+            ),
+        ):
+            with pytest.raises(exceptions.PreconditionFailed, match=f"^412 .*Constraint constraints/compute.requireOsLogin violated for project projects/{P}") as caught:
+                refused()
+            assert reason(caught.value) == "conditionNotMet"
+        assert [i["name"] for i in fake.resources("instances")] == ["allowed"]
+
+
 # -- operations, retries and faults ---------------------------------------------------------------
 
 

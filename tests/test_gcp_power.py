@@ -37,6 +37,8 @@ async def test_stop_then_start_reads_back_new_external_addresses_and_keeps_the_h
         for name, ep in after.items():
             assert ep.host_key == before[name].host_key and ep.internal_ip == before[name].internal_ip
             assert ep.external_ip != before[name].external_ip and ep.ssh_host == ep.external_ip
+        [rule] = [f for f in fake.resources("firewalls") if f["name"] == "kubernetes-the-hard-way-allow-nodes-api"]
+        assert sorted(rule["sourceRanges"]) == sorted(f"{ep.external_ip}/32" for ep in after.values())  # the nodes reach the API again
         stops = [path for method, path in mutating(fake) if path.endswith(("/stop", "/start"))]
         assert sorted(p.rsplit("/", 2)[1:] for p in stops) == [["controller-0", "start"], ["controller-0", "stop"], ["worker-0", "start"], ["worker-0", "stop"]]
 

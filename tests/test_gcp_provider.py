@@ -16,6 +16,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 import requests
+import tomli_w
 from fakegce import FakeCompute
 from fakegce.backing import public_key_base64
 from google.auth.compute_engine import _metadata
@@ -23,6 +24,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1 as c
 
 from khwtui import config as config_mod
+from khwtui.cli import main
 from khwtui.config import Config
 from khwtui.errors import EXIT_FAILED, EXIT_USAGE
 from khwtui.providers.base import LeftInPlace, PreflightError
@@ -349,6 +351,31 @@ async def test_a_failed_operation_reports_the_api_message_and_names_the_quota() 
         assert "fix: raise the CPUS quota of region us-west1" in text and len(text.splitlines()) == 1
 
 
+async def test_a_project_turning_os_login_on_gets_a_warning_and_the_instances_own_false() -> None:
+    with FakeCompute(project=PROJECT, project_metadata={"enable-oslogin": "TRUE"}) as fake:
+        lines: list[str] = []
+        await provider(gcp_config(fake, topology={"controllers": 1, "workers": 1})).ensure(lines.append)
+        assert [line for line in lines if line.startswith("warning: ")] == [(
+            f"warning: project {PROJECT} sets enable-oslogin=TRUE; khwtui's instances set enable-oslogin=FALSE, which wins unless "
+            "an organization policy enforces OS Login (constraints/compute.requireOsLogin): then the instance inserts are refused "
+            "and khwtui stops, naming the policy"
+        )]
+        assert {fake.instance_metadata(vm["name"])["enable-oslogin"] for vm in fake.resources("instances")} == {"FALSE"}
+
+
+async def test_an_organization_policy_enforcing_os_login_stops_the_run_in_one_line_naming_it() -> None:
+    with FakeCompute(project=PROJECT, org_policies={"compute.requireOsLogin"}, project_metadata={"enable-oslogin": "TRUE"}) as fake:
+        lines: list[str] = []
+        with pytest.raises(GceError) as caught:
+            await provider(gcp_config(fake)).ensure(lines.append)
+        assert any(line.startswith(f"warning: project {PROJECT} sets enable-oslogin=TRUE") for line in lines)
+        [line] = str(caught.value).splitlines()  # every instance meets it: said once
+        assert line.startswith(f"gcp.project: organization policy constraints/compute.requireOsLogin enforces OS Login in project {PROJECT}")
+        assert "fix: " in line and "compute.requireOsLogin" in line.split("fix: ")[1]
+        assert caught.value.exit_code == EXIT_USAGE
+        assert fake.resources("instances") == []
+
+
 # --- refusing what is not ours to adopt ----------------------------------------------------------
 
 
@@ -421,14 +448,16 @@ async def test_no_project_is_one_line_with_the_fix_and_no_request() -> None:
 
 
 async def test_preflight_names_every_problem_with_its_fix_before_creating_anything() -> None:
-    with FakeCompute(project=PROJECT, quotas={"CPUS": 4, "DISKS_TOTAL_GB": 150, "CPUS_ALL_REGIONS": 6}) as fake:
+    with FakeCompute(project=PROJECT, quotas={"CPUS": 4, "DISKS_TOTAL_GB": 150, "CPUS_ALL_REGIONS": 6, "IN_USE_ADDRESSES": 4}) as fake:
         with pytest.raises(PreflightError) as caught:
             await provider(gcp_config(fake, gcp={"image_family": "debian-7"})).ensure(quiet)
         lines = str(caught.value).splitlines()
         assert [line.split(":")[0] for line in lines] == [
             "gcp.image_family", "quota CPUS of region us-west1", "quota CPUS_ALL_REGIONS of project khwtui-test (all regions)", "quota DISKS_TOTAL_GB of region us-west1",
+            "quota IN_USE_ADDRESSES of region us-west1",
         ]
         assert "8 more needed, 4 of 4 free" in lines[1] and "200 more needed, 150 of 150 free" in lines[3]
+        assert "5 more needed, 4 of 4 free" in lines[4]  # 4 nodes' external addresses and the forwarding rule's
         assert all("; fix: " in line for line in lines)
         with pytest.raises(PreflightError) as caught:
             await provider(gcp_config(fake, gcp={"machine_type": "e9-huge"})).preflight()
@@ -486,6 +515,31 @@ async def test_plan_needs_no_credentials_and_lists_every_stages_resources_and_pr
     with FakeCompute(project=PROJECT) as fake:
         provider(gcp_config(fake)).plan()
         assert fake.requests == []
+    assert outside == []
+
+
+def test_plan_reads_the_project_when_it_can_and_names_a_planned_name_held_by_an_unmarked_resource(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], outside: list[str]
+) -> None:
+    def plan(gcp: dict) -> int:
+        config = tmp_path / "cluster.toml"
+        config.write_text(tomli_w.dumps({"provider": {"kind": "gcp"}, "gcp": {"project": PROJECT, **gcp}, "topology": {"controllers": 1, "workers": 1}}))
+        return main(["plan", "--config", str(config), "--state-dir", str(tmp_path / "state")])
+
+    with FakeCompute(project=PROJECT) as fake:
+        assert plan({"api_endpoint": fake.endpoint}) == 0
+        assert f"note: project {PROJECT} holds none of these names but this cluster's" in capsys.readouterr().out
+        asyncio.run(setup_api(fake).insert("networks", c.Network(name="kubernetes-the-hard-way", auto_create_subnetworks=False)))
+        count = len(fake.requests)
+        assert plan({"api_endpoint": fake.endpoint}) == 2
+        out, err = capsys.readouterr()
+        assert "Resources to create" in out and mutating(fake, count) == []
+        assert err.splitlines() == [(
+            "khwtui: cluster.name: network kubernetes-the-hard-way already exists and belongs to no khwtui cluster (it has no "
+            "khwtui-cluster label or description); khwtui never adopts or deletes it; fix: choose another cluster.name"
+        )]
+    assert plan({}) == 0  # Google's endpoint, no credentials file: nothing is sent, and plan says what it did not check
+    assert "note: planned names not checked against the project (no Application Default Credentials file); " in capsys.readouterr().out
     assert outside == []
 
 

@@ -137,6 +137,31 @@ class GcpProvider:
         hourly, notes = estimate(self.config, len(self.desired.instances), s.region)
         return Plan(tuple(planned), hourly, (where, *notes))
 
+    def check_names(self) -> str:
+        """For `plan`: ResourceConflict (exit 2) when a resource that is not this cluster's holds
+        a name it plans; else a note saying whether the project was read. It is read only with
+        credentials found without the network (the fake's loopback endpoint, a key file, gcloud's
+        application-default file): `plan` needs none and never waits on a metadata server."""
+        unread = "planned names not checked against the project ({}); `up` checks them before it creates anything"
+        if not self._offline_credentials():
+            return unread.format("no Application Default Credentials file")
+        try:
+            api = self._connect()
+            foreign = _blocking(lambda: self._foreign_holders(api))
+        except (PreflightError, *API_ERRORS) as error:
+            return unread.format(describe(error))
+        if foreign:
+            raise ResourceConflict(foreign)
+        return f"project {api.project} holds none of these names but this cluster's"
+
+    def _offline_credentials(self) -> bool:
+        """Whether credentials can be had without asking the network (google.auth.default's
+        last resort is the GCE metadata server)."""
+        endpoint = self.config.gcp.api_endpoint
+        if endpoint and gcp_api.is_loopback(endpoint) or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+            return True
+        return (gcloud_settings.gcloud_config_dir(os.environ) / "application_default_credentials.json").is_file()
+
     def _node_port_rules(self) -> list[tuple[str, str]]:
         """(stage, rule name) of the NodePort rules the smoke stage, and the demo if enabled, open."""
         rules = [("smoke", self.topo.names.allow_smoke)]
@@ -548,7 +573,8 @@ class GcpProvider:
         await gather_all(one(n.name) for n in self.topo.nodes)
 
     async def start(self, log: LogFn) -> list[NodeEndpoint]:
-        """instances.start where stopped; each endpoint is read back once RUNNING with its host key."""
+        """instances.start where stopped; each endpoint is read back once RUNNING with its host key.
+        The node API rule then follows the new external addresses (stopping released the old)."""
         api = self._connect()
         found = {i.name: i for i in await api.list("instances", self._label_filter())}
         missing = [n.name for n in self.topo.nodes if n.name not in found]
@@ -564,7 +590,9 @@ class GcpProvider:
             log(f"{name}: running at {endpoint.ssh_host}")
             return endpoint
 
-        return await gather_all(one(n.name) for n in self.topo.nodes)
+        endpoints = await gather_all(one(n.name) for n in self.topo.nodes)
+        await self._keep_rule(api, self._node_api_rule([ep.external_ip for ep in endpoints]), log)
+        return endpoints
 
     # --- what exists --------------------------------------------------------------------------
 
@@ -715,17 +743,17 @@ def _unlogged(line: str) -> None:
 
 def _os_login(project: Any, name: str) -> list[str]:
     """A warning when the project turns OS Login on: the instances' own enable-oslogin=FALSE
-    wins over project metadata, unless an organization policy (constraints/compute.requireOsLogin,
-    which the Compute API does not show) enforces it; then the instance insert is refused and
-    failure() names the policy."""
+    wins over project metadata, unless an organization policy (constraints/compute.requireOsLogin)
+    enforces it. The Compute API shows that policy only by refusing the instance inserts;
+    gcp_api.policy_problem() then stops the run (exit 2) naming it and the fix."""
     metadata = {item.key: item.value for item in project.common_instance_metadata.items}
     if metadata.get("enable-oslogin", "").upper() != "TRUE":
         return []
-    return [
+    return [(
         f"project {name} sets enable-oslogin=TRUE; khwtui's instances set enable-oslogin=FALSE, which wins unless an "
-        "organization policy enforces OS Login (constraints/compute.requireOsLogin): then the instances are refused and "
-        "khwtui says so"
-    ]
+        "organization policy enforces OS Login (constraints/compute.requireOsLogin): then the instance inserts are refused and "
+        "khwtui stops, naming the policy"
+    )]
 
 
 def quota_needs(cpus: int, nodes: int, disk_gb: int, address: bool, rule: bool) -> dict[str, float]:
@@ -762,16 +790,18 @@ async def _wait_for(check: Callable[[], Awaitable[T | None]], what: str, timeout
 
 async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
     """Run all to the end (none left running behind a failure), then raise what failed:
-    one error as it is, several as one message with a line each."""
+    one error as it is, several as one message with a line each (the same line once: an
+    organization policy refuses every instance alike)."""
     results = await asyncio.gather(*aws, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if not errors:
         return results  # type: ignore[return-value]
     unexpected = [e for e in errors if not isinstance(e, KhwError)]
-    if unexpected or len(errors) == 1:
-        raise (unexpected or errors)[0]
-    combined = GceError("\n".join(str(e) for e in errors))
-    combined.exit_code = max(e.exit_code for e in errors)  # type: ignore[attr-defined]
+    distinct = list({str(e): e for e in errors}.values())
+    if unexpected or len(distinct) == 1:
+        raise (unexpected or distinct)[0]
+    combined = GceError("\n".join(str(e) for e in distinct))
+    combined.exit_code = max(e.exit_code for e in distinct)  # type: ignore[attr-defined]
     raise combined
 
 

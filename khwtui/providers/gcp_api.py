@@ -68,6 +68,9 @@ TRANSIENT_RETRY = AsyncRetry(
 # what a call can raise once retries are spent: the API's errors, the network's, the credentials'
 CALL_ERRORS = (exceptions.GoogleAPICallError, exceptions.RetryError, requests.RequestException, GoogleAuthError)
 QUOTA = re.compile(r"Quota '([A-Z0-9_]+)' exceeded")
+# an organization policy refusing a request: 412 conditionNotMet, "Constraint constraints/<name>
+# violated for project projects/<id>. ..." (Compute's wording for every constraint)
+POLICY = re.compile(r"Constraint '?constraints/([A-Za-z0-9_.]+)'? violated")
 
 
 class GceError(KhwError):
@@ -183,6 +186,28 @@ def access_problem(error: BaseException, project: str) -> str | None:
     return None
 
 
+def policy_problem(error: BaseException, project: str) -> str | None:
+    """One line with the fix when an organization policy refused the call; None otherwise. The
+    Compute API shows a policy only here, when it refuses something: compute.requireOsLogin
+    refuses instance metadata that sets enable-oslogin=FALSE ("Update requests to set
+    enable-oslogin to false in instance or project metadata are rejected",
+    cloud.google.com/compute/docs/oslogin/manage-oslogin-in-an-org), which every node of
+    khwtui carries: it logs in with its own key from instance metadata."""
+    found = POLICY.search(describe(error))
+    if found is None:
+        return None
+    constraint = found[1]
+    exempt = f"fix: have an organization policy administrator exempt project {project} from constraints/{constraint}"
+    elsewhere = "or set gcp.project to a project the policy does not cover"
+    if constraint == "compute.requireOsLogin":
+        return (
+            f"gcp.project: organization policy constraints/compute.requireOsLogin enforces OS Login in project {project}, and "
+            "khwtui's nodes need enable-oslogin=FALSE (khwtui logs in with its own key from instance metadata); "
+            f"{exempt} (gcloud resource-manager org-policies disable-enforce compute.requireOsLogin --project {project}), {elsewhere}"
+        )
+    return f"gcp.project: organization policy constraints/{constraint} refused a request in project {project} ({describe(error)}); {exempt}, {elsewhere}"
+
+
 def _reasons(error: exceptions.GoogleAPICallError) -> set[str]:
     """The `errors[].reason` values and the ErrorInfo reason of an API error."""
     listed = {e.get("reason", "") for e in error.errors or [] if isinstance(e, dict)}
@@ -192,7 +217,7 @@ def _reasons(error: exceptions.GoogleAPICallError) -> set[str]:
 def failure(what: str, error: BaseException, region: str, project: str = "") -> GceError:
     """The error to raise for `what` failing; a quota error names the quota and the fix, and one
     that no stage can fix (access_problem) stops the run with exit 2."""
-    if project and (access := access_problem(error, project)):
+    if project and (access := access_problem(error, project) or policy_problem(error, project)):
         return AccessRefused(access)
     detail = describe(error)
     message = f"{what} failed: {detail}"

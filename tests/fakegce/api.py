@@ -11,7 +11,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import catalog, filters, kinds, kinds_power
-from .errors import ApiError, OpError, guest_attribute_missing, invalid, not_found
+from .errors import (
+    ApiError,
+    OpError,
+    guest_attribute_missing,
+    invalid,
+    not_found,
+    policy_violated,
+)
 from .paths import Scope, url
 from .rules import fingerprint, integer, one_of
 from .specs import SPECS
@@ -43,9 +50,10 @@ class Route:
 
 
 class Api:
-    def __init__(self, store: Store, project_metadata: dict[str, str]) -> None:
+    def __init__(self, store: Store, project_metadata: dict[str, str], org_policies: frozenset[str] = frozenset()) -> None:
         self.store = store
         self._metadata = [{"key": k, "value": v} for k, v in project_metadata.items()]
+        self._policies = org_policies
 
     def route(self, method: str, path: str) -> tuple[Route, dict[str, str]]:
         for route in ROUTES:
@@ -135,6 +143,8 @@ class Api:
         collection = call.params["collection"]
         if collection not in kinds.INSERTS:
             raise ApiError(404, f"fakegce does not serve {collection}.insert.", "notFound")
+        if collection == "instances":
+            self._check_os_login((call.body.get("metadata") or {}).get("items"))
         return self.store.insert(collection, self._scope(call), call.body, _request_id(call.query), call.fail)
 
     def delete(self, call: Call) -> dict:
@@ -145,8 +155,19 @@ class Api:
         collection, verb = call.params["collection"], call.params["verb"]
         if (collection, verb) not in kinds.ACTIONS and (collection, verb) not in kinds_power.POWER:
             raise ApiError(404, f"{collection} has no method {verb}.", "notFound")
+        if (collection, verb) == ("instances", "setMetadata"):
+            self._check_os_login(call.body.get("items"))
         scope, name = self._scope(call), call.params["name"]
         return self.store.act(collection, scope, name, verb, call.body, _request_id(call.query), call.fail)
+
+    def _check_os_login(self, items: object) -> None:
+        """compute.requireOsLogin, enforced: "Update requests to set enable-oslogin to false in
+        instance or project metadata are rejected" (cloud.google.com/compute/docs/oslogin/
+        manage-oslogin-in-an-org, "Enabling OS Login using an organization policy")."""
+        if "compute.requireOsLogin" not in self._policies or not isinstance(items, list):
+            return
+        if any(isinstance(i, dict) and i.get("key") == "enable-oslogin" and str(i.get("value", "")).upper() == "FALSE" for i in items):
+            raise policy_violated("compute.requireOsLogin", self.store.project, "Metadata key 'enable-oslogin' cannot be set to FALSE.")
 
     def guest_attributes(self, call: Call) -> dict:
         """hostkeys/ as the guest agent publishes it: 404 until it has, or if never enabled."""

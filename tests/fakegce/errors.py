@@ -114,6 +114,19 @@ def service_disabled(project: str) -> ApiError:
     return ApiError(403, message, "accessNotConfigured", "usageLimits", {"status": "PERMISSION_DENIED", "details": [info]})
 
 
+def policy_violated(constraint: str, project: str, detail: str) -> ApiError:
+    """412 conditionNotMet: an organization policy refuses the request, answered at once. The
+    first sentence and the reference link are Compute's shape for every constraint (as a
+    refused instance insert shows in GoogleCloudPlatform/solutions-builder docs/TROUBLESHOOTING.md:
+    "Error 412: Constraint constraints/compute.requireShieldedVm violated for project
+    projects/<id>. ..., conditionNotMet"); `detail` is fakegce's own words."""
+    message = (
+        f"Constraint constraints/{constraint} violated for project projects/{project}. {detail} See "
+        "https://cloud.google.com/resource-manager/docs/organization-policy/org-policy-constraints for more information."
+    )
+    return ApiError(412, message, "conditionNotMet")
+
+
 REFUSALS = {"credentials": lambda project: unauthenticated(), "api-disabled": service_disabled}
 
 

@@ -49,6 +49,9 @@ class FakeCompute:
         "Internal error. Please try again" (500, INTERNAL_ERROR) and no effect (seeded).
     refuse: answer every request as GCE does when the API cannot be used: "credentials" (401)
         or "api-disabled" (403 accessNotConfigured / SERVICE_DISABLED).
+    org_policies: the organization policy constraints enforced on the project; fakegce knows
+        "compute.requireOsLogin" (an instance insert or setMetadata with enable-oslogin=FALSE is
+        answered 412 conditionNotMet, naming the constraint).
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class FakeCompute:
         project_metadata: dict[str, str] | None = None,
         op_fail_rate: float = 0.0,
         refuse: str | None = None,
+        org_policies: set[str] | None = None,
     ) -> None:
         self._store = Store(
             project=project,
@@ -76,7 +80,7 @@ class FakeCompute:
             hostkey_delay=hostkey_delay,
         )
         self.requests: list[Recorded] = []
-        self._api = Api(self._store, project_metadata or {})
+        self._api = Api(self._store, project_metadata or {}, frozenset(org_policies or ()))
         self._faults = Faults(rate=fault_rate, lose_rate=lose_reply_rate, seed=seed, op_fail_rate=op_fail_rate)
         self._refusal = REFUSALS[refuse](project) if refuse else None
         self._lock = threading.Lock()
