@@ -15,9 +15,9 @@ def test_the_readme_opens_with_setup_then_the_test_command_that_ci_runs() -> Non
     block = re.search(r"```sh\n(.*?)```", README, re.S)
     assert block is not None
     commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.strip()]
-    assert commands[:2] == ["sudo bash .ci/setup", "sudo python3 -m pytest -q"]
+    assert commands[:2] == ["sudo bash .ci/setup", "sudo python3 -m pytest -q -n 3"]
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
-    assert "bash .ci/setup" in ci and "python3 -m pytest -q" in ci
+    assert "bash .ci/setup" in ci and "python3 -m pytest -q -n 3 " in ci
 
 
 def test_every_config_key_has_a_reference_row() -> None:
