@@ -6,7 +6,8 @@ One program; what it stands in for is the name it was started as (argv[0]). It a
 the flags of its program's minor (baked in as RELEASE by tests.standins.build), checks every
 file they name, and refuses anything wrong with ONE line on stderr and exit status 1, which
 systemd's journal then shows. Then:
-- kube-apiserver serves /livez, /readyz, /healthz and /version anonymously over TLS on
+- kube-apiserver, once a TLS connection to etcd is up (else it exits 255 after 20 s, as the real
+  one does), serves /livez, /readyz, /healthz and /version anonymously over TLS on
   --bind-address:--secure-port with its serving certificate (/readyz and /healthz need etcd's
   /health), discovery (/api, /api/v1 without resources, /apis: only authentication.k8s.io/v1)
   to authenticated clients, and SelfSubjectReviews answered from the client certificate (CN =
@@ -32,11 +33,12 @@ import ssl
 import sys
 import tempfile
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
@@ -68,7 +70,11 @@ Check = Callable[[str, str], None]  # (flag name, value): raises Refused
 
 
 class Refused(Exception):
-    """Why the program will not start: printed as one line."""
+    """Why the program will not start: printed as one line; the program exits with `status`."""
+
+    def __init__(self, line: str, status: int = 1) -> None:
+        super().__init__(line)
+        self.status = status
 
 
 # --- flags ---------------------------------------------------------------------------------------
@@ -707,8 +713,7 @@ class Apiserver:
 
     def etcd_problem(self) -> str | None:
         """None when one of --etcd-servers answers /health as healthy over TLS with the etcd client certificate."""
-        context = ssl.create_default_context(cafile=self.flags["etcd-cafile"])
-        context.load_cert_chain(self.flags["etcd-certfile"], self.flags["etcd-keyfile"])
+        context = etcd_client_tls(self.flags)
         problem = "no etcd server"
         for server in self.flags["etcd-servers"].split(","):
             try:
@@ -752,7 +757,51 @@ def request_client_certificates(context: ssl.SSLContext) -> None:
     libssl.SSL_CTX_set_verify(ssl_ctx, 1, record_verdict)  # SSL_VERIFY_PEER: ask, do not require
 
 
+def etcd_client_tls(flags: dict[str, str]) -> ssl.SSLContext:
+    """TLS as the apiserver's etcd client: --etcd-cafile trusted, --etcd-certfile presented."""
+    context = ssl.create_default_context(cafile=flags["etcd-cafile"])
+    context.load_cert_chain(flags["etcd-certfile"], flags["etcd-keyfile"])
+    return context
+
+
+# k8s.io/apiserver v0.36.0 pkg/storage/storagebackend/factory/etcd3.go (newETCD3Client): the etcd client
+# dials with grpc.WithBlock() and DialTimeout dialTimeout = 20 s, so the apiserver goes no further until
+# a TLS connection to one of --etcd-servers is up. The first storage it makes is the lease endpoint
+# reconciler's (kubernetes pkg/controlplane/instance.go createLeaseReconciler; reconcilers/lease.go
+# NewLeases wraps the error), which ends it with klog.Fatalf, exit status 255, before it listens.
+ETCD_DIAL_TIMEOUT = 20.0
+ETCD_RETRY = 1.0  # grpc's first reconnect backoff (google.golang.org/grpc backoff.DefaultConfig BaseDelay)
+ETCD_UNREACHABLE = "Error creating leases: error creating storage factory: context deadline exceeded"
+
+
+def wait_for_etcd(flags: dict[str, str]) -> None:
+    """Return once one of --etcd-servers completes a TLS handshake; refuse when none does in time."""
+    context = etcd_client_tls(flags)
+    deadline = time.monotonic() + ETCD_DIAL_TIMEOUT
+    while True:
+        for server in flags["etcd-servers"].split(","):
+            if etcd_connects(context, urlsplit(server), deadline):
+                return
+        if time.monotonic() + ETCD_RETRY >= deadline:
+            raise Refused(ETCD_UNREACHABLE, status=255)
+        time.sleep(ETCD_RETRY)
+
+
+def etcd_connects(context: ssl.SSLContext, server: SplitResult, deadline: float) -> bool:
+    """A TCP connection and TLS handshake with one etcd server, as grpc's transport makes it."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    try:
+        with socket.create_connection((server.hostname, server.port or 2379), timeout=remaining) as raw:
+            with context.wrap_socket(raw, server_hostname=server.hostname):
+                return True
+    except (OSError, ValueError):
+        return False
+
+
 def run_apiserver(flags: dict[str, str]) -> None:
+    wait_for_etcd(flags)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(flags["tls-cert-file"], flags["tls-private-key-file"])
     context.load_verify_locations(flags["client-ca-file"])
@@ -843,7 +892,7 @@ def main() -> None:
         RUNNERS[program](flags)
     except Refused as exc:
         print(f"{program}: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        sys.exit(exc.status)
 
 
 if __name__ == "__main__":
