@@ -17,7 +17,8 @@ systemd's journal then shows. Then:
 - kubelet and kube-proxy also check their --config file (a KubeletConfiguration or
   KubeProxyConfiguration: version, strict fields of the minor, every file and kubeconfig it
   names); the kubelet also refuses a CRI socket that does not answer and, from 1.35, a cgroup v1
-  host unless failCgroupV1 is false, as the real one does. Then they stay up until SIGTERM.
+  host unless failCgroupV1 is false, as the real one does, and a cgroupDriver other than
+  containerd 1.x's (where the real one starts and every pod fails). Then they stay up until SIGTERM.
 Standard library and PyYAML only: the nodes have python3 and python3-yaml, nothing else.
 """
 
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -402,6 +404,7 @@ def check_kubelet_host(doc: dict) -> None:
         raise Refused(CGROUP_V1_REFUSED)
     check_swap(doc)
     check_cri(doc)
+    check_cgroup_driver(doc)
     check_kernel_tunables(doc)
 
 
@@ -434,6 +437,43 @@ def check_cri(doc: dict) -> None:
         except OSError as exc:
             raise Refused(f'failed to run Kubelet: validate service connection: validate CRI v1 runtime API for endpoint "{endpoint}": '
                           f"connect: {exc.strerror or exc}") from None
+
+
+# The cgroup driver. cri-api v0.36.0 pkg/apis/runtime/v1/api.proto: RuntimeConfig answers
+# LinuxRuntimeConfiguration.cgroup_driver; kubernetes v1.36.0 cmd/kubelet/app/server.go
+# (getCgroupDriverFromCRI, KubeletCgroupDriverFromCRI on since 1.31) then uses the runtime's driver and
+# ignores cgroupDriver. containerd answers it from 2.0 on (internal/cri/server/runtime_config_linux.go,
+# getCgroupDriver: SystemdCgroup of the default runtime's runc options); 1.x answers Unimplemented and
+# the kubelet falls back to cgroupDriver (cgroupfs when unset; the fallback goes in 1.38,
+# kubernetes/kubernetes#136731). With a driver other than containerd's the real kubelet starts and
+# every pod then fails in runc; the stand-in runs no pods, so it refuses at start instead.
+CONTAINERD_CRI_PLUGINS = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}  # by config schema
+
+
+def check_cgroup_driver(doc: dict) -> None:
+    path = os.environ.get("KHWTUI_STANDIN_CONTAINERD_CONFIG", "/etc/containerd/config.toml")
+    schema, containerd = containerd_cgroup_driver(path)
+    kubelet = doc.get("cgroupDriver", "cgroupfs")
+    if schema < 3 and kubelet != containerd:
+        raise Refused(f'cgroupDriver "{kubelet}" differs from containerd\'s "{containerd}" (SystemdCgroup of its default runtime in {path}), '
+                      "and containerd 1.x has no CRI RuntimeConfig to tell the kubelet: every pod would fail in runc; "
+                      "set the same driver on both sides")
+
+
+def containerd_cgroup_driver(path: str) -> tuple[int, str]:
+    """(config schema version, "systemd" or "cgroupfs") as containerd reads its config: no file means
+    its defaults (SystemdCgroup false); schema 3 is what only containerd 2.x reads."""
+    try:
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    except FileNotFoundError:
+        return 2, "cgroupfs"
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise Refused(f"containerd config {path}: {exc}") from None
+    schema = config.get("version", 1)
+    cri = config.get("plugins", {}).get(CONTAINERD_CRI_PLUGINS.get(schema, CONTAINERD_CRI_PLUGINS[2]), {}).get("containerd", {})
+    runtime = cri.get("runtimes", {}).get(cri.get("default_runtime_name", "runc"), {})
+    return schema, "systemd" if runtime.get("options", {}).get("SystemdCgroup") is True else "cgroupfs"
 
 
 # kubernetes v1.36.0 pkg/kubelet/cm/container_manager_linux.go, setupKernelTunables (values from
