@@ -833,9 +833,9 @@ def etcd_connects(context: ssl.SSLContext, server: SplitResult, deadline: float)
     if remaining <= 0:
         return False
     try:
-        with socket.create_connection((server.hostname, server.port or 2379), timeout=remaining) as raw:
-            with context.wrap_socket(raw, server_hostname=server.hostname):
-                return True
+        with socket.create_connection((server.hostname, server.port or 2379), timeout=remaining) as raw, \
+                context.wrap_socket(raw, server_hostname=server.hostname):
+            return True
     except (OSError, ValueError):
         return False
 
