@@ -1,8 +1,8 @@
 """`khwtui render --out DIR`: everything the hard way makes, written to a folder to read or diff.
 
 Layout: pki/ (0700), kubeconfigs/<name>.kubeconfig, encryption-config.yaml,
-manifests/ (every object the rbac, dns, smoke and demo stages apply through the API, as they apply
-it; the demo's Secret values are made at its first apply and never stored, so the bundle shows
+manifests/ (every object the rbac, dns (with its add-ons), smoke and demo stages apply through the
+API, as they apply it; the demo's Secret values are made at its first apply and never stored, so the bundle shows
 DEMO_SECRET_PLACEHOLDER there), and nodes/<node>/<absolute path on the
 node> for every file a stage places (binaries aside): etcd, the control plane, the front end, the
 workers, the pod routes. Worker files depend on facts read on each node; the bundle shows them as
@@ -66,12 +66,13 @@ def bundle_files(a: Artifacts) -> list[NodeFile]:
 
 
 def stage_manifests(config: Config) -> dict[str, list[dict]]:
-    """File stem -> the objects the dns, smoke and demo stages apply (the demo only when enabled)."""
+    """File stem -> the objects the dns, smoke and demo stages apply (add-ons and the demo only when enabled)."""
+    from khwtui.addons import addon_manifests
     from khwtui.stages.demo import demo_objects
     from khwtui.stages.dns import coredns_manifest, lookup_job
     from khwtui.stages.smoke import smoke_objects
 
-    wanted = {"coredns": coredns_manifest(config), "dns-lookup-job": [lookup_job()], "smoke": smoke_objects()}
+    wanted = {"coredns": coredns_manifest(config), **addon_manifests(config), "dns-lookup-job": [lookup_job()], "smoke": smoke_objects()}
     if config.demo.enabled:
         wanted["demo"] = demo_objects(DEMO_SECRET_PLACEHOLDER, DEMO_SECRET_PLACEHOLDER)
     return wanted

@@ -136,6 +136,11 @@ class DemoSection:
 
 
 @dataclass(frozen=True)
+class AddonsSection:
+    metrics_server: bool = False  # applied by the dns stage after CoreDNS (khwtui/addons.py)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated config. `sources` maps each key path to where its value came from."""
 
@@ -152,6 +157,7 @@ class Config:
     pki: PkiSection = PkiSection()
     encryption: EncryptionSection = EncryptionSection()
     demo: DemoSection = DemoSection()
+    addons: AddonsSection = AddonsSection()
     path: str = ""
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 

@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from khwtui.errors import StageFailed
 from khwtui.kubeapi import ApiClient
+from khwtui.manifests import apply, ref, unserved
 from khwtui.providers.base import CloudNetwork
 from khwtui.stages.base import Outcome
 from khwtui.waiting import poll
@@ -53,6 +54,18 @@ async def deployment_readiness(api: ApiClient, namespace: str, name: str) -> Rea
         return readiness
     tails = [await _previous_log(api, pod) for pod in found if _crashed(pod)]
     return Readiness(False, "; ".join([readiness.summary, *filter(None, tails)]))
+
+
+async def apply_and_wait(run: RunContext, api: ApiClient, what: str, objects: list[dict], deployment: str, timeout: float) -> None:
+    """Apply a manifest, then wait until its Deployment (in kube-system) is ready; where the server
+    cannot hold the objects (its discovery says why), log that and apply nothing."""
+    reason = await unserved(api, objects)
+    if reason:
+        run.log("", f"{what}: nothing applied: {reason}")
+        return
+    for obj in objects:
+        run.log("", f"{ref(obj).label}: {await apply(api, obj)}")
+    await wait_ready(api, "kube-system", deployment, timeout)
 
 
 async def wait_ready(api: ApiClient, namespace: str, name: str, timeout: float) -> Readiness:

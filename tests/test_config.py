@@ -47,6 +47,7 @@ def test_defaults_match_design() -> None:
     assert c.network.service_cidr == "10.32.0.0/24" and c.network.dns_ip == "10.32.0.10"
     assert c.provider.kind == "gcp" and c.gcp.load_balancer == "target-pool"
     assert c.minor == 36
+    assert c.addons.metrics_server is False and c.sources["addons.metrics_server"] == "default"
     assert c.sources["network.node_cidr"] == "default"
 
 
@@ -131,6 +132,7 @@ BAD = [
     (machines_with({"role": "controller"}), "machines.hosts"),
     ({"provider": {"kind": "machines"}}, "machines.hosts"),
     # the rest
+    (with_changes({"addons.metrics_server": "yes"}), "addons.metrics_server"),
     (with_changes({"ssh.user": "root"}), "ssh.user"),
     (with_changes({"ssh.port": 0}), "ssh.port"),
     (with_changes({"pki.renew_before_days": 400}), "pki.renew_before_days"),

@@ -14,6 +14,8 @@ import pytest
 from fakeapi import FakeApi, NodePortServer, crash_looping, deployment, pod, pod_list
 from stagerun import ScriptedRemote, local_raw, stage_context
 
+from khwtui import addons
+from khwtui.addons import metrics_server_manifest
 from khwtui.encryption_check import encode
 from khwtui.errors import StageFailed
 from khwtui.manifests import ref
@@ -256,6 +258,90 @@ async def test_the_dns_probe_is_coredns_readiness_without_any_command_on_a_node(
     healthy_dns(api, run)
     assert [(o.check, o.result, o.evidence) for o in await DnsStage(api.client()).probe(run)] == [(dns.READY, "passed", "2/2 replicas ready")]
     assert remote.sent == []
+
+
+# --- the metrics-server add-on --------------------------------------------------------------------
+
+
+WITH_METRICS_SERVER = {"metrics_server": True}
+METRICS_SERVED = {**SERVED, "rbac.authorization.k8s.io/v1": [*SERVED["rbac.authorization.k8s.io/v1"], "rolebindings"],
+                  "apiregistration.k8s.io/v1": ["apiservices"], "metrics.k8s.io/v1beta1": ["nodes", "pods"]}
+METRICS_SERVER_PODS = "/api/v1/namespaces/kube-system/pods?labelSelector=k8s-app%3Dmetrics-server"
+# The apiserver's discovery as the stand-in serves it (tests/standins/harness.py): no objects at all.
+STANDIN_SERVED = {"v1": [], "authentication.k8s.io/v1": ["selfsubjectreviews"]}
+
+
+def node_metrics(*names: str) -> dict:
+    """metrics.k8s.io/v1beta1 NodeMetricsList, what `kubectl top nodes` reads."""
+    return {"kind": "NodeMetricsList", "apiVersion": "metrics.k8s.io/v1beta1", "metadata": {}, "items": [
+        {"metadata": {"name": name, "creationTimestamp": "2026-01-01T00:01:00Z"}, "timestamp": "2026-01-01T00:00:52Z",
+         "window": "15.011s", "usage": {"cpu": "137m", "memory": "1048576Ki"}} for name in names]}
+
+
+def healthy_metrics_server(api: FakeApi, run) -> None:
+    """healthy_dns, and metrics-server from khwtui's manifest ready with usage for both workers."""
+    healthy_dns(api, run)
+    api.discovery(METRICS_SERVED)
+    for obj in metrics_server_manifest():
+        api.hold(obj, ref(obj).path)
+    api.docs["/apis/apps/v1/namespaces/kube-system/deployments/metrics-server"][1]["status"] = {"replicas": 1, "readyReplicas": 1}
+    api.serve(METRICS_SERVER_PODS, pod_list(pod("kube-system", "metrics-server-6d94bc8694-x1", {"k8s-app": "metrics-server"}, "worker-1")))
+    api.serve(addons.NODE_METRICS, node_metrics("worker-0", "worker-1"))
+
+
+async def test_metrics_server_passes_when_kubectl_top_nodes_lists_the_usage_of_every_worker(tmp_path: Path, api: FakeApi) -> None:
+    run, _ = stage_context(tmp_path, local_raw(addons=WITH_METRICS_SERVER))
+    healthy_metrics_server(api, run)
+    outcomes = await DnsStage(api.client()).check(run)
+    assert [o.check for o in outcomes] == [*dns.CHECKS, *addons.CHECKS] and {o.result for o in outcomes} == {"passed"}
+    assert outcomes[-1].evidence == "worker-0 cpu 137m, memory 1048576Ki; worker-1 cpu 137m, memory 1048576Ki"
+    assert outcomes[-3].evidence == f"9 objects as in the manifest, image {addons.METRICS_SERVER_IMAGE}"
+
+
+async def test_kubectl_top_nodes_fails_for_a_worker_without_usage_and_when_the_metrics_api_is_unreachable(tmp_path: Path, api: FakeApi) -> None:
+    run, _ = stage_context(tmp_path, local_raw(addons=WITH_METRICS_SERVER))
+    healthy_metrics_server(api, run)
+    api.serve(addons.NODE_METRICS, node_metrics("worker-0"))
+    top = (await DnsStage(api.client()).check(run))[-1]
+    assert (top.check, top.result) == (addons.TOP_NODES, "failed")
+    assert top.evidence.startswith("no usage for worker-1 (listed: worker-0); metrics-server reads each kubelet every 15 s")
+    api.serve(addons.NODE_METRICS, {"kind": "Status", "status": "Failure", "code": 503, "reason": "ServiceUnavailable",
+                                    "message": "the server is currently unable to handle the request"}, 503)
+    top = (await DnsStage(api.client()).check(run))[-1]
+    assert top.result == "failed" and "503" in top.evidence and "the server is currently unable to handle the request" in top.evidence
+    assert top.evidence.endswith("(the API server cannot reach metrics-server: see apiservice v1beta1.metrics.k8s.io's status)")
+
+
+async def test_on_the_stand_ins_api_server_metrics_server_is_unverified_with_the_reason_never_passed(tmp_path: Path, api: FakeApi) -> None:
+    run, _ = stage_context(tmp_path, local_raw(addons=WITH_METRICS_SERVER))
+    api.discovery(STANDIN_SERVED)
+    outcomes = (await DnsStage(api.client()).check(run))[len(dns.CHECKS):]
+    reason = "ServiceAccount (serviceaccounts): the API server serves v1 without serviceaccounts (its discovery lists nothing)"
+    assert [(o.check, o.result, o.evidence) for o in outcomes] == [(check, "unverified", reason) for check in addons.CHECKS]
+    await DnsStage(api.client()).apply(run)
+    assert not api.writes("POST") and not api.writes("PUT")
+
+
+async def test_apply_puts_metrics_server_after_coredns_with_its_api_service_last(tmp_path: Path, api: FakeApi) -> None:
+    run, _ = stage_context(tmp_path, local_raw(addons=WITH_METRICS_SERVER))
+    api.discovery(METRICS_SERVED)
+    api.serve(COREDNS_PODS, pod_list(pod("kube-system", "coredns-5d78c9869d-a1", KUBE_DNS)))
+    api.serve(METRICS_SERVER_PODS, pod_list(pod("kube-system", "metrics-server-6d94bc8694-x1", {"k8s-app": "metrics-server"})))
+    deployments = "/apis/apps/v1/namespaces/kube-system/deployments"
+
+    def ready_at_once(body: dict) -> tuple[int, dict]:  # the controllers' work, done instantly
+        made = {**body, "metadata": {**body["metadata"], "resourceVersion": "3"}, "status": {"readyReplicas": body["spec"].get("replicas", 1)}}
+        api.serve(f"{deployments}/{body['metadata']['name']}", made)
+        return 201, made
+
+    api.on_post[deployments] = ready_at_once
+    await DnsStage(api.client()).apply(run)
+    made = [(body["kind"], body["metadata"]["name"]) for _, body in api.writes("POST")]
+    assert made[made.index(("Deployment", "coredns")) + 2:] == [(o["kind"], o["metadata"]["name"]) for o in metrics_server_manifest()]
+    assert made[-1] == ("APIService", "v1beta1.metrics.k8s.io")
+    image = next(body for _, body in api.writes("POST") if body["metadata"]["name"] == "metrics-server" and body["kind"] == "Deployment")
+    assert image["spec"]["template"]["spec"]["containers"][0]["image"] == addons.METRICS_SERVER_IMAGE
+    assert "@sha256:" in addons.METRICS_SERVER_IMAGE
 
 
 # --- smoke ----------------------------------------------------------------------------------------

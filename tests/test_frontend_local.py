@@ -39,6 +39,7 @@ from khwtui.context import open_cluster
 from khwtui.engine import Engine
 from khwtui.headless import ConsoleSink
 from khwtui.kubeapi import ApiClient, Credentials
+from khwtui.stages import control_plane
 from khwtui.stages.frontend import STATS, parse_backends
 from khwtui.waiting import poll
 
@@ -328,3 +329,12 @@ async def test_an_apiserver_unit_with_a_wrong_certificate_fails_with_the_stand_i
     code, out = await control_plane_with(built.c, monkeypatch, set_flag("tls-cert-file", "/var/lib/kubernetes/service-account.pem"))
     assert_refused(code, out, "kube-apiserver: --tls-cert-file=/var/lib/kubernetes/service-account.pem does not match "
                               "--tls-private-key-file=/var/lib/kubernetes/kubernetes-key.pem (KEY_VALUES_MISMATCH)")
+
+
+async def test_an_apiserver_unit_whose_etcd_does_not_answer_exits_after_the_dial_timeout_with_the_real_line(built: Built, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No etcd on that port: the stand-in dials for 20 s as the real one does, then exits 255 with
+    upstream's fatal line. One restart is enough to call it a refusal here (three would add a minute)."""
+    monkeypatch.setattr(control_plane, "CRASH_LOOP", 1)
+    code, out = await control_plane_with(built.c, monkeypatch, set_flag("etcd-servers", "https://127.0.0.1:2399"))
+    assert_refused(code, out, "kube-apiserver: Error creating leases: error creating storage factory: context deadline exceeded")
+    assert "status=255/EXCEPTION" in out.split("✖ control-plane · apply on controller-0", 1)[1], out

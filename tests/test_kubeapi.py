@@ -22,6 +22,7 @@ from test_standins import (
     free_port,
     place,
     replace,
+    serve_etcd,
     stop,
     wait_line,
 )
@@ -69,18 +70,18 @@ def stranger(tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
 
 @pytest.fixture(scope="module")
 def standin(controller: Controller) -> Iterator[str]:
-    """The apiserver stand-in on 127.0.0.1; its etcd never answers, so /readyz is a 500 (/version, discovery and
-    reviews do not need etcd)."""
+    """The apiserver stand-in on 127.0.0.1; its etcd takes connections but is not healthy, so /readyz is a 500
+    (/version, discovery and reviews do not need etcd)."""
     yield from run_apiserver(controller, free_port())
 
 
 def run_apiserver(controller: Controller, port: int) -> Iterator[str]:
-    unanswered = f"https://127.0.0.1:{free_port()}"
-    flags = replace(replace(replace(controller.flags["kube-apiserver"], "bind-address", "127.0.0.1"), "secure-port", str(port)), "etcd-servers", unanswered)
-    proc = controller.run("kube-apiserver", flags)
-    assert wait_line(proc) == f"kube-apiserver stand-in v1.{MINOR}.3: serving securely on 127.0.0.1:{port}"
-    yield f"https://127.0.0.1:{port}"
-    assert stop(proc) == 0
+    with serve_etcd(controller, healthy=False) as etcd:
+        flags = replace(replace(replace(controller.flags["kube-apiserver"], "bind-address", "127.0.0.1"), "secure-port", str(port)), "etcd-servers", etcd)
+        proc = controller.run("kube-apiserver", flags)
+        assert wait_line(proc) == f"kube-apiserver stand-in v1.{MINOR}.3: serving securely on 127.0.0.1:{port}"
+        yield f"https://127.0.0.1:{port}"
+        assert stop(proc) == 0
 
 
 def creds(url: str, a: Artifacts, who: str | None = "admin", ca: bytes | None = None, name: str | None = None) -> Credentials:
@@ -131,7 +132,7 @@ async def test_a_client_certificate_from_another_ca_is_401(standin: str, control
 
 
 async def test_a_server_error_is_a_failure(standin: str, controller: Controller) -> None:
-    """/readyz of an apiserver whose etcd does not answer: 500, raised even though GET returns None for 404."""
+    """/readyz of an apiserver whose etcd is not healthy: 500, raised even though GET returns None for 404."""
     with pytest.raises(ApiError) as caught:
         await ApiClient(creds(standin, controller.a, None)).get("/readyz")
     assert caught.value.status == 500

@@ -58,6 +58,14 @@ def default_gcp(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> dict:
     return {"markdown": markdown, "bundle": tmp_path / "bundle", "plan": plan}
 
 
+def test_explain_dns_shows_the_metrics_server_add_on_and_its_manifest_when_it_is_on(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = write_config(tmp_path / "c.toml", {"addons": {"metrics_server": True}})
+    code, out, err = run(capsys, "explain", "dns", "--config", str(config), "--state-dir", str(tmp_path / "s"))
+    assert code == 0, err
+    lines = [line.strip() for line in out.splitlines()]
+    assert "metrics-server  v0.8.1" in lines and "• manifests/metrics-server.yaml — 0644 root:root" in lines
+
+
 def test_explain_names_every_planned_resource_with_its_detail(default_gcp: dict) -> None:
     rows = set(default_gcp["markdown"].splitlines())
     assert len(default_gcp["plan"].resources) >= 16

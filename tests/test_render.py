@@ -299,13 +299,14 @@ def test_moving_one_worker_rewrites_only_what_carries_its_address(tmp_path: Path
 
 
 def test_render_out_holds_every_manifest_the_dns_smoke_and_demo_stages_apply(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from khwtui.addons import metrics_server_manifest
     from khwtui.bundle import DEMO_SECRET_PLACEHOLDER
     from khwtui.cli import main
     from khwtui.stages.demo import demo_objects
     from khwtui.stages.dns import coredns_manifest, lookup_job
     from khwtui.stages.smoke import smoke_objects
 
-    raw = {**GCP_2_2, "demo": {"enabled": True}}
+    raw = {**GCP_2_2, "demo": {"enabled": True}, "addons": {"metrics_server": True}}
     (tmp_path / "c.toml").write_text(tomli_w.dumps(raw))
     out = tmp_path / "bundle"
     assert main(["render", "--config", str(tmp_path / "c.toml"), "--state-dir", str(tmp_path / "state"), "--out", str(out),
@@ -316,6 +317,7 @@ def test_render_out_holds_every_manifest_the_dns_smoke_and_demo_stages_apply(tmp
         return [doc for doc in yaml.safe_load_all((out / "manifests" / f"{name}.yaml").read_text()) if doc]
 
     assert read("coredns") == coredns_manifest(c)
+    assert read("metrics-server") == metrics_server_manifest()
     assert read("dns-lookup-job") == [lookup_job()]
     assert read("smoke") == smoke_objects()
     demo = read("demo")
@@ -325,4 +327,4 @@ def test_render_out_holds_every_manifest_the_dns_smoke_and_demo_stages_apply(tmp
     assert [o for o in demo if o["kind"] != "Secret"] == [o for o in applied if o["kind"] != "Secret"]
     assert [(o["kind"], o["metadata"]["name"]) for o in demo] == [(o["kind"], o["metadata"]["name"]) for o in applied]
     assert sorted(p.name for p in (out / "manifests").iterdir()) == [
-        "apiserver-to-kubelet-rbac.yaml", "coredns.yaml", "demo.yaml", "dns-lookup-job.yaml", "smoke.yaml"]
+        "apiserver-to-kubelet-rbac.yaml", "coredns.yaml", "demo.yaml", "dns-lookup-job.yaml", "metrics-server.yaml", "smoke.yaml"]

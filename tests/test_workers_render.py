@@ -324,20 +324,24 @@ class Worker:
     def path(self, node_path: str) -> Path:
         return self.root / node_path.lstrip("/")
 
-    def run(self, program: str, flags: list[str], proc: Path | None = None, read_only_proc: bool = False) -> subprocess.Popen:
+    def run(self, program: str, flags: list[str], proc: Path | None = None, read_only_proc: bool = False,
+            containerd: Path | None = None) -> subprocess.Popen:
         """The stand-in on `proc` (the worker's own copy by default), mounted read-only for it alone
-        (in a private mount namespace) when `read_only_proc`."""
+        (in a private mount namespace) when `read_only_proc`; containerd's config is the worker's
+        rendered one unless `containerd` names another."""
         folder = proc or self.proc
         argv = [sys.executable, str(self.bin[program]), *flags]
         if read_only_proc:
             argv = ["unshare", "--mount", "--propagation", "private", "sh", "-ec", 'mount --bind -o ro "$0" "$0"; exec "$@"', str(folder), *argv]
-        env = {**os.environ, "KHWTUI_STANDIN_PROC": str(folder)}
+        env = {**os.environ, "KHWTUI_STANDIN_PROC": str(folder),
+               "KHWTUI_STANDIN_CONTAINERD_CONFIG": str(containerd or self.path(CONTAINERD_CONFIG))}
         return subprocess.Popen(argv, stderr=subprocess.PIPE, text=True, env=env)
 
-    def outcome(self, program: str, flags: list[str] | None = None, proc: Path | None = None, read_only_proc: bool = False) -> str:
+    def outcome(self, program: str, flags: list[str] | None = None, proc: Path | None = None, read_only_proc: bool = False,
+                containerd: Path | None = None) -> str:
         """The stand-in's first line; a stand-in that accepted is stopped (and must exit 0), one that
         refused must exit 1 after exactly that line."""
-        proc = self.run(program, self.flags[program] if flags is None else flags, proc, read_only_proc)
+        proc = self.run(program, self.flags[program] if flags is None else flags, proc, read_only_proc, containerd)
         line = wait_line(proc)
         if line.startswith(f"{program} stand-in"):
             assert stop(proc) == 0
@@ -457,6 +461,29 @@ def test_a_kubelet_whose_container_runtime_does_not_answer_is_refused(worker: Wo
     line = worker.outcome("kubelet", worker.config_with("kubelet", KUBELET_CONFIG, lambda d: d.update(containerRuntimeEndpoint=f"unix://{gone}")))
     assert line == f'kubelet: failed to run Kubelet: validate service connection: validate CRI v1 runtime API for endpoint "unix://{gone}": ' \
                    "connect: No such file or directory"
+
+
+def cgroup_driver_refusal(kubelet: str, containerd: str, path: Path) -> str:
+    return (f'kubelet: cgroupDriver "{kubelet}" differs from containerd\'s "{containerd}" (SystemdCgroup of its default runtime in {path}), '
+            "and containerd 1.x has no CRI RuntimeConfig to tell the kubelet: every pod would fail in runc; set the same driver on both sides")
+
+
+@MUTATION_MINORS
+def test_with_containerd_1_the_kubelets_cgroup_driver_must_be_containerds_and_containerd_2_tells_it(worker: Worker, tmp_path: Path) -> None:
+    """Debian's containerd 1.6 (the test beds) cannot answer the CRI RuntimeConfig call, so the kubelet
+    uses its own cgroupDriver (cgroupfs when unset); containerd 2.x answers it and the kubelet follows."""
+    debian = tmp_path / "containerd-1.6.toml"
+    debian.write_text(containerd_config("1.6.20", THIS_HOST))
+    assert worker.outcome("kubelet", containerd=debian).endswith("flags and files accepted")  # as khwtui renders both
+    cgroupfs = worker.config_with("kubelet", KUBELET_CONFIG, lambda d: d.update(cgroupDriver="cgroupfs"))
+    assert worker.outcome("kubelet", cgroupfs, containerd=debian) == cgroup_driver_refusal("cgroupfs", "systemd", debian)
+    unset = worker.config_with("kubelet", KUBELET_CONFIG, lambda d: d.pop("cgroupDriver"))
+    assert worker.outcome("kubelet", unset, containerd=debian) == cgroup_driver_refusal("cgroupfs", "systemd", debian)
+    plain = tmp_path / "containerd-1.6-cgroupfs.toml"
+    plain.write_text(debian.read_text().replace("SystemdCgroup = true", "SystemdCgroup = false"))
+    assert worker.outcome("kubelet", containerd=plain) == cgroup_driver_refusal("systemd", "cgroupfs", plain)
+    assert tomllib.loads(worker.path(CONTAINERD_CONFIG).read_text())["version"] == 3  # the worker's own: containerd 2.2
+    assert worker.outcome("kubelet", cgroupfs).endswith("flags and files accepted")
 
 
 @MUTATION_MINORS

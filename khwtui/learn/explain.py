@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from khwtui.addons import METRICS_SERVER_VERSION
 from khwtui.context import Cluster
 from khwtui.learn.files import FileEntry, files_by_stage
 from khwtui.learn.lessons import LESSONS, Lesson
@@ -104,7 +105,8 @@ def stage_values(stage: str, cluster: Cluster, topo: Topology) -> list[tuple[str
     if stage == "routes":
         return [(r.destination, f"via {r.via} ({r.worker})" + (f" on {r.node}" if r.node else "")) for r in topo.pod_routes()]
     if stage == "dns":
-        return [("CoreDNS", config.versions.coredns), ("cluster DNS", net.dns_ip), ("cluster domain", net.cluster_domain)]
+        addons = [("metrics-server", METRICS_SERVER_VERSION)] if config.addons.metrics_server else []
+        return [("CoreDNS", config.versions.coredns), ("cluster DNS", net.dns_ip), ("cluster domain", net.cluster_domain), *addons]
     if stage == "rbac":
         return [("ClusterRole", "system:kube-apiserver-to-kubelet"), ("bound to", "user kubernetes (the apiserver's client certificate)")]
     return []

@@ -27,7 +27,7 @@ from khwtui.workers_files import ROUTES_UNIT, unit_path
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: kubeconfigs are many
 OTHER = ""  # files of the bundle no stage below claims (shown at the end, never dropped)
 MANIFEST_STAGES = {"apiserver-to-kubelet-rbac.yaml": "rbac"}
-MANIFEST_HINTS = (("coredns", "dns"), ("dns", "dns"), ("smoke", "smoke"), ("nginx", "smoke"), ("demo", "demo"), ("todo", "demo"))
+MANIFEST_HINTS = (("coredns", "dns"), ("dns", "dns"), ("metrics-server", "dns"), ("smoke", "smoke"), ("nginx", "smoke"), ("demo", "demo"), ("todo", "demo"))
 
 
 class Shown(enum.Enum):

@@ -1,4 +1,5 @@
-"""dns: CoreDNS from the manifest shipped in the package, applied through the API (KTHW Lab 12).
+"""dns: CoreDNS from the manifest shipped in the package, applied through the API (KTHW Lab 12),
+then the optional add-ons [addons] turns on (khwtui/addons.py).
 
 KTHW's manifest lacks `forward`, so names outside the cluster never resolve (d.2 item 2), and its
 check needs a busybox whose nslookup works (d.2 item 1). Here the manifest forwards to the
@@ -12,18 +13,19 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from khwtui.addons import apply_addons, check_addons
 from khwtui.config import Config
 from khwtui.errors import StageFailed
 from khwtui.kubeapi import ApiClient
-from khwtui.manifests import ApiStage, apply, drift, manifest, ref, unserved
+from khwtui.manifests import ApiStage, drift, manifest, ref, unserved
 from khwtui.runctx import RunContext
 from khwtui.stages.base import Outcome
 from khwtui.workloads import (
     Readiness,
+    apply_and_wait,
     deployment_readiness,
     pod_trouble,
     run_to_completion,
-    wait_ready,
 )
 
 # coredns/coredns multi-arch image digests, as published on Docker Hub and quoted by independent
@@ -160,6 +162,10 @@ def verdict(check: str, judged: tuple[bool, str]) -> Outcome:
 
 class DnsStage(ApiStage):
     async def check(self, run: RunContext) -> list[Outcome]:
+        """CoreDNS's checks, then those of each add-on the config turns on."""
+        return await self._coredns_checks(run) + await check_addons(run, self.api(run))
+
+    async def _coredns_checks(self, run: RunContext) -> list[Outcome]:
         try:
             objects = coredns_objects(run)
         except StageFailed as exc:
@@ -205,15 +211,9 @@ class DnsStage(ApiStage):
         ]
 
     async def apply(self, run: RunContext) -> None:
-        objects = coredns_objects(run)
         api = self.api(run)
-        reason = await unserved(api, objects)
-        if reason:
-            run.log("", f"dns: nothing applied: {reason}")
-            return
-        for obj in objects:
-            run.log("", f"{ref(obj).label}: {await apply(api, obj)}")
-        await wait_ready(api, NAMESPACE, DEPLOYMENT, READY_TIMEOUT)
+        await apply_and_wait(run, api, "dns", coredns_objects(run), DEPLOYMENT, READY_TIMEOUT)
+        await apply_addons(run, api)
 
     async def probe(self, run: RunContext) -> list[Outcome]:
         api = self.api(run)

@@ -6,7 +6,8 @@ One program; what it stands in for is the name it was started as (argv[0]). It a
 the flags of its program's minor (baked in as RELEASE by tests.standins.build), checks every
 file they name, and refuses anything wrong with ONE line on stderr and exit status 1, which
 systemd's journal then shows. Then:
-- kube-apiserver serves /livez, /readyz, /healthz and /version anonymously over TLS on
+- kube-apiserver, once a TLS connection to etcd is up (else it exits 255 after 20 s, as the real
+  one does), serves /livez, /readyz, /healthz and /version anonymously over TLS on
   --bind-address:--secure-port with its serving certificate (/readyz and /healthz need etcd's
   /health), discovery (/api, /api/v1 without resources, /apis: only authentication.k8s.io/v1)
   to authenticated clients, and SelfSubjectReviews answered from the client certificate (CN =
@@ -16,7 +17,8 @@ systemd's journal then shows. Then:
 - kubelet and kube-proxy also check their --config file (a KubeletConfiguration or
   KubeProxyConfiguration: version, strict fields of the minor, every file and kubeconfig it
   names); the kubelet also refuses a CRI socket that does not answer and, from 1.35, a cgroup v1
-  host unless failCgroupV1 is false, as the real one does. Then they stay up until SIGTERM.
+  host unless failCgroupV1 is false, as the real one does, and a cgroupDriver other than
+  containerd 1.x's (where the real one starts and every pod fails). Then they stay up until SIGTERM.
 Standard library and PyYAML only: the nodes have python3 and python3-yaml, nothing else.
 """
 
@@ -32,11 +34,13 @@ import ssl
 import sys
 import tempfile
 import threading
+import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import yaml
 
@@ -68,7 +72,11 @@ Check = Callable[[str, str], None]  # (flag name, value): raises Refused
 
 
 class Refused(Exception):
-    """Why the program will not start: printed as one line."""
+    """Why the program will not start: printed as one line; the program exits with `status`."""
+
+    def __init__(self, line: str, status: int = 1) -> None:
+        super().__init__(line)
+        self.status = status
 
 
 # --- flags ---------------------------------------------------------------------------------------
@@ -396,6 +404,7 @@ def check_kubelet_host(doc: dict) -> None:
         raise Refused(CGROUP_V1_REFUSED)
     check_swap(doc)
     check_cri(doc)
+    check_cgroup_driver(doc)
     check_kernel_tunables(doc)
 
 
@@ -428,6 +437,43 @@ def check_cri(doc: dict) -> None:
         except OSError as exc:
             raise Refused(f'failed to run Kubelet: validate service connection: validate CRI v1 runtime API for endpoint "{endpoint}": '
                           f"connect: {exc.strerror or exc}") from None
+
+
+# The cgroup driver. cri-api v0.36.0 pkg/apis/runtime/v1/api.proto: RuntimeConfig answers
+# LinuxRuntimeConfiguration.cgroup_driver; kubernetes v1.36.0 cmd/kubelet/app/server.go
+# (getCgroupDriverFromCRI, KubeletCgroupDriverFromCRI on since 1.31) then uses the runtime's driver and
+# ignores cgroupDriver. containerd answers it from 2.0 on (internal/cri/server/runtime_config_linux.go,
+# getCgroupDriver: SystemdCgroup of the default runtime's runc options); 1.x answers Unimplemented and
+# the kubelet falls back to cgroupDriver (cgroupfs when unset; the fallback goes in 1.38,
+# kubernetes/kubernetes#136731). With a driver other than containerd's the real kubelet starts and
+# every pod then fails in runc; the stand-in runs no pods, so it refuses at start instead.
+CONTAINERD_CRI_PLUGINS = {2: "io.containerd.grpc.v1.cri", 3: "io.containerd.cri.v1.runtime"}  # by config schema
+
+
+def check_cgroup_driver(doc: dict) -> None:
+    path = os.environ.get("KHWTUI_STANDIN_CONTAINERD_CONFIG", "/etc/containerd/config.toml")
+    schema, containerd = containerd_cgroup_driver(path)
+    kubelet = doc.get("cgroupDriver", "cgroupfs")
+    if schema < 3 and kubelet != containerd:
+        raise Refused(f'cgroupDriver "{kubelet}" differs from containerd\'s "{containerd}" (SystemdCgroup of its default runtime in {path}), '
+                      "and containerd 1.x has no CRI RuntimeConfig to tell the kubelet: every pod would fail in runc; "
+                      "set the same driver on both sides")
+
+
+def containerd_cgroup_driver(path: str) -> tuple[int, str]:
+    """(config schema version, "systemd" or "cgroupfs") as containerd reads its config: no file means
+    its defaults (SystemdCgroup false); schema 3 is what only containerd 2.x reads."""
+    try:
+        with open(path, "rb") as f:
+            config = tomllib.load(f)
+    except FileNotFoundError:
+        return 2, "cgroupfs"
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise Refused(f"containerd config {path}: {exc}") from None
+    schema = config.get("version", 1)
+    cri = config.get("plugins", {}).get(CONTAINERD_CRI_PLUGINS.get(schema, CONTAINERD_CRI_PLUGINS[2]), {}).get("containerd", {})
+    runtime = cri.get("runtimes", {}).get(cri.get("default_runtime_name", "runc"), {})
+    return schema, "systemd" if runtime.get("options", {}).get("SystemdCgroup") is True else "cgroupfs"
 
 
 # kubernetes v1.36.0 pkg/kubelet/cm/container_manager_linux.go, setupKernelTunables (values from
@@ -707,8 +753,7 @@ class Apiserver:
 
     def etcd_problem(self) -> str | None:
         """None when one of --etcd-servers answers /health as healthy over TLS with the etcd client certificate."""
-        context = ssl.create_default_context(cafile=self.flags["etcd-cafile"])
-        context.load_cert_chain(self.flags["etcd-certfile"], self.flags["etcd-keyfile"])
+        context = etcd_client_tls(self.flags)
         problem = "no etcd server"
         for server in self.flags["etcd-servers"].split(","):
             try:
@@ -752,7 +797,51 @@ def request_client_certificates(context: ssl.SSLContext) -> None:
     libssl.SSL_CTX_set_verify(ssl_ctx, 1, record_verdict)  # SSL_VERIFY_PEER: ask, do not require
 
 
+def etcd_client_tls(flags: dict[str, str]) -> ssl.SSLContext:
+    """TLS as the apiserver's etcd client: --etcd-cafile trusted, --etcd-certfile presented."""
+    context = ssl.create_default_context(cafile=flags["etcd-cafile"])
+    context.load_cert_chain(flags["etcd-certfile"], flags["etcd-keyfile"])
+    return context
+
+
+# k8s.io/apiserver v0.36.0 pkg/storage/storagebackend/factory/etcd3.go (newETCD3Client): the etcd client
+# dials with grpc.WithBlock() and DialTimeout dialTimeout = 20 s, so the apiserver goes no further until
+# a TLS connection to one of --etcd-servers is up. The first storage it makes is the lease endpoint
+# reconciler's (kubernetes pkg/controlplane/instance.go createLeaseReconciler; reconcilers/lease.go
+# NewLeases wraps the error), which ends it with klog.Fatalf, exit status 255, before it listens.
+ETCD_DIAL_TIMEOUT = 20.0
+ETCD_RETRY = 1.0  # grpc's first reconnect backoff (google.golang.org/grpc backoff.DefaultConfig BaseDelay)
+ETCD_UNREACHABLE = "Error creating leases: error creating storage factory: context deadline exceeded"
+
+
+def wait_for_etcd(flags: dict[str, str]) -> None:
+    """Return once one of --etcd-servers completes a TLS handshake; refuse when none does in time."""
+    context = etcd_client_tls(flags)
+    deadline = time.monotonic() + ETCD_DIAL_TIMEOUT
+    while True:
+        for server in flags["etcd-servers"].split(","):
+            if etcd_connects(context, urlsplit(server), deadline):
+                return
+        if time.monotonic() + ETCD_RETRY >= deadline:
+            raise Refused(ETCD_UNREACHABLE, status=255)
+        time.sleep(ETCD_RETRY)
+
+
+def etcd_connects(context: ssl.SSLContext, server: SplitResult, deadline: float) -> bool:
+    """A TCP connection and TLS handshake with one etcd server, as grpc's transport makes it."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    try:
+        with socket.create_connection((server.hostname, server.port or 2379), timeout=remaining) as raw, \
+                context.wrap_socket(raw, server_hostname=server.hostname):
+            return True
+    except (OSError, ValueError):
+        return False
+
+
 def run_apiserver(flags: dict[str, str]) -> None:
+    wait_for_etcd(flags)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(flags["tls-cert-file"], flags["tls-private-key-file"])
     context.load_verify_locations(flags["client-ca-file"])
@@ -843,7 +932,7 @@ def main() -> None:
         RUNNERS[program](flags)
     except Refused as exc:
         print(f"{program}: {exc}", file=sys.stderr, flush=True)
-        sys.exit(1)
+        sys.exit(exc.status)
 
 
 if __name__ == "__main__":
