@@ -338,9 +338,9 @@ class KhwApp(App[int | None]):
 
     def health_tick(self) -> None:
         """Start a probe round, unless one is still running (rounds never overlap) or a
-        teardown is deleting what would be probed."""
+        teardown is deleting what would be probed, or the app is shutting down (its panel is gone)."""
         probe = self.services.health
-        if probe is None or self.health_probing or self.health_paused or self.tearing_down or not self.built:
+        if probe is None or not self.is_running or self.health_probing or self.health_paused or self.tearing_down or not self.built:
             return
         self.health_panel.set_status("probing…")
         self._health = self.run_worker(self._probe_round(probe), name="health", group="health", exit_on_error=False)
@@ -354,6 +354,8 @@ class KhwApp(App[int | None]):
 
     def apply_health_round(self, results: list[HealthChanged]) -> None:
         """Show a round: the panel, and the marks of every stage and node it turned red or back."""
+        if not self.is_running:  # a round that ends while the app shuts down has no panel to show
+            return
         board = self.progress.health
         failing_before = {(e.probe, e.node) for e in board.failing()}
         self._show_change(self.progress.health_round(results))
