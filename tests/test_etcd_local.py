@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from localcluster import LocalCluster, local_config
+from localcluster import LocalCluster, fresh_download_cache, local_config
 
 pytestmark = pytest.mark.integration
 
@@ -179,8 +179,7 @@ def test_a_tampered_tarball_with_a_matching_checksum_file_is_refused_and_nothing
         tree.tamper("etcd")
         c = LocalCluster(tmp_path / "c", local_config(f"t{unique_prefix}", 1, 1, pinned))
         try:
-            cache = tmp_path / "empty-cache"  # no verified copy from earlier runs to fall back on
-            proc = c.khwtui("up", "--auto", "--until", "etcd", env={"XDG_CACHE_HOME": str(cache)})
+            proc = c.khwtui("up", "--auto", "--until", "etcd", env=fresh_download_cache(tmp_path / "cache"))
             assert proc.returncode == 1, proc.stdout + proc.stderr
             assert "expected " + pinned["binaries"]["sha256"][tree.artifacts["etcd"].name] in proc.stdout
             assert "refused, nothing of it was installed" in proc.stdout
