@@ -23,7 +23,7 @@ from pathlib import Path
 import janitor
 import tomli_w
 
-from khwtui.providers import nspawn
+from khwtui.providers import nspawn, rootfs
 from khwtui.providers.local import cluster_prefix
 
 STANDINS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
@@ -63,6 +63,19 @@ def publish_standins(root: Path, base_url: str, version: str) -> tuple[str, dict
         path.write_bytes(data)
         sums[name] = hashlib.sha256(data).hexdigest()
     return f"{base_url}/{KUBE_TEMPLATE}", sums
+
+
+def fresh_download_cache(folder: Path) -> dict[str, str]:
+    """The environment for a run whose operator download cache starts empty (no verified copy from
+    earlier runs to fall back on) while the node root stays the shared, already built one: an
+    empty XDG_CACHE_HOME alone would debootstrap a new root from the Debian mirror (minutes)."""
+    shared = rootfs.default_cache_dir()
+    shared.mkdir(parents=True, exist_ok=True)
+    link = folder / "khwtui" / shared.name
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(shared, target_is_directory=True)
+    return {"XDG_CACHE_HOME": str(folder)}
 
 
 @contextlib.contextmanager

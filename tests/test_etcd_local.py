@@ -6,10 +6,12 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import janitor
 import pytest
-from localcluster import LocalCluster, local_config
+from localcluster import LocalCluster, fresh_download_cache, local_config
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +36,6 @@ def host_etcdctl(cluster: LocalCluster, release_mirror: dict, tmp_path: Path, *a
     endpoints = ",".join(f"https://{n['internal_ip']}:2379" for n in cluster.state()["nodes"].values() if n["role"] == "controller")
     tls = [f"--cacert={pki / 'ca.pem'}", f"--cert={pki / 'kubernetes.pem'}", f"--key={pki / 'kubernetes-key.pem'}"]
     return subprocess.run([str(binary), f"--endpoints={endpoints}", *tls, *args], capture_output=True, text=True, timeout=60, env={**os.environ, "ETCDCTL_API": "3"})
-
-
-def test_until_etcd_builds_a_healthy_three_member_tls_cluster(cluster: LocalCluster, release_mirror: dict, tmp_path: Path) -> None:
-    result = cluster.khwtui("up", "--auto", "--until", "etcd")
-    assert result.returncode == 0, result.stdout + result.stderr
-    health = host_etcdctl(cluster, release_mirror, tmp_path, "endpoint", "health")
-    assert health.returncode == 0, health.stderr
-    assert (health.stdout + health.stderr).count("is healthy") == 3
-    members = host_etcdctl(cluster, release_mirror, tmp_path, "member", "list")
-    assert sorted(line.split(", ")[2] for line in members.stdout.splitlines()) == ["controller-0", "controller-1", "controller-2"]
 
 
 def events_until(proc: subprocess.Popen[str], stop) -> list[dict]:
@@ -136,17 +128,6 @@ def test_sigint_exits_130_and_resumes_and_a_finished_cluster_reruns_without_touc
     assert etcd_started_at(cluster) == started
 
 
-def test_the_json_stream_replays_to_the_saved_stage_table(cluster: LocalCluster) -> None:
-    from khwtui.engine import replay
-    from khwtui.events import from_json
-
-    result = cluster.khwtui("up", "--auto", "--until", "etcd", "--json")
-    assert result.returncode == 0, result.stderr
-    events = [from_json(line) for line in result.stdout.splitlines()]  # every line is one valid event
-    saved = {name: stage["status"] for name, stage in cluster.state()["stages"].items()}
-    assert replay(events) == saved
-
-
 def test_a_second_run_on_the_same_cluster_exits_2_naming_the_first_runs_pid(cluster: LocalCluster) -> None:
     first = cluster.popen("up", "--auto", "--until", "etcd", "--json")
     events_until(first, lambda e, seen: e["kind"] == "stage")
@@ -179,8 +160,7 @@ def test_a_tampered_tarball_with_a_matching_checksum_file_is_refused_and_nothing
         tree.tamper("etcd")
         c = LocalCluster(tmp_path / "c", local_config(f"t{unique_prefix}", 1, 1, pinned))
         try:
-            cache = tmp_path / "empty-cache"  # no verified copy from earlier runs to fall back on
-            proc = c.khwtui("up", "--auto", "--until", "etcd", env={"XDG_CACHE_HOME": str(cache)})
+            proc = c.khwtui("up", "--auto", "--until", "etcd", env=fresh_download_cache(tmp_path / "cache"))
             assert proc.returncode == 1, proc.stdout + proc.stderr
             assert "expected " + pinned["binaries"]["sha256"][tree.artifacts["etcd"].name] in proc.stdout
             assert "refused, nothing of it was installed" in proc.stdout
@@ -188,3 +168,38 @@ def test_a_tampered_tarball_with_a_matching_checksum_file_is_refused_and_nothing
                 assert not (c.state_dir / "local" / "nodes" / node / "upper" / "usr" / "local" / "bin" / "etcd").exists()
         finally:
             c.down()
+
+
+# --- one fresh build, read by the tests below (it lives only while they run: they are last) ----------
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict) -> Iterator[tuple[LocalCluster, subprocess.CompletedProcess[str]]]:
+    """A fresh 3 + 1 cluster and its first `up --auto --until etcd --json`, which no test changes."""
+    c = LocalCluster(tmp_path_factory.mktemp("etcd") / "c", local_config(f"t{janitor.new_prefix()}", 3, 1, release_mirror))
+    try:
+        yield c, c.khwtui("up", "--auto", "--until", "etcd", "--json")
+    finally:
+        c.down()
+
+
+def test_until_etcd_builds_a_healthy_three_member_tls_cluster(built: tuple[LocalCluster, subprocess.CompletedProcess[str]], release_mirror: dict,
+                                                               tmp_path: Path) -> None:
+    cluster, result = built
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    health = host_etcdctl(cluster, release_mirror, tmp_path, "endpoint", "health")
+    assert health.returncode == 0, health.stderr
+    assert (health.stdout + health.stderr).count("is healthy") == 3
+    members = host_etcdctl(cluster, release_mirror, tmp_path, "member", "list")
+    assert sorted(line.split(", ")[2] for line in members.stdout.splitlines()) == ["controller-0", "controller-1", "controller-2"]
+
+
+def test_the_json_stream_replays_to_the_saved_stage_table(built: tuple[LocalCluster, subprocess.CompletedProcess[str]]) -> None:
+    from khwtui.engine import replay
+    from khwtui.events import from_json
+
+    cluster, result = built
+    assert result.returncode == 0, result.stderr
+    events = [from_json(line) for line in result.stdout.splitlines()]  # every line is one valid event
+    saved = {name: stage["status"] for name, stage in cluster.state()["stages"].items()}
+    assert replay(events) == saved

@@ -13,8 +13,8 @@ namespaces (python3 + python3-yaml are what the stand-ins need anyway).
 The mutations change what khwtui renders, not the node: the engine runs in this process with
 `controlplane_files.apiserver_unit` wrapped to alter controller-0's unit (a file edited on the
 node would just be put back as drift). Only controller-0 changes, so its failure is the one
-reported; the control plane's start deadline is shortened because a refusing apiserver never
-becomes healthy (it restarts every 5 s, which is what puts the refusal in its journal).
+reported. The stage stops waiting once a unit restarted CRASH_LOOP times; the mutated unit restarts
+after 1 s instead of KTHW's 5 s, so that path is reached in seconds rather than a quarter minute.
 """
 
 from __future__ import annotations
@@ -286,6 +286,13 @@ def add_flag(flag: str) -> Callable[[str], str]:
     return lambda unit: unit.replace("kube-apiserver \\\n", f"kube-apiserver \\\n  {flag} \\\n", 1)
 
 
+def restarting_quickly(unit: str) -> str:
+    """The refusing unit restarted after 1 s instead of 5, and without systemd's start limit (5
+    starts in 10 s), which would otherwise also refuse the next test's restart of it."""
+    assert "[Unit]\n" in unit and "\nRestartSec=5\n" in unit
+    return unit.replace("[Unit]\n", "[Unit]\nStartLimitIntervalSec=0\n", 1).replace("\nRestartSec=5\n", "\nRestartSec=1\n")
+
+
 def set_flag(name: str, value: str) -> Callable[[str], str]:
     return lambda unit: "".join(f"  --{name}={value} \\\n" if line.strip().startswith(f"--{name}=") else line
                                 for line in unit.splitlines(keepends=True))
@@ -300,7 +307,7 @@ async def control_plane_with(c: LocalCluster, monkeypatch: pytest.MonkeyPatch, m
         if node.index != 0:
             return unit
         assert mutate(unit) != unit, "the mutation changed nothing"
-        return mutate(unit)
+        return restarting_quickly(mutate(unit))
 
     monkeypatch.setattr(controlplane_files, "apiserver_unit", rendered)
     out = io.StringIO()
@@ -312,6 +319,7 @@ def assert_refused(code: int, out: str, line: str) -> None:
     assert code == 1, out
     failure = out.split("✖ control-plane · apply on controller-0", 1)
     assert len(failure) == 2, out
+    assert "kube-apiserver on controller-0 keeps restarting" in failure[1], out  # not the start deadline's failure
     assert line in failure[1], out
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import janitor
 import pytest
-from localcluster import LocalCluster, local_config
+from localcluster import LocalCluster, fresh_download_cache, local_config
 from workerbed import shells, stat_files
 
 from mirror.tarballs import tar_members
@@ -55,7 +55,7 @@ def with_etcd_url(cluster: LocalCluster, url: str) -> None:
 
 def up_until_etcd(cluster: LocalCluster, tmp_path: Path, *extra: str):  # noqa: ANN201 - CompletedProcess
     """`up --auto --until etcd` with its own operator download cache, so tests can see it stays empty."""
-    return cluster.khwtui("up", "--auto", "--until", "etcd", *extra, env={"XDG_CACHE_HOME": str(tmp_path / "operator-cache")})
+    return cluster.khwtui("up", "--auto", "--until", "etcd", *extra, env=fresh_download_cache(tmp_path / "operator-cache"))
 
 
 def nothing_of_etcd_installed(cluster: LocalCluster, sha256: str) -> None:
