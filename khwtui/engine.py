@@ -164,7 +164,7 @@ class Engine:
                     raise UsageError(f"stage {name} needs stage {need} first; run `khwtui up --until {need}` (or without a slice)")
 
     async def _run_stage(self, run: RunContext, name: str) -> str:
-        cls = stage_class(name)
+        cls = await asyncio.to_thread(stage_class, name)  # a first import takes the loop for up to a second
         record = self.cluster.state.stage(name)
         run.stage = name
         record.status, record.detail, record.started, record.finished = RUNNING, "", self.clock(), None

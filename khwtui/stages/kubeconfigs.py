@@ -1,9 +1,12 @@
 """kubeconfigs: one per component and the admin ones, kept in the state folder's kubeconfigs/ (0600).
 
 The stages that consume them (control-plane, workers, admin-access) place them on the nodes.
+Rendering them (every certificate and key read and encoded) runs in a thread, off the event loop.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from pathlib import Path
 
@@ -24,7 +27,7 @@ class KubeconfigsStage(Stage):
 
     async def check(self, run: RunContext) -> list[Outcome]:
         outcomes = []
-        for path, content in self._wanted(run).items():
+        for path, content in (await asyncio.to_thread(self._wanted, run)).items():
             ok = path.is_file() and path.read_bytes() == content and path.stat().st_mode & 0o777 == SECRET
             make = Outcome.passed if ok else Outcome.failed
             outcomes.append(make(f"kubeconfig {path.stem}", evidence="" if ok else f"{path} missing or out of date"))
@@ -33,9 +36,12 @@ class KubeconfigsStage(Stage):
         return outcomes
 
     async def apply(self, run: RunContext) -> None:
-        for path, content in self._wanted(run).items():
-            if write_if_changed(path, content, SECRET):
-                run.log("", f"wrote {path.name}")
+        for name in await asyncio.to_thread(self._write, run):
+            run.log("", f"wrote {name}")
+
+    def _write(self, run: RunContext) -> list[str]:
+        """The names of the kubeconfigs that were missing or differed, now written."""
+        return [path.name for path, content in self._wanted(run).items() if write_if_changed(path, content, SECRET)]
 
 
 STAGE = KubeconfigsStage

@@ -1,6 +1,11 @@
-"""pki: the CA and every certificate, made once and re-issued only on mismatch or renewal."""
+"""pki: the CA and every certificate, made once and re-issued only on mismatch or renewal.
+
+Key generation and certificate parsing run in a thread: on the event loop they would freeze the
+TUI for seconds (RSA keys)."""
 
 from __future__ import annotations
+
+import asyncio
 
 from khwtui.pki import Pki
 from khwtui.runctx import RunContext
@@ -14,7 +19,7 @@ class PkiStage(Stage):
 
     async def check(self, run: RunContext) -> list[Outcome]:
         outcomes = []
-        for row in self._pki(run).rows(run.topo):
+        for row in await asyncio.to_thread(self._pki(run).rows, run.topo):
             if row.status == "ok":
                 outcomes.append(Outcome.passed(f"certificate {row.name}", evidence=f"{row.days_left} days left"))
             else:
@@ -22,14 +27,15 @@ class PkiStage(Stage):
         return outcomes
 
     async def apply(self, run: RunContext) -> None:
-        for name, change in self._pki(run).ensure(run.topo).items():
+        changes = await asyncio.to_thread(self._pki(run).ensure, run.topo)
+        for name, change in changes.items():
             if change != "kept":
                 run.log("", f"certificate {name}: {change}")
         run.forget_artifacts()
 
     async def probe(self, run: RunContext) -> list[Outcome]:
         """Days left on the certificate that expires first."""
-        rows = [r for r in self._pki(run).rows(run.topo) if r.status != "missing"]
+        rows = [r for r in await asyncio.to_thread(self._pki(run).rows, run.topo) if r.status != "missing"]
         if not rows:
             return [Outcome.unverified("certificates", reason="no certificates yet")]
         soonest = min(rows, key=lambda r: r.days_left)
