@@ -370,7 +370,8 @@ class KhwApp(App[int | None]):
 
     def _screen_changed(self, screen: Screen) -> None:
         """Rounds wait while a modal screen (or the palette) is open, and go on after it closes."""
-        self._hold_health(screen is not self.screen_stack[0])
+        if self.screen_stack:  # empty while the app shuts down
+            self._hold_health(screen is not self.screen_stack[0])
 
     def _hold_health(self, hold: bool) -> None:
         """Pause the rounds, or let them go on."""
