@@ -70,12 +70,11 @@ async def check_addons(run: RunContext, api: ApiClient) -> list[Outcome]:
     outcomes = [Outcome.failed(APPLIED, evidence="; ".join(drifted)) if drifted
                 else Outcome.passed(APPLIED, evidence=f"{len(objects)} objects as in the manifest, image {METRICS_SERVER_IMAGE}")]
     ready = await deployment_readiness(api, NAMESPACE, DEPLOYMENT)
-    outcomes.append(Outcome.passed(READY, evidence=ready.summary) if ready.ready else Outcome.failed(READY, evidence=ready.summary))
+    outcomes.append(Outcome.judged(READY, ready.ready, ready.summary))
     if not ready.ready:
         return outcomes + [Outcome.failed(TOP_NODES, evidence="not tried: metrics-server is not ready")]
     try:
         ok, summary = judge_top_nodes(await api.get(NODE_METRICS), [w.name for w in run.topo.workers])
     except ApiError as exc:
         ok, summary = False, f"{exc} (the API server cannot reach metrics-server: see apiservice v1beta1.metrics.k8s.io's status)"
-    return outcomes + [Outcome.passed(TOP_NODES, evidence=summary) if ok else Outcome.failed(TOP_NODES, evidence=summary)]
-
+    return outcomes + [Outcome.judged(TOP_NODES, ok, summary)]

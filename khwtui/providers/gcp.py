@@ -308,9 +308,13 @@ class GcpProvider:
             return (await gather_all([firewalls, self._subnet_nodes(api, existing, log)]))[1]
 
         endpoints = (await gather_all([self._make(api, d.address, existing, log), networked()]))[1]
-        await self._keep_rule(api, self._node_api_rule([ep.external_ip for ep in endpoints]), log)
+        await self._keep_node_api_rule(api, endpoints, log)
         await self._read_address(api)
         return endpoints
+
+    async def _keep_node_api_rule(self, api: GceApi, endpoints: list[NodeEndpoint], log: LogFn) -> None:
+        """The node API rule made or updated for the endpoints' external addresses."""
+        await self._keep_rule(api, self._node_api_rule([ep.external_ip for ep in endpoints]), log)
 
     def _node_api_rule(self, external_ips: Iterable[str | None]) -> Wanted:
         return gcp_resources.node_api_rule(self.config, self.topo, [ip for ip in external_ips if ip])
@@ -591,7 +595,7 @@ class GcpProvider:
             return endpoint
 
         endpoints = await gather_all(one(n.name) for n in self.topo.nodes)
-        await self._keep_rule(api, self._node_api_rule([ep.external_ip for ep in endpoints]), log)
+        await self._keep_node_api_rule(api, endpoints, log)
         return endpoints
 
     # --- what exists --------------------------------------------------------------------------

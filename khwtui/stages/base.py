@@ -37,6 +37,11 @@ class Outcome:
     def unverified(cls, check: str, node: str = "", reason: str = "") -> Outcome:
         return cls(check, UNVERIFIED, node, reason)
 
+    @classmethod
+    def judged(cls, check: str, ok: bool, evidence: str, node: str = "") -> Outcome:
+        """Passed or failed as `ok` says, with the same evidence either way."""
+        return cls(check, PASSED if ok else FAILED, node, evidence)
+
 
 def worst(results: Iterable[str]) -> str:
     """failed if anything failed, else unverified if anything could not be verified, else passed."""

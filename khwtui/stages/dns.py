@@ -152,11 +152,6 @@ def judge_lookup(lookup: Lookup | None, dns_ip: str, want: str | None = None) ->
     return True, f"{lookup.name} -> {', '.join(lookup.addresses)} (server {lookup.server or dns_ip})"
 
 
-def verdict(check: str, judged: tuple[bool, str]) -> Outcome:
-    ok, summary = judged
-    return Outcome.passed(check, evidence=summary) if ok else Outcome.failed(check, evidence=summary)
-
-
 # --- the stage ------------------------------------------------------------------------------
 
 
@@ -176,9 +171,9 @@ class DnsStage(ApiStage):
             return [Outcome.unverified(check, reason=reason) for check in CHECKS]
         outcomes = [await self._applied(api, objects)]
         configmap = await api.get(ref(_one(objects, "ConfigMap")).path)
-        outcomes.append(verdict(FORWARD, judge_corefile(configmap)))
+        outcomes.append(Outcome.judged(FORWARD, *judge_corefile(configmap)))
         service = await api.get(ref(_one(objects, "Service")).path)
-        outcomes.append(verdict(SERVICE, judge_service(service, run.config.network.dns_ip)))
+        outcomes.append(Outcome.judged(SERVICE, *judge_service(service, run.config.network.dns_ip)))
         ready = await deployment_readiness(api, NAMESPACE, DEPLOYMENT)
         outcomes.append(_ready_outcome(ready))
         if not ready.ready:
@@ -206,8 +201,8 @@ class DnsStage(ApiStage):
             run.log("", f"  {line}")
         lookups = parse_lookups(log)
         return [
-            verdict(INSIDE, judge_lookup(lookups.get(INSIDE_NAME), dns_ip, run.topo.kubernetes_service_ip)),
-            verdict(OUTSIDE, judge_lookup(lookups.get(OUTSIDE_NAME), dns_ip)),
+            Outcome.judged(INSIDE, *judge_lookup(lookups.get(INSIDE_NAME), dns_ip, run.topo.kubernetes_service_ip)),
+            Outcome.judged(OUTSIDE, *judge_lookup(lookups.get(OUTSIDE_NAME), dns_ip)),
         ]
 
     async def apply(self, run: RunContext) -> None:

@@ -7,7 +7,6 @@ Rendering them (every certificate and key read and encoded) runs in a thread, of
 from __future__ import annotations
 
 import asyncio
-
 from pathlib import Path
 
 from khwtui.fsutil import write_if_changed
