@@ -6,12 +6,15 @@ registers it (`register`) with its PID in a registry folder. A prefix whose PID 
 Python belongs to a finished run, so every host object carrying it is stale:
 its node processes are killed by PID (after checking their command line), then its mounts,
 cgroups, network namespaces, links and iptables chains are removed. Live runs are left alone.
+Sweeps take turns (an exclusive lock): with `pytest -n N` every worker sweeps as its session starts,
+and two removing the same dead run's objects at once would each find it there and one fail.
 The host's kernel settings held for clusters whose nodes are gone are released (restored when no
 local cluster runs any more).
 """
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import os
 import re
@@ -23,19 +26,22 @@ from khwtui.providers.host_tunables import HostTunables
 FAMILY = "kt[0-9a-f]{8}"
 MAX_PREFIXES = 256
 REGISTRY = Path("/run/khwtui-tests")
+LOCK = ".sweep.lock"  # in REGISTRY
 _counter = itertools.count()
 
 
 def register(prefix: str) -> None:
     """Remember that this pytest process owns `prefix` (a CLI-built cluster's "kh" prefix)."""
     REGISTRY.mkdir(mode=0o700, exist_ok=True)
-    (REGISTRY / prefix).write_text(str(os.getpid()))
+    draft = REGISTRY / f".{prefix}"  # renamed into place: a sweep never reads a half-written PID
+    draft.write_text(str(os.getpid()))
+    draft.replace(REGISTRY / prefix)
 
 
 def _registered() -> dict[str, int]:
     if not REGISTRY.is_dir():
         return {}
-    return {entry.name: int(entry.read_text() or 0) for entry in REGISTRY.iterdir() if not entry.name.startswith("subnet-")}
+    return {entry.name: int(entry.read_text() or 0) for entry in REGISTRY.iterdir() if not entry.name.startswith(("subnet-", "."))}
 
 
 def new_prefix() -> str:
@@ -85,6 +91,13 @@ def sweep(include_own: bool = False) -> list[str]:
     """Remove stale test objects (and, with include_own, this session's); returns what was done."""
     if os.geteuid() != 0:
         return []  # without root no test could have made any
+    REGISTRY.mkdir(mode=0o700, exist_ok=True)
+    with open(REGISTRY / LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        return _sweep(include_own)
+
+
+def _sweep(include_own: bool) -> list[str]:
     registered = _registered()
     family = "|".join([FAMILY, *map(re.escape, registered)])
     stale = [
