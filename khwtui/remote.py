@@ -5,6 +5,10 @@ no ~/.ssh/config, no agent); another key stops with HostKeyMismatch before anyth
 
 Channels: OpenSSH refuses channels beyond MaxSessions (default 10) per connection, so each host's
 channels — command, helper and SFTP alike — share one semaphore of `max_channels` (< 10).
+Each channel is a round trip and a few packets on the operator's uplink, so files bound for a node
+travel together in one (write()), and the link is zlib-compressed (delayed until after login, as
+OpenSSH offers it): the run script repeated in every command shrinks to a fraction (measured with
+benchmarks/bench_delivery.py; see its docstring).
 
 Commands run detached (templates/remote-run.sh.j2): without a pty, OpenSSH neither kills a remote
 command when its channel closes nor lets a client resume it after a drop. So run() gives each
@@ -46,6 +50,7 @@ OPEN_RETRIES = 20  # channel opens refused while sshd still frees a just-closed 
 TAIL_LINES = 20  # output lines kept for errors
 KEEPALIVE = 5.0  # seconds; 3 missed replies mark a silently dead connection as dropped
 STAGING = ".khwtui/put"  # private (0700) upload folder in the login user's home
+COMPRESSION = ["zlib@openssh.com", "none"]  # delayed zlib (after login) where sshd offers it
 
 T = TypeVar("T")
 
@@ -202,7 +207,9 @@ async def _checked(conn: asyncssh.SSHClientConnection, command: str, what: str, 
     """Runs a short idempotent helper command with `input` as its stdin; returns stdout, raises naming
     `what` with stderr's last line."""
     async with conn.create_process(command, encoding=None) as proc:  # waits for the full close, which
-        proc.stdin.write(input)
+        if input:
+            with contextlib.suppress(BrokenPipeError):  # it ended before reading: its status says why
+                proc.stdin.write(input)
         proc.stdin.write_eof()
         result = await proc.wait()  # frees the server's session slot (conn.run returns before it)
     if result.exit_status is None:
@@ -428,7 +435,7 @@ class Remote:
                 return await asyncssh.connect(
                     host.address, host.port, username=host.user, client_keys=[self._key], known_hosts=known,
                     config=None, agent_path=None, connect_timeout=self._connect_timeout,
-                    keepalive_interval=KEEPALIVE, keepalive_count_max=3)
+                    keepalive_interval=KEEPALIVE, keepalive_count_max=3, compression_algs=COMPRESSION)
             except asyncssh.HostKeyNotVerifiable:
                 raise HostKeyMismatch(
                     f"{host.name} ({host.address}:{host.port}) presented a host key other than the pinned "

@@ -230,6 +230,12 @@ async def test_a_cut_stream_places_none_of_the_files(remote, host, node):
     assert sorted(p.name for p in kept.parent.iterdir()) == ["kept.conf"]
 
 
+async def test_the_link_is_zlib_compressed_after_login(remote, host):
+    await remote.run(host, "true")
+    conn = remote._links[host].conn
+    assert (conn.get_extra_info("send_compression"), conn.get_extra_info("recv_compression")) == ("zlib@openssh.com",) * 2
+
+
 async def test_a_node_presenting_another_host_key_gets_nothing_sent(remote, host, nodes):
     node, other = nodes  # node-0's pinned key, but the address answers with other's own key
     impostor = Host("node-0", other.address, other.port, other.user, node.host_key)
