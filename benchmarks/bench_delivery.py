@@ -14,6 +14,9 @@ zlib-compressed, which leaves 30-46 % of a real Go binary (terraform and docker,
 is measured at its slowest, never flattered by padding that compresses to nothing. Run as root:
 
     python3 benchmarks/bench_delivery.py [--sizes 2+2,3+3] [--upstream-sizes]
+
+Measured 2026-12-05 with --sizes 2+2 --upstream-sizes on a shared 2-core machine under load:
+push 548.8 s and 1095.26 MB, node 89.8 s and 0.39 MB (6.1x faster). 3+3 not measured yet.
 """
 
 from __future__ import annotations
