@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,7 +31,7 @@ DATA = NodeFile("/var/lib/app/data", b"data\n")
 
 @dataclass
 class FakeNode:
-    """One node's files and the commands run there; `on_put` sees the state as saved at each put."""
+    """One node's files and the commands run there; `saved_at_put` holds the state as saved at each write."""
 
     files: dict[str, NodeFile] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
@@ -44,11 +45,10 @@ class FakeNode:
         self.commands.append(command)
         return RunResult(0, "", "")
 
-    async def put(self, host, content: bytes, path: str, **kwargs) -> bool:  # noqa: ANN001, ANN003
+    async def write(self, host, files: Sequence[NodeFile]) -> None:  # noqa: ANN001
         assert self.folder is not None
         self.saved_at_put.append(dict(self.folder.load().nodes["n0"].restarts))
-        self.files[path] = NodeFile(path, content)
-        return True
+        self.files |= {f.path: f for f in files}
 
     async def close(self) -> None:
         pass
