@@ -17,9 +17,9 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 from khwtui.config import Config
@@ -76,7 +76,7 @@ class DownloadFailed(KhwError):
 
 
 def _open(url: str) -> io.BufferedIOBase:
-    return urllib.request.urlopen(url, timeout=120)  # noqa: S310 - http(s)/file URLs from config only
+    return urllib.request.urlopen(url, timeout=120)  # http(s)/file URLs from config only
 
 
 @contextlib.contextmanager

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from khwtui import __version__
 from khwtui.errors import EXIT_USAGE, KhwError, UsageError

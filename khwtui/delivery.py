@@ -65,7 +65,7 @@ async def probe(run, nodes: list[str], urls: list[str]) -> Choice:  # noqa: ANN0
     asks = [(node, url) for node in nodes for url in origins(urls)]
     results = await asyncio.gather(*(run.sh(node, probe_command(url), sudo=False, check=False, timeout=PROBE_TIMEOUT + 15)
                                      for node, url in asks))
-    for (node, url), result in zip(asks, results):
+    for (node, url), result in zip(asks, results, strict=True):
         if result.exit_status != 0:
             cause = (result.stderr.strip().splitlines() or [f"exit status {result.exit_status}"])[-1]
             return Choice(PUSH, f"auto: {node} cannot fetch {url} ({cause})")

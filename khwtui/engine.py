@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from khwtui.context import Cluster
 from khwtui.errors import EXIT_INTERRUPTED, EXIT_USAGE, KhwError, UsageError
@@ -190,7 +190,7 @@ class Engine:
             if verdict(outcomes) != FAILED:
                 run.settle_restarts()  # restarted and checked: no longer due
             return with_due_restarts(outcomes, self.cluster.state, run.stage)
-        except Exception as exc:  # noqa: BLE001 - any failure inside a stage fails that stage, not the run...
+        except Exception as exc:  # any failure inside a stage fails that stage, not the run...
             if isinstance(exc, KhwError) and exc.exit_code == EXIT_USAGE:
                 raise  # ...except what no stage can fix (config, credentials, state): the run stops, exit 2
             run.log("", f"{run.stage} failed: {type(exc).__name__}: {exc}", "err")

@@ -122,7 +122,7 @@ def differences(wanted: Any, found: Any, where: str = "") -> list[str]:
     if isinstance(wanted, list):
         if not isinstance(found, list) or len(found) != len(wanted):
             return [where]
-        return [d for i, (w, f) in enumerate(zip(wanted, found)) for d in differences(w, f, f"{where}[{i}]")]
+        return [d for i, (w, f) in enumerate(zip(wanted, found, strict=True)) for d in differences(w, f, f"{where}[{i}]")]
     return [] if wanted == found else [where]
 
 

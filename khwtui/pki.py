@@ -277,7 +277,7 @@ class Pki:
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _subject(cn: str, org: str | None) -> x509.Name:

@@ -15,8 +15,8 @@ import asyncio
 import hashlib
 import shlex
 import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Mapping
 
 import platformdirs
 

@@ -191,9 +191,8 @@ async def _upload(conn: asyncssh.SSHClientConnection, data: bytes, staged: str) 
 
 
 async def _download(conn: asyncssh.SSHClientConnection, staged: str) -> bytes:
-    async with conn.start_sftp_client() as sftp:
-        async with sftp.open(staged, "rb") as f:
-            return await f.read()
+    async with conn.start_sftp_client() as sftp, sftp.open(staged, "rb") as f:
+        return await f.read()
 
 
 async def _upload_file(conn: asyncssh.SSHClientConnection, local: Path, staged: str, progress: ProgressSink | None) -> None:
@@ -310,7 +309,7 @@ class Remote:
         """Streams a local file to a private staged path in the login user's home (relative to it,
         where commands run) and returns that path; the caller's command moves it into place."""
         staged = f"{STAGING}/{uuid.uuid4().hex}"
-        self._emit(host, "cmd", f"upload {local.name} ({local.stat().st_size} bytes) to {staged}")
+        self._emit(host, "cmd", f"upload {local.name} ({local.stat().st_size} bytes) to {staged}")  # noqa: ASYNC240 - one stat of a local file
         await self._on_host(host, partial(_upload_file, local=local, staged=staged, progress=progress))
         return staged
 
@@ -417,7 +416,7 @@ class Remote:
             done = await proc.wait()
         if done.exit_status is None:
             raise asyncssh.ConnectionLost(f"run channel closed without an exit status ({done.exit_signal})")
-        for stream, tail in zip(("out", "err"), tails):
+        for stream, tail in zip(("out", "err"), tails, strict=True):
             job.partial[stream] = tail
             if tail:
                 job.recent.append(tail)

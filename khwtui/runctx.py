@@ -16,9 +16,10 @@ import asyncio
 import hashlib
 import shlex
 import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Awaitable, Callable, Collection, Iterable, Mapping, TypeVar
+from typing import TypeVar
 
 from khwtui import crashpoints
 from khwtui.apt import STARTED as APT_STARTED

@@ -19,15 +19,16 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import platformdirs
 import tomli_w
 
-from khwtui.events import CHECK_RESULTS, PENDING, STAGE_STATUSES
 from khwtui.errors import StateError
+from khwtui.events import CHECK_RESULTS, PENDING, STAGE_STATUSES
 from khwtui.fsutil import TEMP_SUFFIX, write_atomic
 
 SCHEMA = 1

@@ -31,7 +31,7 @@ def test_from_runs_to_the_end_and_only_runs_exactly_the_named_stages_in_table_or
 
 
 def test_an_unknown_stage_is_a_usage_error_listing_the_stages() -> None:
-    with pytest.raises(UsageError, match="unknown stage 'etc'.*compute, pki"):
+    with pytest.raises(UsageError, match=r"unknown stage 'etc'.*compute, pki"):
         select(Selection(only=("etc",)), NAMES)
 
 

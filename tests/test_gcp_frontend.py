@@ -37,8 +37,8 @@ from khwtui.providers.gcp import ResourceConflict, price_table, running_hourly
 from khwtui.providers.gcp_api import HttpHealthCheck
 from khwtui.remote import RunResult
 from khwtui.render import NodeFile
-from khwtui.stages.base import Outcome
 from khwtui.runctx import RunContext
+from khwtui.stages.base import Outcome
 from khwtui.stages.frontend import FrontendStage, apt_install, healthz_probe
 from khwtui.state import NodeRecord, State, StateDir
 from khwtui.topology import HEALTH_CHECK_SOURCES, Node, Topology

@@ -37,14 +37,14 @@ class FakeNode:
     saved_at_put: list[dict[str, str]] = field(default_factory=list)
     folder: StateDir | None = None
 
-    async def run(self, host, command: str, **kwargs) -> RunResult:  # noqa: ANN001, ANN003
+    async def run(self, host, command: str, **kwargs) -> RunResult:
         if command.startswith("sh -c"):  # RunContext.drifted: one fingerprint line per wanted file
             wanted = [f for f in (OLD, DATA) if f.path in command]
             return RunResult(0, "".join(f"{_fingerprint(self.files[f.path])}\n" if f.path in self.files else "missing\n" for f in wanted), "")
         self.commands.append(command)
         return RunResult(0, "", "")
 
-    async def put(self, host, content: bytes, path: str, **kwargs) -> bool:  # noqa: ANN001, ANN003
+    async def put(self, host, content: bytes, path: str, **kwargs) -> bool:
         assert self.folder is not None
         self.saved_at_put.append(dict(self.folder.load().nodes["n0"].restarts))
         self.files[path] = NodeFile(path, content)

@@ -6,8 +6,9 @@ roles, addresses, the SSH endpoint and the pinned host key. Everything else is a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from khwtui.errors import KhwError
 

@@ -158,7 +158,7 @@ class GcpProvider:
         """Whether credentials can be had without asking the network (google.auth.default's
         last resort is the GCE metadata server)."""
         endpoint = self.config.gcp.api_endpoint
-        if endpoint and gcp_api.is_loopback(endpoint) or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        if (endpoint and gcp_api.is_loopback(endpoint)) or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
             return True
         return (gcloud_settings.gcloud_config_dir(os.environ) / "application_default_credentials.json").is_file()
 

@@ -390,10 +390,10 @@ FIELDS: dict[str, tuple[Field, ...]] = {
 def differences(wanted: Wanted, found: Any) -> list[Difference]:
     """Every field where an existing resource differs from the wanted one."""
     out = []
-    for field in FIELDS[wanted.collection]:
-        want, have = field.read(wanted.resource), field.read(found)
-        if not field.fits(want, have):
-            out.append(Difference(field.name, _show(want), _show(have)))
+    for spec in FIELDS[wanted.collection]:
+        want, have = spec.read(wanted.resource), spec.read(found)
+        if not spec.fits(want, have):
+            out.append(Difference(spec.name, _show(want), _show(have)))
     return out
 
 

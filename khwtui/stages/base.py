@@ -8,8 +8,9 @@ checks is unverified.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from khwtui.errors import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED
 from khwtui.events import FAILED, PASSED, UNVERIFIED

@@ -247,7 +247,7 @@ class WorkersStage(Stage):
         command = shlex.join(["systemctl", "is-active", *UNITS])
         result = await run.sh(node.name, command, check=False, timeout=15)
         make = Outcome.passed if result.exit_status == 0 else Outcome.failed
-        return make("worker units", node.name, ", ".join(f"{u} {s}" for u, s in zip(UNITS, result.stdout.split())))
+        return make("worker units", node.name, ", ".join(f"{u} {s}" for u, s in zip(UNITS, result.stdout.split(), strict=False)))
 
 
 STAGE = WorkersStage

@@ -38,11 +38,11 @@ from khwtui.events import (
     NodeChanged,
     StageChanged,
 )
+from khwtui.node_ssh import open_shell
 from khwtui.topology import Topology
 from khwtui.tui.banner import Banner
 from khwtui.tui.bridge import FLUSH_INTERVAL, Bridge, EngineEvent, LogBatch
 from khwtui.tui.certs_screen import CertsScreen
-from khwtui.tui.renew_screen import ConfirmRenew
 from khwtui.tui.commands import WIDE_ONLY, TargetCommands, bindings, system_commands
 from khwtui.tui.confirm import ConfirmQuit
 from khwtui.tui.contracts import EngineLike, Services, TeardownLike
@@ -54,9 +54,9 @@ from khwtui.tui.health_panel import HealthPanel, clock_time
 from khwtui.tui.log_pane import LogPane
 from khwtui.tui.log_store import LogFilter
 from khwtui.tui.node_log import NodeLogScreen, log_path
-from khwtui.node_ssh import open_shell
 from khwtui.tui.node_tree import NodeTree, Pick
 from khwtui.tui.progress import TEARDOWN, Change, Progress
+from khwtui.tui.renew_screen import ConfirmRenew
 from khwtui.tui.stage_list import StageList
 from khwtui.tui.teardown_screen import ConfirmTeardown
 

@@ -10,7 +10,7 @@ public facts are shown: names, subjects, SANs and dates, never key material.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.console import Group, RenderableType
 from rich.padding import Padding
@@ -18,7 +18,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
@@ -103,7 +103,7 @@ class CertsScreen(ViewScreen):
     }
     """
 
-    BINDINGS = [Binding("escape,q,c", "close", "close"), Binding("r", "renew", "renew")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,c", "close", "close"), Binding("r", "renew", "renew")]
 
     def __init__(self, rows: Sequence[CertRow]) -> None:
         super().__init__()

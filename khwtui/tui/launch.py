@@ -16,10 +16,10 @@ from khwtui.context import Cluster
 from khwtui.engine import Engine
 from khwtui.errors import EXIT_OK
 from khwtui.events import Event, HealthChanged
+from khwtui.node_ssh import shell_target
 from khwtui.pki import CertRow, Pki
 from khwtui.providers.base import PlannedResource
 from khwtui.tui.app import make_app
-from khwtui.node_ssh import shell_target
 from khwtui.tui.contracts import Services
 
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import ClassVar
 
 from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Log
 
@@ -68,7 +69,7 @@ class NodeLogScreen(ViewScreen):
     NodeLogScreen Log { height: 1fr; scrollbar-size-vertical: 1; scrollbar-size-horizontal: 0; background: $surface; }
     """
 
-    BINDINGS = [Binding("escape,q,n", "close", "close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,n", "close", "close")]
 
     def __init__(self, node: str, path: Path) -> None:
         super().__init__()
