@@ -17,7 +17,7 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -80,7 +80,7 @@ def _open(url: str) -> io.BufferedIOBase:
 
 
 @contextlib.contextmanager
-def _reading(opener: Opener, url: str):  # noqa: ANN202 - Iterator[io.BufferedIOBase]
+def _reading(opener: Opener, url: str) -> Iterator[io.BufferedIOBase]:
     """The response for `url`; any failure becomes one line with the URL, the cause and the fix."""
     try:
         with opener(url) as response:

@@ -50,7 +50,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)  # only ever a parent: its options, never parsed alone
     common.add_argument("--config", metavar="F", help="cluster config (TOML); default: the packaged default.toml")
     common.add_argument("--state-dir", metavar="D", help="cluster state folder; default: the user data dir")
     parser = Parser(

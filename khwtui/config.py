@@ -174,7 +174,8 @@ def version_tuple(text: str) -> tuple[int, int, int]:
     match = VERSION.match(text)
     if not match:
         raise ValueError(text)
-    return tuple(int(part) for part in match.groups())  # type: ignore[return-value]
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
 
 
 def default_config_path() -> Path:
@@ -247,7 +248,7 @@ def _convert(value: Any, hint: Any, key: str, origin: str, sources: dict[str, st
         item = typing.get_args(hint)[0]
         if not isinstance(value, list):
             raise ConfigError(key, f"must be a list, not {value!r}", 'write it as ["a", "b"]')
-        if dataclasses.is_dataclass(item):
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
             return tuple(
                 _section(item, _table(entry, f"{key}[{i}]"), f"{key}[{i}]", origin, sources)
                 for i, entry in enumerate(value)

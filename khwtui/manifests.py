@@ -145,7 +145,8 @@ async def apply(api: ApiClient, obj: dict) -> str:
         return "created"
     if not differences(_desired(obj), live):
         return "unchanged"
-    updated = {**obj, "metadata": {**obj["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}}  # type: ignore[index]
+    version = api.json_object("GET", r.path, live)["metadata"]["resourceVersion"]
+    updated = {**obj, "metadata": {**obj["metadata"], "resourceVersion": version}}
     await api.put(r.path, updated)
     return "updated"
 

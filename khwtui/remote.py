@@ -170,9 +170,14 @@ async def _checked(conn: asyncssh.SSHClientConnection, command: str, what: str) 
     if result.exit_status is None:
         raise asyncssh.ConnectionLost("channel closed without an exit status")
     if result.exit_status != 0:
-        err = result.stderr.decode(errors="replace").strip().splitlines()
+        err = _decoded(result.stderr).strip().splitlines()
         raise RemoteError(f"{what} failed with status {result.exit_status}: {err[-1] if err else ''}")
-    return result.stdout.decode(errors="replace")
+    return _decoded(result.stdout)
+
+
+def _decoded(data: bytes | str | None) -> str:
+    """What a process printed, as text (`encoding=None` hands back bytes)."""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
 
 
 async def _staging(sftp: asyncssh.SFTPClient) -> None:

@@ -125,3 +125,9 @@ class CloudNetwork(Protocol):
     async def routes_problems(self) -> list[str]: ...
 
     async def ensure_firewall(self, name: str, port: int) -> None: ...
+
+
+class Priced(Protocol):
+    """A provider that can price what runs now (gcp): USD per hour, None when it cannot tell."""
+
+    def running_cost(self) -> float | None: ...

@@ -196,6 +196,7 @@ def frontend(config: Config, topo: Topology, settings: GcpSettings, api_ip: str)
     names, cluster, region = topo.names, config.cluster.name, settings.region
     port = config.network.api_port
     members = tuple(n.name for n in topo.controllers)
+    chain: tuple[Wanted, ...]  # the balancer's resources in creation order
     if config.gcp.load_balancer == "target-pool":
         host = f"kubernetes.default.svc.{config.network.cluster_domain}"
         check = Wanted(

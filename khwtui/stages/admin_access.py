@@ -13,6 +13,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -93,7 +94,7 @@ def merge_into(source: Path, target: Path) -> Merged:
     to "<target>.khwtui-backup-<time>" (0600); an unchanged result writes nothing."""
     ours = _load(source)
     old_bytes = target.read_bytes() if target.exists() else None
-    old = _load(target) if old_bytes is not None else {"apiVersion": "v1", "kind": "Config", "preferences": {}}
+    old: dict[str, Any] = _load(target) if old_bytes is not None else {"apiVersion": "v1", "kind": "Config", "preferences": {}}
     merged = copy.deepcopy(old)
     context = ours["current-context"]
     user = f"{context}-admin"

@@ -38,7 +38,7 @@ class PkiStage(Stage):
         rows = [r for r in await asyncio.to_thread(self._pki(run).rows, run.topo) if r.status != "missing"]
         if not rows:
             return [Outcome.unverified("certificates", reason="no certificates yet")]
-        soonest = min(rows, key=lambda r: r.days_left)
+        soonest = min(rows, key=lambda r: r.days_left if r.days_left is not None else 0)
         result = Outcome.passed if soonest.status == "ok" else Outcome.failed
         return [result("certificates", evidence=f"{soonest.days_left} days left ({soonest.name})")]
 

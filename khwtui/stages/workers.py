@@ -97,7 +97,8 @@ def ready_outcome(node: str, body: dict | str | None) -> Outcome:
     if body is None:
         return Outcome.failed(READY, node, f"{node} has not registered with the API server")
     try:
-        ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")  # type: ignore[index]
+        conditions = body["status"]["conditions"] if isinstance(body, dict) else []
+        ready = next(c for c in conditions if c["type"] == "Ready")
     except (KeyError, TypeError, StopIteration):
         return Outcome.failed(READY, node, f"{node} reports no Ready condition yet")
     summary = f"Ready={ready.get('status')} ({ready.get('reason', '')}: {ready.get('message', '')})"

@@ -14,10 +14,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import events, getters
 from textual.app import App, ComposeResult, SuspendNotSupported, SystemCommand
+from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -91,7 +92,7 @@ class KhwApp(App[int | None]):
     .-short #stages { height: 100%; }
     Footer.-compact FooterKey.-command-palette { padding-right: 1; }  /* covers a key cut off by a narrow terminal */
     """
-    BINDINGS = bindings()
+    BINDINGS: ClassVar[list[BindingType]] = bindings()
     COMMANDS = App.COMMANDS | {TargetCommands}
 
     running: reactive[bool] = reactive(False, bindings=True)
@@ -580,7 +581,7 @@ class KhwApp(App[int | None]):
         self.notify("stopping cleanly…", timeout=STOP_TIMEOUT)
         if self.tearing_down and self._teardown is not None:
             self._teardown.cancel()
-            worker = self._teardown
+            worker: Worker[Any] | None = self._teardown
         else:
             self.engine.cancel()
             worker = self._pipeline

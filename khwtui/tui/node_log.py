@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import events
 from textual.app import ComposeResult
@@ -51,8 +51,8 @@ def wrap_line(line: str, width: int) -> list[str]:
 class WrappedLog(Log):
     """A Log of `source` lines wrapped at its own width, wrapped again when that width changes."""
 
-    def __init__(self, source: list[str], **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, source: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.source = source
         self.wrapped_at = 0
 
