@@ -19,8 +19,8 @@ from khwtui.context import Cluster
 from khwtui.errors import EXIT_FAILED, EXIT_OK, UsageError
 from khwtui.fsutil import write_atomic
 from khwtui.operation import require_nodes, run_operation
+from khwtui.outcome import Outcome
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome
 
 
 @dataclass(frozen=True)

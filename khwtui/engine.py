@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from khwtui.context import Cluster
 from khwtui.errors import EXIT_INTERRUPTED, EXIT_USAGE, KhwError, UsageError
 from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, NodeChanged, RunFinished, Sink, StageChanged
+from khwtui.outcome import Outcome, exit_code_for, first_problem, verdict, worst
 from khwtui.providers.base import Provider
 from khwtui.restarts import due as restarts_due
 from khwtui.restarts import with_due_restarts
 from khwtui.runctx import RemoteFactory, RunContext
 from khwtui.stages import STAGES, StageInfo, stage_class
-from khwtui.stages.base import Outcome, Stage, exit_code_for, first_problem, verdict, worst
+from khwtui.stages.base import Stage
 from khwtui.state import CheckRecord
 
 DONE = (PASSED, UNVERIFIED)

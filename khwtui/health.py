@@ -27,12 +27,13 @@ from khwtui.events import (
     RunFinished,
     Sink,
 )
+from khwtui.outcome import exit_code_for, worst
 from khwtui.providers.base import Priced
 from khwtui.restarts import due as restarts_due
 from khwtui.restarts import with_due_restarts
 from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, stage_class
-from khwtui.stages.base import Stage, exit_code_for, worst
+from khwtui.stages.base import Stage
 
 DONE = ("passed", "unverified")
 

@@ -17,7 +17,6 @@ from khwtui.errors import StateError
 from khwtui.kubeapi import ApiClient, Credentials
 from khwtui.kubeconfigs import spec_named
 from khwtui.render import render
-from khwtui.stages.base import Stage
 
 if TYPE_CHECKING:
     from khwtui.runctx import RunContext
@@ -84,19 +83,6 @@ def cluster_api(run: RunContext) -> ApiClient:
         raise StateError("the API endpoint address is not known yet; fix: run the compute stage first")
     pki, cert = run.artifacts.pki, spec_named(run.topo, "admin").cert
     return ApiClient(Credentials(url, pki.ca_pem(), pki.cert_pem(cert), pki.key_pem(cert)))
-
-
-class ApiStage(Stage):
-    """A stage that works through the Kubernetes API. Tests hand it an ApiClient for a server that
-    answers with built documents; a real run builds one for the cluster on first use."""
-
-    def __init__(self, api: ApiClient | None = None) -> None:
-        self._api = api
-
-    def api(self, run: RunContext) -> ApiClient:
-        if self._api is None:
-            self._api = cluster_api(run)
-        return self._api
 
 
 async def unserved(api: ApiClient, objects: list[dict]) -> str | None:

@@ -15,8 +15,8 @@ from urllib.parse import quote
 from khwtui.errors import StageFailed
 from khwtui.kubeapi import ApiClient
 from khwtui.manifests import apply, ref, unserved
+from khwtui.outcome import Outcome
 from khwtui.providers.base import CloudNetwork
-from khwtui.stages.base import Outcome
 from khwtui.waiting import poll
 
 if TYPE_CHECKING:

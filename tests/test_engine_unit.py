@@ -14,8 +14,8 @@ from khwtui.engine import Engine, Selection, replay, select
 from khwtui.errors import UsageError
 from khwtui.events import CheckResult, LogLines, RunFinished, StageChanged, from_json
 from khwtui.headless import ConsoleSink
+from khwtui.outcome import Outcome, first_problem, verdict
 from khwtui.stages import STAGES
-from khwtui.stages.base import Outcome, first_problem, verdict
 from khwtui.state import StateDir
 
 NAMES = [s.name for s in STAGES]

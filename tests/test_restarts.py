@@ -16,11 +16,11 @@ from khwtui import config
 from khwtui.context import Cluster
 from khwtui.crashpoints import ENV
 from khwtui.events import FAILED
+from khwtui.outcome import Outcome
 from khwtui.remote import RunResult
 from khwtui.render import NodeFile
 from khwtui.restarts import PENDING, with_due_restarts
 from khwtui.runctx import RunContext, _fingerprint, node_record
-from khwtui.stages.base import Outcome
 from khwtui.state import State, StateDir
 from khwtui.topology import Topology
 

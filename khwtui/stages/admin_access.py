@@ -21,8 +21,9 @@ from khwtui.errors import KhwError, StateError
 from khwtui.fsutil import mkdirs_private, write_atomic, write_if_changed
 from khwtui.kubeapi import ApiClient, ApiError, KubeconfigError
 from khwtui.kubeconfigs import ADMIN_USER, kubeconfig, spec_named
+from khwtui.outcome import Outcome
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.state import StateDir
 
 SECRET = 0o600

@@ -25,9 +25,10 @@ from khwtui.controlplane_files import (
 )
 from khwtui.errors import StageFailed
 from khwtui.nodefiles import KUBERNETES_DIR
+from khwtui.outcome import Outcome
 from khwtui.release_install import CURL, ReleaseSpec, StageReleases
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.topology import Node
 from khwtui.waiting import poll
 

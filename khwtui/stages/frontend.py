@@ -32,10 +32,11 @@ from khwtui.frontend_files import (
     lb_files,
 )
 from khwtui.kubeapi import ApiClient, ApiError, Credentials
+from khwtui.outcome import Outcome
 from khwtui.providers.base import CloudNetwork
 from khwtui.render import NodeFile
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.topology import Node, Topology
 from khwtui.waiting import poll
 

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
+from khwtui.outcome import Outcome
 from khwtui.pki import Pki
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 
 
 class PkiStage(Stage):

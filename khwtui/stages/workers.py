@@ -20,9 +20,10 @@ from khwtui.errors import StageFailed
 from khwtui.events import FAILED
 from khwtui.kubeapi import ApiClient, ApiError, Credentials
 from khwtui.kubeconfigs import spec_named
+from khwtui.outcome import Outcome
 from khwtui.release_install import ReleaseSpec, StageReleases
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.topology import Node
 from khwtui.waiting import poll
 from khwtui.workers_files import (
