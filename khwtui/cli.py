@@ -1,4 +1,4 @@
-"""Command line: one grammar for every command (DESIGN.md "Command line").
+"""Command line: one grammar for every command (docs/ARCHITECTURE.md "Command line and exit codes").
 
 The TUI is imported lazily and only for the interactive `up`, so every other command runs
 without textual or rich.

@@ -47,7 +47,8 @@ def select(selection: Selection, names: list[str]) -> list[str]:
 
 
 class Engine:
-    """One build or check run over a cluster. `run` returns the exit code of DESIGN.md."""
+    """One build or check run over a cluster. `run` returns the exit code (docs/ARCHITECTURE.md
+    "Command line and exit codes")."""
 
     def __init__(
         self,

@@ -1,6 +1,7 @@
 """`--auto`: the engine without a UI. One line per stage and node transition (and per quarter of
 each release file's transfer), a summary table,
-the failing node's last output lines, and DESIGN.md's exit codes. `--json` prints the event
+the failing node's last output lines, and the exit codes of docs/ARCHITECTURE.md
+"Command line and exit codes". `--json` prints the event
 stream itself, one JSON object per line, and nothing else on stdout.
 """
 

@@ -95,7 +95,7 @@ def _ms(seconds: float) -> float:
 
 
 def exit_code(events: list[HealthChanged]) -> int:
-    """DESIGN.md: 0 healthy, 1 something failed, 3 something could not be verified."""
+    """docs/ARCHITECTURE.md "Command line and exit codes": 0 healthy, 1 something failed, 3 something could not be verified."""
     return exit_code_for(worst(e.result for e in events))
 
 

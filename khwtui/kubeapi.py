@@ -1,7 +1,7 @@
 """The Kubernetes API from Python: HTTPS with the cluster CA and a client certificate, JSON in and out.
 
 Every stage that talks to an API server goes through `ApiClient`, so TLS, errors and the
-"unverified" rule live in one place (DESIGN.md "The stages"): whether a group or resource is
+"unverified" rule live in one place (docs/ARCHITECTURE.md "Passed, failed, unverified"): whether a group or resource is
 served is decided from the server's discovery documents (/api, /apis, /apis/<group>/<version>),
 never from a bare 404. A 404 for an object is normal before the first apply, so `get` returns
 None for it; 401, 403, 5xx and an unreachable server raise ApiError, which fails a check.

@@ -1,4 +1,5 @@
-"""Which file goes where on which node, per stage (KTHW a.14, written in place, never moved).
+"""Which file goes where on which node, per stage (docs/UPSTREAM.md "KTHW's file locations":
+written in place, never moved).
 
 Each stage places the files it consumes: etcd its certificates and unit, control-plane the
 apiserver certificates, encryption config and controller kubeconfigs, workers the kubelet and

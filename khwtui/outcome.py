@@ -54,7 +54,7 @@ def verdict(outcomes: list[Outcome]) -> str:
 
 
 def exit_code_for(result: str) -> int:
-    """DESIGN.md's exit code for a result: 0 passed, 3 unverified, 1 failed."""
+    """The exit code for a result: 0 passed, 3 unverified, 1 failed (docs/ARCHITECTURE.md "Command line and exit codes")."""
     return {PASSED: EXIT_OK, UNVERIFIED: EXIT_UNVERIFIED}.get(result, EXIT_FAILED)
 
 

@@ -5,6 +5,10 @@ no ~/.ssh/config, no agent); another key stops with HostKeyMismatch before anyth
 
 Channels: OpenSSH refuses channels beyond MaxSessions (default 10) per connection, so each host's
 channels — command, helper and SFTP alike — share one semaphore of `max_channels` (< 10).
+Each channel is a round trip and a few packets on the operator's uplink, so files bound for a node
+travel together in one (write()), and the link is zlib-compressed (delayed until after login, as
+OpenSSH offers it): the run script repeated in every command shrinks to a fraction (measured with
+benchmarks/bench_delivery.py; see its docstring).
 
 Commands run detached (templates/remote-run.sh.j2): without a pty, OpenSSH neither kills a remote
 command when its channel closes nor lets a client resume it after a drop. So run() gives each
@@ -26,7 +30,7 @@ import random
 import shlex
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -35,7 +39,7 @@ from typing import TypeVar
 import asyncssh
 
 from khwtui.errors import EXIT_FAILED, KhwError
-from khwtui.render import render
+from khwtui.render import NodeFile, render
 
 LineSink = Callable[[str, str, str], None]  # (node name, stream "out"|"err"|"cmd", line)
 ProgressSink = Callable[[int, int], None]  # (bytes sent so far, total bytes)
@@ -46,6 +50,7 @@ OPEN_RETRIES = 20  # channel opens refused while sshd still frees a just-closed 
 TAIL_LINES = 20  # output lines kept for errors
 KEEPALIVE = 5.0  # seconds; 3 missed replies mark a silently dead connection as dropped
 STAGING = ".khwtui/put"  # private (0700) upload folder in the login user's home
+COMPRESSION = ["zlib@openssh.com", "none"]  # delayed zlib (after login) where sshd offers it
 
 T = TypeVar("T")
 
@@ -53,16 +58,32 @@ _STAT = """if [ -f "$1" ]; then
   printf '%s %s\\n' "$(sha256sum <"$1" | cut -c1-64)" "$(stat -c '%a %U %G' "$1")"
 fi"""
 
-# Installs next to the target, then renames: readers see the old file or the new one, never a part.
-# A retry after a drop finds the upload gone and the target already in place.
-_INSTALL = """set -e
-src=$1 dst=$2 sum=$6
-if [ ! -e "$src" ] && [ "$(sha256sum 2>/dev/null <"$dst" | cut -c1-64)" = "$sum" ]; then exit 0; fi
-tmp="$(dirname "$dst")/.$(basename "$dst").$7"
-trap 'rm -f "$src" "$tmp"' EXIT
-mkdir -p "$(dirname "$dst")"
-install -m "$3" -o "$4" -g "$5" "$src" "$tmp"
-mv -f "$tmp" "$dst"
+# Places any number of files in one channel: each file's bytes, read exactly (dd count_bytes) from
+# stdin in argument order, go to a temp file next to its target with the sha256 checked and owner
+# and mode set; only when every file arrived whole are they renamed into place, so a cut stream
+# installs nothing, readers see the old file or the new one, and a retry after a drop redoes it all.
+# Arguments: tag, then path mode owner group sha256 size for each file.
+_PLACE = """set -e
+umask 077
+tag=$1; shift
+tmp() { printf '%s/.%s.%s' "$(dirname "$1")" "$(basename "$1")" "$tag"; }
+each() {
+  f=$1; shift
+  while [ $# -gt 0 ]; do "$f" "$@"; shift 6; done
+}
+drop() { rm -f "$(tmp "$1")"; }
+stage() {
+  t=$(tmp "$1")
+  mkdir -p "$(dirname "$1")"
+  dd bs=65536 count="$6" iflag=count_bytes,fullblock status=none >"$t"
+  [ "$(sha256sum <"$t" | cut -c1-64)" = "$5" ] || { echo "$1: the bytes received do not match their sha256" >&2; exit 1; }
+  chown "$3:$4" "$t"
+  chmod "$2" "$t"
+}
+settle() { mv -f "$(tmp "$1")" "$1"; }
+trap 'each drop "$@"' EXIT
+each stage "$@"
+each settle "$@"
 """
 
 
@@ -116,6 +137,26 @@ def _short(command: str) -> str:
     return first if first == text and len(first) <= 80 else first[:77] + "..."
 
 
+def _check_placeable(host: Host, file: NodeFile) -> None:
+    if not file.path.startswith("/") or not 0 <= file.mode <= 0o7777:
+        raise RemoteError(f"{host.name}: put({file.path!r}, mode={file.mode:o}) needs an absolute path and a mode "
+                          "in 0..7777")
+
+
+def _batches(files: Sequence[NodeFile]) -> list[list[NodeFile]]:
+    """The files in order, cut into batches whose place command stays well below one exec's limit."""
+    batches: list[list[NodeFile]] = []
+    room = 0
+    for f in files:
+        need = len(f.path) + len(f.owner) + len(f.group) + 120  # quoting, mode, sha256, size
+        if not batches or need > room:
+            batches.append([])
+            room = MAX_ARG // 2 - len(_PLACE)
+        batches[-1].append(f)
+        room -= need
+    return batches
+
+
 def _known_hosts(host: Host) -> tuple[asyncssh.SSHKnownHosts, str]:
     """known_hosts holding only the pinned key, and that key's fingerprint."""
     if not host.host_key.strip():
@@ -162,9 +203,13 @@ class _Job:
         return "".join(f"{line}\n" for line in self.lines[stream]) + self.partial[stream]
 
 
-async def _checked(conn: asyncssh.SSHClientConnection, command: str, what: str) -> str:
-    """Runs a short idempotent helper command; returns stdout, raises naming `what` with stderr's last line."""
+async def _checked(conn: asyncssh.SSHClientConnection, command: str, what: str, input: bytes = b"") -> str:
+    """Runs a short idempotent helper command with `input` as its stdin; returns stdout, raises naming
+    `what` with stderr's last line."""
     async with conn.create_process(command, encoding=None) as proc:  # waits for the full close, which
+        if input:
+            with contextlib.suppress(BrokenPipeError):  # it ended before reading: its status says why
+                proc.stdin.write(input)
         proc.stdin.write_eof()
         result = await proc.wait()  # frees the server's session slot (conn.run returns before it)
     if result.exit_status is None:
@@ -185,14 +230,6 @@ async def _staging(sftp: asyncssh.SFTPClient) -> None:
     await sftp.makedirs(STAGING, attrs=asyncssh.SFTPAttrs(permissions=0o700), exist_ok=True)
     for folder in (str(Path(STAGING).parent), STAGING):
         await sftp.chmod(folder, 0o700)
-
-
-async def _upload(conn: asyncssh.SSHClientConnection, data: bytes, staged: str) -> None:
-    """Writes `data` to a file only the login user can read, in a folder only it can enter."""
-    async with conn.start_sftp_client() as sftp:
-        await _staging(sftp)
-        async with sftp.open(staged, "wb", attrs=asyncssh.SFTPAttrs(permissions=0o600)) as f:
-            await f.write(data)
 
 
 async def _download(conn: asyncssh.SSHClientConnection, staged: str) -> bytes:
@@ -238,6 +275,7 @@ class Remote:
         self._links: dict[Host, _Link] = {}
         self._stopping: set[asyncio.Task[None]] = set()
         self.reconnects = 0
+        self.channels = 0  # channels opened: what each node's round trips cost on the operator's link
 
     async def run(self, host: Host, command: str, *, sudo: bool = False, timeout: float | None = None,
                   check: bool = True, input: bytes | None = None, lines_to: LineSink | None = None) -> RunResult:
@@ -275,26 +313,32 @@ class Remote:
         """Places `data` at `path` with mode and owner; True if it changed anything.
 
         Compares the existing file's sha256, mode and owner first, so an unchanged file costs one
-        short command. Uploads by SFTP to a private temp path, then `sudo -n install` next to the
-        target and renames it into place, atomically.
-        """
-        if not path.startswith("/") or not 0 <= mode <= 0o7777:
-            raise RemoteError(f"{host.name}: put({path!r}, mode={mode:o}) needs an absolute path and a mode "
-                              "in 0..7777")
-        digest = hashlib.sha256(data).hexdigest()
-        want = f"{digest} {mode:o} {owner} {group}"
+        short command; otherwise write() places it."""
+        file = NodeFile(path, data, mode, owner, group)
+        _check_placeable(host, file)
+        want = f"{hashlib.sha256(data).hexdigest()} {mode:o} {owner} {group}"
         stat = f"sudo -n sh -c {shlex.quote(_STAT)} khwtui-stat {shlex.quote(path)}"
         have = await self._on_host(host, partial(_checked, command=stat, what=f"{host.name}: reading {path}"))
         if have.strip() == want:
             return False
-        self._emit(host, "cmd", f"put {path} ({len(data)} bytes, mode {mode:04o}, {owner}:{group})")
-        staged_id = uuid.uuid4().hex
-        staged = f"{STAGING}/{staged_id}"
-        await self._on_host(host, partial(_upload, data=data, staged=staged))
-        args = [staged, path, f"{mode:o}", owner, group, digest, f"khwtui-{staged_id}"]
-        install = f"sudo -n sh -c {shlex.quote(_INSTALL)} khwtui-put {shlex.join(args)}"
-        await self._on_host(host, partial(_checked, command=install, what=f"{host.name}: installing {path}"))
+        await self.write(host, [file])
         return True
+
+    async def write(self, host: Host, files: Sequence[NodeFile]) -> None:
+        """Places every file (bytes, mode, owner) atomically, without comparing first: one channel and
+        one `sudo -n` per batch of files, their bytes as its stdin (never in a command line or a log)."""
+        for file in files:
+            _check_placeable(host, file)
+            self._emit(host, "cmd", f"put {file.path} ({len(file.content)} bytes, mode {file.mode:04o}, "
+                                    f"{file.owner}:{file.group})")
+        for batch in _batches(files):
+            args = [f"khwtui-{uuid.uuid4().hex}"]
+            for f in batch:
+                args += [f.path, f"{f.mode:o}", f.owner, f.group, hashlib.sha256(f.content).hexdigest(), str(len(f.content))]
+            place = f"sudo -n sh -c {shlex.quote(_PLACE)} khwtui-put {shlex.join(args)}"
+            what = f"{host.name}: installing {', '.join(f.path for f in batch)}"
+            data = b"".join(f.content for f in batch)
+            await self._on_host(host, partial(_checked, command=place, what=what, input=data))
 
     async def get(self, host: Host, path: str) -> bytes:
         """The bytes of `path` (readable by root only): copied with sudo into the private upload
@@ -350,6 +394,7 @@ class Remote:
             conn = await self._connection(link)
             try:
                 async with link.slots:
+                    self.channels += 1
                     return await op(conn)
             except (OSError, asyncssh.Error) as exc:
                 if conn.is_closed():
@@ -394,7 +439,7 @@ class Remote:
                 return await asyncssh.connect(
                     host.address, host.port, username=host.user, client_keys=[self._key], known_hosts=known,
                     config=None, agent_path=None, connect_timeout=self._connect_timeout,
-                    keepalive_interval=KEEPALIVE, keepalive_count_max=3)
+                    keepalive_interval=KEEPALIVE, keepalive_count_max=3, compression_algs=COMPRESSION)
             except asyncssh.HostKeyNotVerifiable:
                 raise HostKeyMismatch(
                     f"{host.name} ({host.address}:{host.port}) presented a host key other than the pinned "

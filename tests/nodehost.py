@@ -3,7 +3,7 @@
 Why real nodes rather than an in-process asyncssh server: they show what the runner must survive —
 OpenSSH's default MaxSessions (10, the provider leaves it alone), remote processes that outlive a
 closed channel, real sudo, pam and logind — and the commands run inside the node, not on the test
-machine (DESIGN "Testing").
+machine (docs/ARCHITECTURE.md "Testing").
 
 `node_hosts()` brings up one LocalProvider cluster (1 controller, 1 worker and the lb that the local
 provider always adds; outbound off) under a unique janitor prefix and yields controller-0 and

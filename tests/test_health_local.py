@@ -1,6 +1,6 @@
 """`khwtui status` on a running local cluster (issue 7): one round of every done stage's probe, each
 with its result and latency; etcd stopped on one controller fails that controller's probe in the
-next round; exit codes 0 healthy, 1 failed, 3 unverified (DESIGN.md).
+next round; exit codes 0 healthy, 1 failed, 3 unverified (docs/ARCHITECTURE.md "Command line and exit codes").
 
 The cluster is 3 controllers + 1 worker (+ lb) built to the load balancer with the kube-*
 stand-ins, then dns, smoke and demo are run for real against the stand-in apiserver through the

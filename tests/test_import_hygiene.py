@@ -1,4 +1,4 @@
-"""The engine and everything under it never import textual or rich (DESIGN.md "Layers")."""
+"""The engine and everything under it never import textual or rich (docs/ARCHITECTURE.md "Layers")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 against the fake API server of fakeapi.py, which serves RBAC (the stand-in does not); and
 the frontend stage where no node is involved (machines without an lb host, gcp).
 
-The rule under test (DESIGN.md): unverified comes only from what discovery advertises; a 404 for
+The rule under test (docs/ARCHITECTURE.md "Passed, failed, unverified"): unverified comes only from what discovery advertises; a 404 for
 an object means "not there yet"; 401, 403, 5xx and no answer at all are failures.
 """
 

@@ -1,5 +1,5 @@
 """`khwtui kubeconfig [--merge]`: the path of your admin kubeconfig, or merged into ~/.kube/config
-after a backup, keeping everything else there (DESIGN.md "Command line")."""
+after a backup, keeping everything else there (README "Command line")."""
 
 from __future__ import annotations
 

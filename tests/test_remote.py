@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import shlex
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +16,7 @@ import pytest
 from nodehost import NodeHost, node_hosts
 
 from khwtui.remote import (
+    _PLACE,
     CommandFailed,
     CommandTimeout,
     Host,
@@ -23,6 +25,7 @@ from khwtui.remote import (
     RemoteError,
     RunResult,
 )
+from khwtui.render import NodeFile
 
 pytestmark = pytest.mark.integration
 FILES = "/opt/remote-test"  # where the put() tests place files on the node
@@ -176,7 +179,7 @@ async def test_put_installs_the_exact_bytes_mode_and_owner(remote, host, node, l
     assert await remote.put(host, data, target, mode=0o640, owner=node.user, group="root") is True
     st = node.path(target).stat()
     assert (node.path(target).read_bytes(), st.st_mode & 0o7777, st.st_uid, st.st_gid) == (data, 0o640, node.uid, 0)
-    assert list((node.path(node.home) / ".khwtui" / "put").iterdir()) == []
+    assert [p.name for p in node.path(f"{FILES}/etc").iterdir()] == ["unit.conf"]  # no temp file left
     assert stream(lines, "cmd") == [f"put {target} (18 bytes, mode 0640, {node.user}:root)"]
 
 
@@ -190,6 +193,47 @@ async def test_put_again_changes_nothing_until_something_differs(remote, host, n
     assert file.stat().st_mode & 0o7777 == 0o600
     assert await remote.put(host, b"v2\n", target, mode=0o600) is True
     assert file.read_bytes() == b"v2\n"
+
+
+async def test_put_costs_one_channel_when_unchanged_and_two_when_it_places(remote, host):
+    target = f"{FILES}/channels.conf"
+    await remote.put(host, b"one\n", target)
+    before = remote.channels
+    assert await remote.put(host, b"one\n", target) is False
+    assert await remote.put(host, b"two\n", target) is True
+    assert remote.channels - before == 3  # stat; stat + the placing command (no SFTP, no separate install)
+
+
+async def test_write_places_every_file_through_one_channel(remote, host, node):
+    files = [NodeFile(f"{FILES}/many/{i}.pem", f"key {i}\n".encode() * (i + 1), 0o600 + i, node.user, "root")
+             for i in range(3)] + [NodeFile(f"{FILES}/many/empty", b"")]
+    before = remote.channels
+    await remote.write(host, files)
+    assert remote.channels - before == 1
+    for f in files:
+        st = node.path(f.path).stat()
+        assert (node.path(f.path).read_bytes(), st.st_mode & 0o7777, st.st_uid) == (f.content, f.mode, 0 if f.owner == "root" else node.uid)
+    assert sorted(p.name for p in node.path(f"{FILES}/many").iterdir()) == ["0.pem", "1.pem", "2.pem", "empty"]
+
+
+async def test_a_cut_stream_places_none_of_the_files(remote, host, node):
+    kept = node.path(f"{FILES}/cut/kept.conf")
+    await remote.put(host, b"old\n", f"{FILES}/cut/kept.conf")
+    whole, cut = b"new\n", b"0123456789"
+    args = ["khwtui-test"]
+    for path, data in ((f"{FILES}/cut/kept.conf", whole), (f"{FILES}/cut/other.conf", cut)):
+        args += [path, "644", "root", "root", hashlib.sha256(data).hexdigest(), str(len(data))]
+    result = await remote.run(host, f"sh -c {shlex.quote(_PLACE)} khwtui-put {shlex.join(args)}", sudo=True,
+                              input=whole + cut[:4], check=False)  # the second file's bytes end early
+    assert result.exit_status == 1 and "other.conf: the bytes received do not match their sha256" in result.stderr
+    assert kept.read_bytes() == b"old\n"
+    assert sorted(p.name for p in kept.parent.iterdir()) == ["kept.conf"]
+
+
+async def test_the_link_is_zlib_compressed_after_login(remote, host):
+    await remote.run(host, "true")
+    conn = remote._links[host].conn
+    assert (conn.get_extra_info("send_compression"), conn.get_extra_info("recv_compression")) == ("zlib@openssh.com",) * 2
 
 
 async def test_a_node_presenting_another_host_key_gets_nothing_sent(remote, host, nodes):
@@ -217,8 +261,7 @@ async def test_put_names_the_file_when_install_fails(remote, host, node):
     target = f"{FILES}/bad-owner.conf"
     with pytest.raises(RemoteError, match=f"node-0: installing {target} failed with status 1: .*nosuchuser"):
         await remote.put(host, b"x", target, owner="nosuchuser")
-    assert not node.path(target).exists()
-    assert list((node.path(node.home) / ".khwtui" / "put").iterdir()) == []
+    assert not [p for p in node.path(FILES).iterdir() if "bad-owner" in p.name]
 
 
 async def test_a_command_too_long_for_one_exec_is_refused_with_the_fix(remote, host, node):

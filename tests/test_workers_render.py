@@ -69,7 +69,7 @@ LOCAL = {
                 "dns_ip": "10.96.0.10", "cluster_domain": "corp.internal"},
     "pki": {"key_type": "ecdsa-p256"},
 }
-# A node on this test machine (reference/local-nodes.md): cgroup v1, no modules, no CAP_SYS_RESOURCE,
+# A node on this test machine (docs/UPSTREAM.md "systemd-nspawn nodes"): cgroup v1, no modules, no CAP_SYS_RESOURCE,
 # and its own network namespace, where nf_conntrack_max is read-only.
 THIS_HOST = NodeFacts(cgroup_v2=False, modules=False, lower_oom=False, containerd_on_overlay=False, resolved=False,
                       conntrack_max_writable=False)

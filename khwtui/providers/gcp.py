@@ -701,7 +701,7 @@ def estimate(config: Config, nodes: int, region: str) -> tuple[float | None, lis
 
 
 def price_table() -> dict[str, Any]:
-    """The price table shipped in the package (reference/gcp-and-ssh.md §6)."""
+    """The price table shipped in the package (docs/UPSTREAM.md "Compute Engine prices")."""
     return tomllib.loads((resources.files("khwtui") / "data" / "gcp_prices.toml").read_text())
 
 

@@ -1,6 +1,6 @@
 """A thin async layer over the sync google-cloud-compute clients, for the gcp provider.
 
-Why it exists (reference/gcp-and-ssh.md): the library is sync-only, so every call runs in a
+Why it exists (docs/UPSTREAM.md "The Compute Engine client"): the library is sync-only, so every call runs in a
 small thread pool of its own (8 threads: the requests pool keeps 10 connections per host, and
 asyncio's default executor is shared and only cpu+4 threads wide). Operation waits block for as
 long as the operation runs, so they get a pool of their own that grows a thread per wait in

@@ -94,7 +94,7 @@ class Mount:
 
 @dataclass(frozen=True)
 class BootSpec:
-    """What one `systemd-nspawn --boot` needs (reference/local-nodes.md 2c)."""
+    """What one `systemd-nspawn --boot` needs (docs/UPSTREAM.md "systemd-nspawn nodes")."""
 
     machine: str
     root: Path

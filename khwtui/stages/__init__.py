@@ -1,4 +1,4 @@
-"""The stage table (DESIGN.md "The stages"): order, titles, one-line descriptions, inputs.
+"""The stage table (docs/ARCHITECTURE.md "The stage contract"): order, titles, one-line descriptions, inputs.
 
 Stage modules are imported lazily by name, so listing the stages (for the TUI, `plan` or
 `--help`) costs nothing and never touches asyncssh or the cloud client.

@@ -31,7 +31,7 @@ from khwtui.workloads import (
     wait_ready,
 )
 
-# Pinned by digest (DESIGN.md); multi-arch digests as pinned by independent projects.
+# Pinned by digest (docs/ARCHITECTURE.md "What a stage module provides"); multi-arch digests as pinned by independent projects.
 APP_IMAGE = "vikunja/vikunja:0.24.6@sha256:ed1f3ed467fecec0b57e9de7bc6607f8bbcbb23ffced6a81f5dfefc794cdbe3b"
 DB_IMAGE = "postgres:16.6-alpine@sha256:1d04b9ba1d4996401f2552b51beda8187f175c0645c091e4781134fc9c9a3eef"
 APP_PORT = 3456  # Vikunja serves its web UI and /api/v1 here

@@ -1,8 +1,8 @@
 """dns: CoreDNS from the manifest shipped in the package, applied through the API (KTHW Lab 12),
 then the optional add-ons [addons] turns on (khwtui/addons.py).
 
-KTHW's manifest lacks `forward`, so names outside the cluster never resolve (d.2 item 2), and its
-check needs a busybox whose nslookup works (d.2 item 1). Here the manifest forwards to the
+KTHW's manifest lacks `forward`, so names outside the cluster never resolve, and its
+check needs a busybox whose nslookup works (docs/UPSTREAM.md "KTHW pain points"). Here the manifest forwards to the
 nodes' resolvers, the image is pinned by digest, and the check resolves kubernetes.default and
 one outside name from a pod started for the purpose. What the API server does not serve
 (its discovery documents say so) is reported unverified, with the reason.

@@ -54,7 +54,7 @@ EXEC = "exec"
 NODE_PORT = "NodePort reached from this machine"
 CHECKS = (ENCRYPTED, DEPLOYMENT, PORT_FORWARD, LOGS, EXEC, NODE_PORT)
 
-# The kubelet's refusal, relayed by the apiserver when its user may not use the kubelet API (KTHW d.2 item 10).
+# The kubelet's refusal, relayed by the apiserver when its user may not use the kubelet API (docs/UPSTREAM.md "KTHW pain points").
 KUBELET_FORBIDDEN = re.compile(r"Forbidden \(user=([^,]+), verb=(\w+), resource=nodes, subresource=(\w+)\)")
 
 

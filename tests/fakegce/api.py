@@ -1,6 +1,6 @@
 """The REST surface: which method and path does what, and the shapes of reads.
 
-Paths are those google-cloud-compute 1.57 sends (reference/gcp-and-ssh.md §1.2, §2.5).
+Paths are those google-cloud-compute 1.57 sends (docs/UPSTREAM.md "The Compute Engine client": Paths).
 """
 
 from __future__ import annotations

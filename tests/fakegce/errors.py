@@ -1,7 +1,7 @@
 """Compute Engine's error replies, in the JSON shapes the client library parses.
 
 Synchronous errors are Google's standard error body; an accepted operation that fails ends
-DONE with `httpErrorStatusCode` and `error.errors` (reference/gcp-and-ssh.md §2.2).
+DONE with `httpErrorStatusCode` and `error.errors` (docs/UPSTREAM.md "The Compute Engine client").
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ here is refused even where the real program would take it, so the stand-ins err 
 
 Sources:
 - KTHW, GCP edition, commit 79a3f79 (docs/08-bootstrapping-kubernetes-controllers.md): the flags
-  KTHW passes (reference/kthw.md, Lab 08); current edition 52eb26d for the v1 scheduler config.
-- reference/versions.md: --service-account-issuer and --service-account-signing-key-file required
+  KTHW passes; current edition 52eb26d for the v1 scheduler config.
+- docs/UPSTREAM.md "Kubernetes version changes": --service-account-issuer and --service-account-signing-key-file required
   since 1.20; the removals listed there.
 - Kubernetes release notes (CHANGELOG/CHANGELOG-1.<minor>.md in kubernetes/kubernetes) and the
   pull requests named beside each flag below.
@@ -272,10 +272,10 @@ LOGGING = (
     F("feature-gates", "map"),
 )
 DEPRECATED_USE_CONFIG = "deprecated: set it in the --config file"
-DOCKERSHIM = "dockershim removed in 1.24 with its flags (kubernetes/kubernetes#106907; reference/versions.md)"
+DOCKERSHIM = "dockershim removed in 1.24 with its flags (kubernetes/kubernetes#106907; docs/UPSTREAM.md)"
 
 # Sources for the kubelet and kube-proxy: KTHW 79a3f79 Lab 09 (the flags KTHW passed) and 52eb26d
-# (configs/kubelet-config.yaml, kube-proxy-config.yaml); reference/versions.md; the pull requests
+# (configs/kubelet-config.yaml, kube-proxy-config.yaml); docs/UPSTREAM.md "Kubernetes version changes"; the pull requests
 # named beside each row; the kubelet and kube-proxy reference pages and the KubeletConfiguration
 # v1beta1 / KubeProxyConfiguration v1alpha1 references (kubernetes.io/docs/reference/config-api/).
 KUBELET = Program(
@@ -324,9 +324,9 @@ KUBELET = Program(
         F("cni-cache-dir", "string", removed=24, note=DOCKERSHIM),
         F("docker-endpoint", "string", removed=24, note=DOCKERSHIM),
         F("image-pull-progress-deadline", "duration", removed=24, note=DOCKERSHIM),
-        F("container-runtime", "string", removed=27, note="remote is the only runtime (reference/versions.md)"),
+        F("container-runtime", "string", removed=27, note="remote is the only runtime (docs/UPSTREAM.md)"),
         F("keep-terminated-pod-volumes", "bool", removed=31, note="Azure/karpenter-provider-azure#1543 passes it only before 1.31"),
-        F("pod-infra-container-image", "string", removed=35, note="kubernetes/kubernetes#133779 (CHANGELOG-1.35; reference/versions.md)"),
+        F("pod-infra-container-image", "string", removed=35, note="kubernetes/kubernetes#133779 (CHANGELOG-1.35; docs/UPSTREAM.md)"),
     ),
     required=(
         "config",  # everything KTHW sets lives in the KubeletConfiguration

@@ -16,12 +16,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual.pilot import Pilot
+from textual.timer import Timer, TimerCallback
 from textual.widgets import Input, TextArea
 
 from khwtui.events import HealthChanged, LogLines
 from khwtui.topology import Topology
 from khwtui.tui.app import KhwApp, make_app
 from khwtui.tui.contracts import Services
+from khwtui.tui.footer import KeyFooter
 
 if TYPE_CHECKING:
     from khwtui.pki import Pki
@@ -35,7 +37,7 @@ from .fake_services import (
     cert_rows,
     health_round,
 )
-from .support import T0, FrozenClock, drain, gcp_config, gcp_topology, replay
+from .support import T0, FrozenClock, drain, gcp_config, gcp_topology, replay, wait_until
 
 STATE_DIR = Path.home() / ".local/share/khwtui/kubernetes-the-hard-way"  # shown on the empty screen
 THEME = "textual-dark"
@@ -68,19 +70,34 @@ def gcp_app(engine: FakeEngine, clock: FrozenClock, *, workdir: Path, rounds: li
     config = gcp_config()
     topo = gcp_topology(config)
     state_dir = kwargs.pop("state_dir", STATE_DIR)
-    app = make_app(config, topo, engine, clock=clock, state_dir=state_dir, services=services(workdir, topo, rounds), **kwargs)
-    app.theme = THEME  # whatever TEXTUAL_THEME says
+    return still(make_app(config, topo, engine, clock=clock, state_dir=state_dir, services=services(workdir, topo, rounds), **kwargs))
+
+
+def still(app: KhwApp) -> KhwApp:
+    """A scene's fixed look: the theme (whatever TEXTUAL_THEME says), no animation, and health
+    rounds only at mount and when the scene starts one. The interval timer runs on wall time,
+    which the frozen clock does not: on a loaded machine it added rounds to the picture
+    ("round 3") or caught one in flight (the footer without its keys)."""
+    app.theme = THEME
     app.animation_level = "none"
+    set_interval = app.set_interval
+
+    def health_timer_paused(interval: float, callback: TimerCallback | None = None, *, name: str | None = None, repeat: int = 0, pause: bool = False) -> Timer:
+        return set_interval(interval, callback, name=name, repeat=repeat, pause=pause or name == "health")
+
+    app.set_interval = health_timer_paused  # type: ignore[method-assign]
     return app
 
 
 async def settle(pilot: Pilot) -> None:
-    """Every health round started so far is on screen, and the screen is redrawn."""
+    """Every health round started so far is on screen, the footer shows its keys, and the screen is redrawn."""
     app = pilot.app
     rounds = [w for w in app.workers if w.group == "health"]
     if rounds:
         await app.workers.wait_for_complete(rounds)
     await drain(app)
+    # the footer composes its keys a refresh after the bindings settle: slow on a loaded machine
+    await wait_until(pilot, lambda: all(footer.children for footer in app.screen_stack[0].query(KeyFooter)), "the footer's keys", timeout=30)
     await pilot.pause()
     for box in app.screen.query(Input):
         box.cursor_blink = False
@@ -230,9 +247,7 @@ def explained(workdir: Path) -> KhwApp:
     app = make_app(config, topo, FakeEngine([]), clock=FrozenClock(HEALTHY_AT + 2), state_dir=STATE_DIR, initial=build_events(),
                    services=Services(health=FakeHealth([health_round()]), certs=lambda: cert_rows(pki, topo),
                                      teardown=FakeTeardown(), cost_per_hour=lambda: COST, explain=explanations(workdir, topo, pki)))
-    app.theme = THEME
-    app.animation_level = "none"
-    return app
+    return still(app)
 
 
 def explain_steps(stage: str) -> Callable[[Pilot], Awaitable[None]]:
