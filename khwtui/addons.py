@@ -12,8 +12,8 @@ from __future__ import annotations
 from khwtui.config import Config
 from khwtui.kubeapi import ApiClient, ApiError
 from khwtui.manifests import drift, manifest, unserved
+from khwtui.outcome import Outcome
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome
 from khwtui.workloads import apply_and_wait, deployment_readiness
 
 METRICS_SERVER_VERSION = "v0.8.1"

@@ -19,7 +19,8 @@ from khwtui.context import Cluster
 from khwtui.errors import EXIT_FAILED, EXIT_OK, UsageError
 from khwtui.fsutil import write_atomic
 from khwtui.operation import require_nodes, run_operation
-from khwtui.stages.base import Outcome
+from khwtui.outcome import Outcome
+from khwtui.runctx import RunContext
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def restore_backup(cluster: Cluster, backup: archive.Backup) -> RestoreResult:
     from khwtui.etcd_recovery import restore
     from khwtui.stages.etcd import EtcdStage
 
-    async def work(run) -> list[Outcome]:  # noqa: ANN001 - RunContext
+    async def work(run: RunContext) -> list[Outcome]:
         await restore(run, backup.snapshot)
         return await EtcdStage().check(run)
 

@@ -17,9 +17,9 @@ import os
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 from urllib.parse import urlparse
 
 from khwtui.config import Config
@@ -76,11 +76,11 @@ class DownloadFailed(KhwError):
 
 
 def _open(url: str) -> io.BufferedIOBase:
-    return urllib.request.urlopen(url, timeout=120)  # noqa: S310 - http(s)/file URLs from config only
+    return urllib.request.urlopen(url, timeout=120)  # http(s)/file URLs from config only
 
 
 @contextlib.contextmanager
-def _reading(opener: Opener, url: str):  # noqa: ANN202 - Iterator[io.BufferedIOBase]
+def _reading(opener: Opener, url: str) -> Iterator[io.BufferedIOBase]:
     """The response for `url`; any failure becomes one line with the URL, the cause and the fix."""
     try:
         with opener(url) as response:

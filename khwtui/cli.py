@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn, Sequence
+from collections.abc import Sequence
+from typing import NoReturn
 
 from khwtui import __version__
 from khwtui.errors import EXIT_USAGE, KhwError, UsageError
@@ -49,7 +50,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> Parser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = Parser(add_help=False)  # only ever a parent: its options, never parsed alone
     common.add_argument("--config", metavar="F", help="cluster config (TOML); default: the packaged default.toml")
     common.add_argument("--state-dir", metavar="D", help="cluster state folder; default: the user data dir")
     parser = Parser(

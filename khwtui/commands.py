@@ -15,6 +15,7 @@ from khwtui.config import Config
 from khwtui.context import Cluster, open_cluster, topology_from_state
 from khwtui.errors import EXIT_OK, UsageError
 from khwtui.plan_warnings import plan_warnings
+from khwtui.providers.base import Plan
 from khwtui.table import table
 from khwtui.topology import Topology
 
@@ -41,13 +42,13 @@ def plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def provider_plan_text(plan: object) -> str:
+def provider_plan_text(plan: Plan) -> str:
     """The provider's resources to create (or adopt) and, for cloud providers, the cost estimate."""
-    rows = [(r.kind, r.name, r.described) for r in plan.resources]  # type: ignore[attr-defined]
+    rows = [(r.kind, r.name, r.described) for r in plan.resources]
     out = [f"Resources to create ({len(rows)})", table(("kind", "name", "detail"), rows)]
-    if plan.hourly_usd:  # type: ignore[attr-defined]
-        out.append(f"Estimated cost: ${plan.hourly_usd:.3f}/hour")  # type: ignore[attr-defined]
-    out += [f"note: {note}" for note in plan.notes]  # type: ignore[attr-defined]
+    if plan.hourly_usd:
+        out.append(f"Estimated cost: ${plan.hourly_usd:.3f}/hour")
+    out += [f"note: {note}" for note in plan.notes]
     return "\n".join(out)
 
 

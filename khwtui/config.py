@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import ipaddress
+import math
 import re
 import tomllib
 import typing
@@ -26,7 +27,7 @@ VERSION = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 USERNAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 URL_PLACEHOLDERS = {"version", "arch", "name"}
-ADDRESS_ROOM_START = 10  # first host offset used for nodes, as in KTHW (.10 controllers, .20 workers)
+CONTROLLER_START = 10  # KTHW: controllers at .10, .11, ...; workers from the next multiple of ten
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,8 @@ def version_tuple(text: str) -> tuple[int, int, int]:
     match = VERSION.match(text)
     if not match:
         raise ValueError(text)
-    return tuple(int(part) for part in match.groups())  # type: ignore[return-value]
+    major, minor, patch = (int(part) for part in match.groups())
+    return major, minor, patch
 
 
 def default_config_path() -> Path:
@@ -247,7 +249,7 @@ def _convert(value: Any, hint: Any, key: str, origin: str, sources: dict[str, st
         item = typing.get_args(hint)[0]
         if not isinstance(value, list):
             raise ConfigError(key, f"must be a list, not {value!r}", 'write it as ["a", "b"]')
-        if dataclasses.is_dataclass(item):
+        if isinstance(item, type) and dataclasses.is_dataclass(item):
             return tuple(
                 _section(item, _table(entry, f"{key}[{i}]"), f"{key}[{i}]", origin, sources)
                 for i, entry in enumerate(value)
@@ -285,9 +287,6 @@ def validate(c: Config) -> None:
     _validate_topology(c)
     _validate_versions(c)
     _validate_rest(c)
-    from khwtui import topology  # derived names are checked where they are made
-
-    topology.check_names(c)
 
 
 def _rfc1035(key: str, value: str, what: str = "name") -> None:
@@ -445,8 +444,6 @@ def _validate_topology(c: Config) -> None:
     for key, count in (("topology.controllers", t.controllers), ("topology.workers", t.workers)):
         if count < 1:
             raise ConfigError(key, f"{count} is not a node count", "use at least 1")
-    from khwtui.topology import address_room, pod_room
-
     room_controllers, room_workers = address_room(c)
     if t.controllers > room_controllers:
         raise ConfigError("topology.controllers", f"{t.controllers} controllers do not fit node_cidr {c.network.node_cidr} (room for {room_controllers})", "use fewer controllers or a larger network.node_cidr")
@@ -454,6 +451,29 @@ def _validate_topology(c: Config) -> None:
         raise ConfigError("topology.workers", f"{t.workers} workers do not fit node_cidr {c.network.node_cidr} (room for {room_workers})", "use fewer workers or a larger network.node_cidr, e.g. a /23")
     if t.workers > pod_room(c):
         raise ConfigError("topology.workers", f"{t.workers} pod CIDRs of /{c.network.pod_prefix} do not fit cluster_cidr {c.network.cluster_cidr} (room for {pod_room(c)})", "use a larger network.cluster_cidr or a longer network.pod_prefix")
+
+
+def _last_offset(net: ipaddress.IPv4Network) -> int:
+    """GCE reserves the last two addresses of a subnet (and .0/.1), so nodes stop before them."""
+    return net.num_addresses - 3
+
+
+def worker_start(controllers: int) -> int:
+    return CONTROLLER_START + 10 * max(1, math.ceil(controllers / 10))
+
+
+def address_room(config: Config) -> tuple[int, int]:
+    """(room for controllers, room for workers given the configured controllers) in node_cidr."""
+    net = ipaddress.IPv4Network(config.network.node_cidr)
+    last = _last_offset(net)
+    max_controllers = max(0, last - CONTROLLER_START - 10 + 1)
+    workers = max(0, last - worker_start(config.topology.controllers) + 1)
+    return max_controllers, workers
+
+
+def pod_room(config: Config) -> int:
+    cluster = ipaddress.IPv4Network(config.network.cluster_cidr)
+    return 2 ** (config.network.pod_prefix - cluster.prefixlen)
 
 
 COMPANION_MINIMUMS = {"etcd": (3, 4), "containerd": (1, 6), "runc": (1, 1), "cni_plugins": (1, 0), "coredns": (1, 8)}

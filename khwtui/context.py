@@ -12,7 +12,7 @@ from pathlib import Path
 from khwtui import config as config_mod
 from khwtui.config import Config
 from khwtui.state import State, StateDir, default_state_dir
-from khwtui.topology import Addresses, Topology
+from khwtui.topology import Addresses, Topology, check_names
 
 
 @dataclass
@@ -36,5 +36,6 @@ def topology_from_state(config: Config, state: State, public_address: str | None
 def open_cluster(config_path: str | None, state_dir: str | None) -> Cluster:
     """Load the config and the cluster's saved state (nothing is written)."""
     config = config_mod.load(config_path)
+    check_names(config)  # the derived names, checked where they are made
     folder = StateDir(Path(state_dir) if state_dir else default_state_dir(config.cluster.name))
     return Cluster(config, folder, folder.load())

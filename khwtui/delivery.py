@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from khwtui.config import Config
+from khwtui.runctx import RunContext
 
 NODE, PUSH, AUTO = "node", "push", "auto"
 PROBE_TIMEOUT = 15
@@ -60,12 +61,12 @@ def probe_command(url: str) -> str:
     return f"command -v curl >/dev/null || {{ echo 'curl is missing' >&2; exit 127; }}; {head}"
 
 
-async def probe(run, nodes: list[str], urls: list[str]) -> Choice:  # noqa: ANN001 - runctx.RunContext
+async def probe(run: RunContext, nodes: list[str], urls: list[str]) -> Choice:
     """node when every node reaches every origin; else push, naming the first node and URL that failed."""
     asks = [(node, url) for node in nodes for url in origins(urls)]
     results = await asyncio.gather(*(run.sh(node, probe_command(url), sudo=False, check=False, timeout=PROBE_TIMEOUT + 15)
                                      for node, url in asks))
-    for (node, url), result in zip(asks, results):
+    for (node, url), result in zip(asks, results, strict=True):
         if result.exit_status != 0:
             cause = (result.stderr.strip().splitlines() or [f"exit status {result.exit_status}"])[-1]
             return Choice(PUSH, f"auto: {node} cannot fetch {url} ({cause})")

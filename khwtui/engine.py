@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from khwtui.context import Cluster
 from khwtui.errors import EXIT_INTERRUPTED, EXIT_USAGE, KhwError, UsageError
 from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, NodeChanged, RunFinished, Sink, StageChanged
+from khwtui.outcome import Outcome, exit_code_for, first_problem, verdict, worst
+from khwtui.providers.base import Provider
 from khwtui.restarts import due as restarts_due
 from khwtui.restarts import with_due_restarts
-from khwtui.runctx import RunContext
+from khwtui.runctx import RemoteFactory, RunContext
 from khwtui.stages import STAGES, StageInfo, stage_class
-from khwtui.stages.base import Outcome, Stage, exit_code_for, first_problem, verdict, worst
+from khwtui.stages.base import Stage
 from khwtui.state import CheckRecord
 
 DONE = (PASSED, UNVERIFIED)
@@ -52,8 +54,8 @@ class Engine:
         self,
         cluster: Cluster,
         *,
-        provider_factory: Callable[[Cluster], object] | None = None,
-        remote_factory: Callable[..., object] | None = None,
+        provider_factory: Callable[[Cluster], Provider] | None = None,
+        remote_factory: RemoteFactory | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.cluster = cluster
@@ -120,7 +122,7 @@ class Engine:
                     if not done and not restarts_due(self.cluster.state, info.name):
                         continue  # a stage a run died in is not checked, but its due restarts are shown
                     run.stage = info.name
-                    outcomes = with_due_restarts(await cls().check(run) if done else [], self.cluster.state, info.name)
+                    outcomes = with_due_restarts(await cls().check(run) if done and cls else [], self.cluster.state, info.name)
                     self._emit_checks(run, outcomes)
                     results.append(verdict(outcomes))
             finally:
@@ -191,7 +193,7 @@ class Engine:
             if verdict(outcomes) != FAILED:
                 run.settle_restarts()  # restarted and checked: no longer due
             return with_due_restarts(outcomes, self.cluster.state, run.stage)
-        except Exception as exc:  # noqa: BLE001 - any failure inside a stage fails that stage, not the run...
+        except Exception as exc:  # any failure inside a stage fails that stage, not the run...
             if isinstance(exc, KhwError) and exc.exit_code == EXIT_USAGE:
                 raise  # ...except what no stage can fix (config, credentials, state): the run stops, exit 2
             run.log("", f"{run.stage} failed: {type(exc).__name__}: {exc}", "err")

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Union
+from typing import Any, ClassVar
 
 EVENT_SCHEMA = 1
 
@@ -102,7 +103,7 @@ class RunFinished:
     at: float = 0.0
 
 
-Event = Union[StageChanged, NodeChanged, LogLines, CheckResult, HealthChanged, TransferProgress, RunFinished]
+Event = StageChanged | NodeChanged | LogLines | CheckResult | HealthChanged | TransferProgress | RunFinished
 Sink = Callable[[Event], None]
 EVENT_TYPES: dict[str, type] = {cls.kind: cls for cls in (StageChanged, NodeChanged, LogLines, CheckResult, HealthChanged, TransferProgress,
                                                           RunFinished)}

@@ -11,7 +11,8 @@ import asyncio
 import collections
 import signal
 import sys
-from typing import Awaitable, Callable, TextIO
+from collections.abc import Awaitable, Callable
+from typing import TextIO
 
 from khwtui.events import (
     FAILED,

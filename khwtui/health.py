@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
+from typing import cast
 
 from khwtui.context import Cluster
 from khwtui.events import (
@@ -26,11 +27,13 @@ from khwtui.events import (
     RunFinished,
     Sink,
 )
+from khwtui.outcome import exit_code_for, worst
+from khwtui.providers.base import Priced
 from khwtui.restarts import due as restarts_due
 from khwtui.restarts import with_due_restarts
 from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, stage_class
-from khwtui.stages.base import Stage, exit_code_for, worst
+from khwtui.stages.base import Stage
 
 DONE = ("passed", "unverified")
 
@@ -109,7 +112,7 @@ async def probe_once(cluster: Cluster, sink: Sink) -> int:
     run = RunContext(cluster, results_only, make_provider(cluster), lambda log: make_remote(cluster, log))
     try:
         events = await probe_round(run)
-        if run.config.provider.kind == "gcp" and (cost := run.provider.running_cost()) is not None:
+        if run.config.provider.kind == "gcp" and (cost := cast(Priced, run.provider).running_cost()) is not None:
             sink(HealthChanged("cost", "passed", detail=f"${cost:.3f}/h", at=time.time()))
     finally:
         await run.close()

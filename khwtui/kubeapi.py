@@ -106,10 +106,11 @@ class _Connection(http.client.HTTPSConnection):
     def __init__(self, host: str, port: int, server_name: str, context: ssl.SSLContext, timeout: float) -> None:
         super().__init__(host, port, context=context, timeout=timeout)
         self._server_name = server_name
+        self._tls = context
 
     def connect(self) -> None:
         http.client.HTTPConnection.connect(self)
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._server_name)
+        self.sock = self._tls.wrap_socket(self.sock, server_hostname=self._server_name)
 
 
 class ApiClient:
@@ -146,6 +147,16 @@ class ApiClient:
 
     async def put(self, path: str, body: dict) -> dict | str:
         return (await self._request("PUT", path, body, absent_is_error=True))[1]
+
+    async def post_object(self, path: str, body: dict) -> dict:
+        """POST whose answer must be an object (what was created, a review); any other is an ApiError."""
+        return self.json_object("POST", path, await self.post(path, body))
+
+    def json_object(self, method: str, path: str, body: dict | str | None) -> dict:
+        """`body` when the server answered `method path` with a JSON object; else an ApiError quoting it."""
+        if not isinstance(body, dict):
+            raise ApiError(method, self.server + path, 200, f"not a JSON object: {str(body)[:80]}")
+        return body
 
     async def _request(self, method: str, path: str, body: dict | None, absent_is_error: bool = False) -> tuple[int, dict | str]:
         status, data = await asyncio.to_thread(self._send, method, path, body)
@@ -194,16 +205,13 @@ class ApiClient:
 
     async def _discovery(self, path: str) -> dict:
         """A discovery document; a server that advertises it must serve it, so a 404 here is an error."""
-        body = await self.get(path, absent_ok=False)
-        if not isinstance(body, dict):
-            raise ApiError("GET", self.server + path, 200, f"not a JSON discovery document: {str(body)[:80]}")
-        return body
+        return self.json_object("GET", path, await self.get(path, absent_ok=False))
 
     async def who_am_i(self) -> tuple[str, list[str]]:
         """(user, groups) the server authenticated us as: a SelfSubjectReview (authentication.k8s.io/v1)."""
-        review = await self.post(SELF_SUBJECT_REVIEWS, {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        review = await self.post_object(SELF_SUBJECT_REVIEWS, {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
         try:
-            info = review["status"]["userInfo"]  # type: ignore[index]
+            info = review["status"]["userInfo"]
             return info["username"], list(info.get("groups", []))
         except (KeyError, TypeError):
             raise ApiError("POST", self.server + SELF_SUBJECT_REVIEWS, 201, f"no status.userInfo in the answer: {str(review)[:120]}") from None

@@ -17,7 +17,6 @@ from khwtui.errors import StateError
 from khwtui.kubeapi import ApiClient, Credentials
 from khwtui.kubeconfigs import spec_named
 from khwtui.render import render
-from khwtui.stages.base import Stage
 
 if TYPE_CHECKING:
     from khwtui.runctx import RunContext
@@ -86,19 +85,6 @@ def cluster_api(run: RunContext) -> ApiClient:
     return ApiClient(Credentials(url, pki.ca_pem(), pki.cert_pem(cert), pki.key_pem(cert)))
 
 
-class ApiStage(Stage):
-    """A stage that works through the Kubernetes API. Tests hand it an ApiClient for a server that
-    answers with built documents; a real run builds one for the cluster on first use."""
-
-    def __init__(self, api: ApiClient | None = None) -> None:
-        self._api = api
-
-    def api(self, run: RunContext) -> ApiClient:
-        if self._api is None:
-            self._api = cluster_api(run)
-        return self._api
-
-
 async def unserved(api: ApiClient, objects: list[dict]) -> str | None:
     """Why the server cannot hold these objects (from its discovery documents), or None."""
     seen: set[tuple[str, str]] = set()
@@ -122,7 +108,7 @@ def differences(wanted: Any, found: Any, where: str = "") -> list[str]:
     if isinstance(wanted, list):
         if not isinstance(found, list) or len(found) != len(wanted):
             return [where]
-        return [d for i, (w, f) in enumerate(zip(wanted, found)) for d in differences(w, f, f"{where}[{i}]")]
+        return [d for i, (w, f) in enumerate(zip(wanted, found, strict=True)) for d in differences(w, f, f"{where}[{i}]")]
     return [] if wanted == found else [where]
 
 
@@ -145,7 +131,8 @@ async def apply(api: ApiClient, obj: dict) -> str:
         return "created"
     if not differences(_desired(obj), live):
         return "unchanged"
-    updated = {**obj, "metadata": {**obj["metadata"], "resourceVersion": live["metadata"]["resourceVersion"]}}  # type: ignore[index]
+    version = api.json_object("GET", r.path, live)["metadata"]["resourceVersion"]
+    updated = {**obj, "metadata": {**obj["metadata"], "resourceVersion": version}}
     await api.put(r.path, updated)
     return "updated"
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from khwtui.context import Cluster
 
+
 @dataclass(frozen=True)
 class ShellTarget:
     """How to log in to one node: its SSH endpoint, pinned host key and the cluster's client key."""

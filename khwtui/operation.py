@@ -5,7 +5,8 @@ under the cluster's lock, its SSH connections closed at the end, progress printe
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, TypeVar
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from khwtui.context import Cluster
 from khwtui.errors import StateError

@@ -138,9 +138,11 @@ class Pki:
     def ensure(self, topo: Topology, now: dt.datetime | None = None) -> dict[str, str]:
         """Make the CAs and every leaf fit the topology: name -> "created" | "kept" | "reissued: why"."""
         now = now or _utcnow()
-        cas, results = {}, {}
+        cas: dict[str, tuple[x509.Certificate, PrivateKey]] = {}
+        results: dict[str, str] = {}
         for name in CAS:
-            *cas[name], results[name] = self._ensure_ca(name, now)
+            cert, key, results[name] = self._ensure_ca(name, now)
+            cas[name] = (cert, key)
         for spec in cert_specs(topo):
             results[spec.name] = self._ensure_leaf(spec, *cas[spec.issuer], now)
         return results
@@ -277,7 +279,7 @@ class Pki:
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _subject(cn: str, org: str | None) -> x509.Name:

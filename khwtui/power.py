@@ -13,6 +13,7 @@ import sys
 from khwtui.context import Cluster
 from khwtui.errors import EXIT_FAILED, EXIT_OK
 from khwtui.operation import require_nodes, run_operation
+from khwtui.providers.base import Provider
 from khwtui.runctx import RunContext
 
 
@@ -35,7 +36,7 @@ def stop_command(cluster: Cluster, yes: bool) -> int:
     return EXIT_OK
 
 
-def _provider(cluster: Cluster):  # noqa: ANN202 - providers.base.Provider
+def _provider(cluster: Cluster) -> Provider:
     from khwtui.providers.factory import make_provider
 
     return make_provider(cluster)

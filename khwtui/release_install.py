@@ -15,8 +15,8 @@ import asyncio
 import hashlib
 import shlex
 import time
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Collection, Mapping
 
 import platformdirs
 
@@ -27,6 +27,7 @@ from khwtui.delivery import NODE, Choice, fixed_choice, origins, probe
 from khwtui.errors import StageFailed
 from khwtui.events import TransferProgress
 from khwtui.render import render
+from khwtui.runctx import RunContext
 from khwtui.state import FileRecord
 from khwtui.transfers import Milestones, describe
 
@@ -114,10 +115,10 @@ class StageReleases:
         self._artifacts: dict[str, asyncio.Future[Artifact]] = {}
         self._lock = asyncio.Lock()
 
-    def _binaries(self, run) -> Binaries:  # noqa: ANN001 - runctx.RunContext
+    def _binaries(self, run: RunContext) -> Binaries:
         return Binaries(run.config, platformdirs.user_cache_path("khwtui", appauthor=False) / "downloads")
 
-    async def releases(self, run) -> list[Release]:  # noqa: ANN001
+    async def releases(self, run: RunContext) -> list[Release]:
         async with self._lock:
             if self._resolved is None:
                 binaries = self._binaries(run)
@@ -128,14 +129,14 @@ class StageReleases:
                 self._resolved = await asyncio.to_thread(resolve)
         return self._resolved
 
-    async def drifted(self, run, node: str) -> list[str]:  # noqa: ANN001
+    async def drifted(self, run: RunContext, node: str) -> list[str]:
         """The paths of every release whose programs are not on the node as installed (one command)."""
         releases = await self.releases(run)
         report = await self._status(run, node, releases)
         self._record(run, node, report, releases)
         return [path for r in releases if report.status.get(r.key) != "ok" for path in r.paths]
 
-    async def install(self, run, node: str, restarts: Mapping[str, Collection[str]] | None = None) -> list[str]:  # noqa: ANN001
+    async def install(self, run: RunContext, node: str, restarts: Mapping[str, Collection[str]] | None = None) -> list[str]:
         """Puts every release on the node that is not there yet; returns the program paths that changed.
 
         `restarts` (unit -> the paths it reads): as with RunContext.place, each unit whose programs
@@ -159,7 +160,7 @@ class StageReleases:
         self._record(run, node, report, releases)
         return report.changed
 
-    async def _deliver(self, run, node: str, group: list[Release], mode: str, report: NodeReleases) -> None:  # noqa: ANN001
+    async def _deliver(self, run: RunContext, node: str, group: list[Release], mode: str, report: NodeReleases) -> None:
         """One file onto one node, for every release that is this file (in turn: the first brings
         it into the node's cache). With push it is uploaded first, unless the node has it."""
         for i, release in enumerate(group):
@@ -170,17 +171,17 @@ class StageReleases:
 
     # --- steps --------------------------------------------------------------------------------
 
-    async def _status(self, run, node: str, releases: list[Release]) -> NodeReleases:  # noqa: ANN001
+    async def _status(self, run: RunContext, node: str, releases: list[Release]) -> NodeReleases:
         result = await run.sh(node, status_command(releases), timeout=300)
         return parse_report(result.stdout, NodeReleases())
 
-    async def _ensure_curl(self, run, node: str) -> None:  # noqa: ANN001
+    async def _ensure_curl(self, run: RunContext, node: str) -> None:
         result = await run.sh(node, install_missing(("curl",)), timeout=LOCK_WAIT + 600, check=False)
         if result.exit_status != 0:
             raise StageFailed(f"{node} has no curl to download release files and could not install it from its apt sources; "
                               'fix: give the node an apt source with curl, or set binaries.delivery = "push"', node)
 
-    async def _artifact(self, run, release: Release) -> Artifact:  # noqa: ANN001
+    async def _artifact(self, run: RunContext, release: Release) -> Artifact:
         """The verified file in this machine's cache, downloaded once per run whoever asks first."""
         if release.sha256 not in self._artifacts:
             binaries = self._binaries(run)
@@ -189,7 +190,7 @@ class StageReleases:
             run.log("", f"{artifact.name}: SHA-256 {artifact.sha256} verified")
         return await self._artifacts[release.sha256]
 
-    async def _push(self, run, node: str, release: Release) -> str:  # noqa: ANN001
+    async def _push(self, run: RunContext, node: str, release: Release) -> str:
         """Uploads the verified file to the node's staging folder, with progress events."""
         artifact = await self._artifact(run, release)
         meter = Meter(run, node, release.source.name, "push")
@@ -197,7 +198,7 @@ class StageReleases:
         meter.update(artifact.size, artifact.size, final=True)
         return staged
 
-    async def _run_install(self, run, node: str, release: Release, staged: str, mode: str, report: NodeReleases) -> None:  # noqa: ANN001
+    async def _run_install(self, run: RunContext, node: str, release: Release, staged: str, mode: str, report: NodeReleases) -> None:
         meter = Meter(run, node, release.source.name, mode)
         failure: list[str] = []
 
@@ -220,7 +221,7 @@ class StageReleases:
         parse_report(result.stdout, report)
         report.status[release.key] = "ok"
 
-    def _record(self, run, node: str, report: NodeReleases, releases: list[Release]) -> None:  # noqa: ANN001
+    def _record(self, run: RunContext, node: str, report: NodeReleases, releases: list[Release]) -> None:
         """Records what the node has in place: the programs with the sums it computed, and its cached
         file and manifest, so that `down` (machines) removes them too."""
         files = run.state.nodes[node].files
@@ -253,7 +254,7 @@ def install_error(node: str, release: Release, status: int, failure: list[str]) 
     return StageFailed(f"{node}: installing {name} from {url} exited with status {status}", node)
 
 
-async def delivery_choice(run, urls: list[str]) -> Choice:  # noqa: ANN001 - runctx.RunContext
+async def delivery_choice(run: RunContext, urls: list[str]) -> Choice:
     """The run's delivery mode for these URLs' origins: decided once per run and logged."""
     key = tuple(sorted(origins(urls)))
     if key not in run.deliveries:
@@ -263,7 +264,7 @@ async def delivery_choice(run, urls: list[str]) -> Choice:  # noqa: ANN001 - run
     return await run.deliveries[key]
 
 
-async def _decide(run, urls: list[str]) -> Choice:  # noqa: ANN001
+async def _decide(run: RunContext, urls: list[str]) -> Choice:
     fixed = fixed_choice(run.config)
     if fixed is not None:
         return fixed
@@ -275,7 +276,7 @@ class Meter:
     """Turns byte counts into TransferProgress events: `done` never goes back, upload events are
     spaced out, and the start, each quarter and the end are also written to the node's log."""
 
-    def __init__(self, run, node: str, file: str, mode: str) -> None:  # noqa: ANN001
+    def __init__(self, run: RunContext, node: str, file: str, mode: str) -> None:
         self.run, self.node, self.file, self.mode = run, node, file, mode
         self.started = time.monotonic()
         self.done = -1

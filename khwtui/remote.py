@@ -215,9 +215,14 @@ async def _checked(conn: asyncssh.SSHClientConnection, command: str, what: str, 
     if result.exit_status is None:
         raise asyncssh.ConnectionLost("channel closed without an exit status")
     if result.exit_status != 0:
-        err = result.stderr.decode(errors="replace").strip().splitlines()
+        err = _decoded(result.stderr).strip().splitlines()
         raise RemoteError(f"{what} failed with status {result.exit_status}: {err[-1] if err else ''}")
-    return result.stdout.decode(errors="replace")
+    return _decoded(result.stdout)
+
+
+def _decoded(data: bytes | str | None) -> str:
+    """What a process printed, as text (`encoding=None` hands back bytes)."""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data or ""
 
 
 async def _staging(sftp: asyncssh.SFTPClient) -> None:
@@ -228,9 +233,8 @@ async def _staging(sftp: asyncssh.SFTPClient) -> None:
 
 
 async def _download(conn: asyncssh.SSHClientConnection, staged: str) -> bytes:
-    async with conn.start_sftp_client() as sftp:
-        async with sftp.open(staged, "rb") as f:
-            return await f.read()
+    async with conn.start_sftp_client() as sftp, sftp.open(staged, "rb") as f:
+        return await f.read()
 
 
 async def _upload_file(conn: asyncssh.SSHClientConnection, local: Path, staged: str, progress: ProgressSink | None) -> None:
@@ -354,7 +358,7 @@ class Remote:
         """Streams a local file to a private staged path in the login user's home (relative to it,
         where commands run) and returns that path; the caller's command moves it into place."""
         staged = f"{STAGING}/{uuid.uuid4().hex}"
-        self._emit(host, "cmd", f"upload {local.name} ({local.stat().st_size} bytes) to {staged}")
+        self._emit(host, "cmd", f"upload {local.name} ({local.stat().st_size} bytes) to {staged}")  # noqa: ASYNC240 - one stat of a local file
         await self._on_host(host, partial(_upload_file, local=local, staged=staged, progress=progress))
         return staged
 
@@ -462,7 +466,7 @@ class Remote:
             done = await proc.wait()
         if done.exit_status is None:
             raise asyncssh.ConnectionLost(f"run channel closed without an exit status ({done.exit_signal})")
-        for stream, tail in zip(("out", "err"), tails):
+        for stream, tail in zip(("out", "err"), tails, strict=True):
             job.partial[stream] = tail
             if tail:
                 job.recent.append(tail)

@@ -10,7 +10,7 @@ then applies the stage again, carrying out the restart) as in `status` and the h
 from __future__ import annotations
 
 from khwtui.events import PASSED
-from khwtui.stages.base import Outcome
+from khwtui.outcome import Outcome
 from khwtui.state import State
 
 PENDING = "configuration changed, restart pending"

@@ -16,19 +16,28 @@ import asyncio
 import hashlib
 import shlex
 import time
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Awaitable, Callable, Collection, Iterable, Mapping, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from khwtui import crashpoints
 from khwtui.apt import STARTED as APT_STARTED
+from khwtui.config import Config
 from khwtui.context import Cluster
 from khwtui.events import FAILED, PASSED, RUNNING, LogLines, NodeChanged, Sink
+from khwtui.providers.base import Provider
 from khwtui.render import NodeFile
-from khwtui.state import FileRecord, NodeRecord
+from khwtui.state import FileRecord, NodeRecord, State
 from khwtui.topology import Node, Topology
 
+if TYPE_CHECKING:  # imported where used: asyncssh and cryptography load on a run's first SSH command or certificate
+    from khwtui.nodefiles import Artifacts
+    from khwtui.remote import Host, Remote, RunResult
+
 T = TypeVar("T")
+LineFn = Callable[[str, str, str], None]  # (node, line, stream): where the SSH runner sends each streamed line
+RemoteFactory = Callable[[LineFn], "Remote"]
 NODE_CONCURRENCY = 16  # nodes worked on at once; the SSH runner bounds channels per node itself
 
 
@@ -36,22 +45,22 @@ NODE_CONCURRENCY = 16  # nodes worked on at once; the SSH runner bounds channels
 class RunContext:
     cluster: Cluster
     emit: Sink
-    provider: object  # providers.base.Provider (kept untyped to avoid an import cycle)
-    remote_factory: Callable[[Callable[[str, str, str], None]], object]
+    provider: Provider
+    remote_factory: RemoteFactory
     clock: Callable[[], float] = time.time
     stage: str = ""
     deliveries: dict = field(default_factory=dict)  # release origins -> delivery.Choice, decided once per run
-    _remote: object | None = field(default=None, repr=False)
+    _remote: Remote | None = field(default=None, repr=False)
     _restarted: set[tuple[str, str]] = field(default_factory=set, repr=False)  # (node, unit) restarted this run
 
     # --- the cluster ----------------------------------------------------------------------
 
     @property
-    def config(self):  # noqa: ANN201 - Config
+    def config(self) -> Config:
         return self.cluster.config
 
     @property
-    def state(self):  # noqa: ANN201 - State
+    def state(self) -> State:
         return self.cluster.state
 
     @property
@@ -62,7 +71,7 @@ class RunContext:
         self.cluster.state_dir.save(self.cluster.state)
 
     @cached_property
-    def artifacts(self):  # noqa: ANN201 - nodefiles.Artifacts
+    def artifacts(self) -> Artifacts:
         """Certificates, kubeconfigs and the encryption key as the offline stages made them."""
         from khwtui.encryption import load_or_create_key
         from khwtui.nodefiles import Artifacts
@@ -91,18 +100,18 @@ class RunContext:
     # --- SSH ------------------------------------------------------------------------------
 
     @property
-    def remote(self):  # noqa: ANN201 - remote.Remote
+    def remote(self) -> Remote:
         if self._remote is None:
             self._remote = self.remote_factory(self.log)
         return self._remote
 
-    def host(self, node: str):  # noqa: ANN201 - remote.Host
+    def host(self, node: str) -> Host:
         from khwtui.remote import Host
 
         record = self.state.nodes[node]
         return Host(node, record.ssh_host or record.internal_ip, record.ssh_port, self.config.ssh.user, record.host_key)
 
-    async def sh(self, node: str, command: str, *, sudo: bool = True, timeout: float | None = 300, check: bool = True):  # noqa: ANN201
+    async def sh(self, node: str, command: str, *, sudo: bool = True, timeout: float | None = 300, check: bool = True) -> RunResult:
         """Run `command` on `node` (as root by default), its output streamed into the node's log."""
         return await self.remote.run(self.host(node), command, sudo=sudo, timeout=timeout, check=check)
 
@@ -213,7 +222,7 @@ class RunContext:
         for r in results:
             if isinstance(r, BaseException):
                 raise r
-        return results  # type: ignore[return-value]
+        return [r for r in results if not isinstance(r, BaseException)]
 
 
 def _fingerprint(f: NodeFile) -> str:

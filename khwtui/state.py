@@ -19,15 +19,16 @@ import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import platformdirs
 import tomli_w
 
-from khwtui.events import CHECK_RESULTS, PENDING, STAGE_STATUSES
 from khwtui.errors import StateError
+from khwtui.events import CHECK_RESULTS, PENDING, STAGE_STATUSES
 from khwtui.fsutil import TEMP_SUFFIX, write_atomic
 
 SCHEMA = 1
@@ -272,7 +273,7 @@ def _encode(value: Any) -> Any:
 def _decode(value: Any, hint: Any, key: str) -> Any:
     """A TOML value to the type `hint` names, strictly: wrong types and unknown keys are _Invalid."""
     origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return _decode_record(value, hint, key)
     if origin in (types.UnionType, typing.Union):  # `T | None`: None never reaches here, it is omitted
         (inner,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]

@@ -8,14 +8,12 @@ and no node count is ever written down twice.
 from __future__ import annotations
 
 import ipaddress
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from khwtui.config import RFC1035, Config
+from khwtui.config import CONTROLLER_START, RFC1035, Config, worker_start
 from khwtui.errors import ConfigError
 
-CONTROLLER_START = 10  # KTHW: controllers at .10, .11, ...
 LB_OFFSET = 2  # the local/machines load balancer node (.1 is the gateway)
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
@@ -100,29 +98,6 @@ def resource_names(cluster: str) -> ResourceNames:
 def node_name(config: Config, role: str, index: int | None = None) -> str:
     base = role if index is None else f"{role}-{index}"
     return f"{config.topology.name_prefix}-{base}" if config.topology.name_prefix else base
-
-
-def _last_offset(net: ipaddress.IPv4Network) -> int:
-    """GCE reserves the last two addresses of a subnet (and .0/.1), so nodes stop before them."""
-    return net.num_addresses - 3
-
-
-def worker_start(controllers: int) -> int:
-    return CONTROLLER_START + 10 * max(1, math.ceil(controllers / 10))
-
-
-def address_room(config: Config) -> tuple[int, int]:
-    """(room for controllers, room for workers given the configured controllers) in node_cidr."""
-    net = ipaddress.IPv4Network(config.network.node_cidr)
-    last = _last_offset(net)
-    max_controllers = max(0, last - CONTROLLER_START - 10 + 1)
-    workers = max(0, last - worker_start(config.topology.controllers) + 1)
-    return max_controllers, workers
-
-
-def pod_room(config: Config) -> int:
-    cluster = ipaddress.IPv4Network(config.network.cluster_cidr)
-    return 2 ** (config.network.pod_prefix - cluster.prefixlen)
 
 
 def pod_cidr(config: Config, index: int) -> str:

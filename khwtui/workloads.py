@@ -15,8 +15,8 @@ from urllib.parse import quote
 from khwtui.errors import StageFailed
 from khwtui.kubeapi import ApiClient
 from khwtui.manifests import apply, ref, unserved
+from khwtui.outcome import Outcome
 from khwtui.providers.base import CloudNetwork
-from khwtui.stages.base import Outcome
 from khwtui.waiting import poll
 
 if TYPE_CHECKING:
@@ -155,8 +155,8 @@ async def run_to_completion(api: ApiClient, job: dict, timeout: float) -> tuple[
     """Create `job` (a batch/v1 Job with generateName and a TTL, so the cluster removes it), wait
     for its pod to end, and return that pod and its output. A pod that cannot start ends the wait."""
     namespace = job["metadata"].get("namespace", "default")
-    created = await api.post(f"/apis/batch/v1/namespaces/{namespace}/jobs", job)
-    name = created["metadata"]["name"]  # type: ignore[index]
+    created = await api.post_object(f"/apis/batch/v1/namespaces/{namespace}/jobs", job)
+    name = created["metadata"]["name"]
     labels = {"batch.kubernetes.io/job-name": name}
     last: list[dict] = []
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import janitor
 import pytest
+
+if TYPE_CHECKING:
+    from mirror.aptrepo import AptRepo
 
 # pytest-xdist workers (gw0, gw1, ...) each get their own loopback block for the Compute API fake's
 # external addresses, so two gcp beds at once never listen on the same address
@@ -54,7 +58,7 @@ def release_mirror(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 @pytest.fixture(scope="session")
-def apt_repo(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - mirror.aptrepo.AptRepo
+def apt_repo(tmp_path_factory: pytest.TempPathFactory) -> AptRepo:
     """The signed apt repository the nodes install OS packages (and the stand-ins' python3) from."""
     from mirror import default_cache
     from mirror.aptrepo import NODE_PACKAGES, build_apt_repo

@@ -189,7 +189,7 @@ class LoadBalancers:
                 await self._apply(read_specs(self._fake))
             except (ApiError, KeyError):
                 pass  # a resource went away between two reads: the next round sees a settled state
-            except Exception as bug:  # a bug here must not stop the data plane silently
+            except Exception as bug:  # noqa: BLE001 - a bug here must not stop the data plane silently
                 if repr(bug) not in self.problems:
                     self.problems.append(repr(bug))
             await asyncio.sleep(self._interval)
@@ -258,7 +258,7 @@ class LoadBalancers:
         probes = await asyncio.gather(*(probe(m, spec.check, rules) for m in spec.members))
         with self._changed:
             balancer.probes.extend(probes)
-            balancer.healthy = tuple(m for m, p in zip(spec.members, probes) if p.healthy)
+            balancer.healthy = tuple(m for m, p in zip(spec.members, probes, strict=True) if p.healthy)
             balancer.rounds += 1
 
     async def _splice(
@@ -398,7 +398,7 @@ def run_in_netns(netns: str, work: Callable[[], T]) -> T:
             finally:
                 os.close(fd)
             outcome.append(work())
-        except Exception as error:  # handed back to the caller's thread
+        except Exception as error:  # noqa: BLE001 - handed back to the caller's thread
             outcome.append(error)
 
     thread = threading.Thread(target=entered, name="in-netns")

@@ -19,12 +19,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import janitor
 import tomli_w
 
 from khwtui.providers import nspawn, rootfs
 from khwtui.providers.local import cluster_prefix
+
+if TYPE_CHECKING:
+    from mirror.server import MirrorServer
 
 STANDINS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy")
 KUBE_TEMPLATE = "kubernetes/v{version}/bin/linux/{arch}/{name}"
@@ -133,7 +137,7 @@ class LocalCluster:
         urls = {name: url.replace(local, server.url) for name, url in binaries["urls"].items()}
         self.raw["binaries"] = {**binaries, "urls": urls, "sha256": dict(binaries["sha256"])}
 
-    def serve(self, folder: Path):  # noqa: ANN201 - mirror.server.MirrorServer
+    def serve(self, folder: Path) -> MirrorServer:
         """Serve `folder` to the nodes on the bridge's host address; stopped by down()."""
         server = serve_on_bridge(self.prefix, self.raw["network"]["node_cidr"], folder)
         self.servers.append(server)
@@ -187,12 +191,12 @@ def built_until(root: Path, mirror: dict, controllers: int, workers: int, stage:
         cluster.down()
 
 
-def serve_apt_on_bridge(prefix: str, node_cidr: str, apt: object):  # noqa: ANN201 - mirror.server.MirrorServer
+def serve_apt_on_bridge(prefix: str, node_cidr: str, apt: object) -> MirrorServer:
     """Serve an AptRepo on the host side of the prefix's bridge. Stop it with `__exit__`."""
     return serve_on_bridge(prefix, node_cidr, apt.path)  # type: ignore[attr-defined]
 
 
-def serve_on_bridge(prefix: str, node_cidr: str, folder: Path):  # noqa: ANN201 - mirror.server.MirrorServer
+def serve_on_bridge(prefix: str, node_cidr: str, folder: Path) -> MirrorServer:
     """Serve a folder on the host side of the prefix's bridge, which is made here with the
     provider's own primitive (ensure() adopts it), before the first node boots. Stop it with
     `__exit__`."""

@@ -21,7 +21,7 @@ import signal
 import subprocess
 import tomllib
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,10 +121,8 @@ class NodeHost:
         listener stays. Returns the PIDs killed."""
         pids = self.session_pids()
         for pid in pids:
-            try:
+            with suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         return pids
 
     def running(self, argv: list[str]) -> list[int]:

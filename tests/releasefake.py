@@ -6,13 +6,13 @@ nodes (tests/test_release_delivery_local.py)."""
 from __future__ import annotations
 
 import pytest
-
 from mirror.tarballs import tar_members
+
 from khwtui.release_install import MODE, StageReleases
 from khwtui.state import NodeRecord
 
 
-async def _wanted(releases: StageReleases, run) -> dict[str, bytes]:  # noqa: ANN001 - the tests' FakeRun
+async def _wanted(releases: StageReleases, run) -> dict[str, bytes]:
     wanted: dict[str, bytes] = {}
     for release in await releases.releases(run):
         data = releases._binaries(run).fetch_resolved(release.source).path.read_bytes()
@@ -20,12 +20,12 @@ async def _wanted(releases: StageReleases, run) -> dict[str, bytes]:  # noqa: AN
     return wanted
 
 
-async def _drifted(self: StageReleases, run, node: str) -> list[str]:  # noqa: ANN001
+async def _drifted(self: StageReleases, run, node: str) -> list[str]:
     files = run.nodes[node].files
     return [path for path, data in (await _wanted(self, run)).items() if files.get(path) != (data, MODE)]
 
 
-async def _install(self: StageReleases, run, node: str, restarts=None) -> list[str]:  # noqa: ANN001
+async def _install(self: StageReleases, run, node: str, restarts=None) -> list[str]:
     changed = await _drifted(self, run, node)
     run.state.nodes.setdefault(node, NodeRecord(node, ""))
     run.mark_due(node, changed, restarts or {})

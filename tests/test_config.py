@@ -10,6 +10,7 @@ import pytest
 from khwtui import config
 from khwtui.cli import main
 from khwtui.errors import ConfigError
+from khwtui.topology import check_names
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT = tomllib.loads((CONFIGS / "default.toml").read_text())
@@ -38,6 +39,7 @@ def write_toml(path: Path, raw: dict) -> Path:
 def test_every_shipped_config_is_valid() -> None:
     for file in sorted(CONFIGS.glob("*.toml")):
         loaded = config.load(file)
+        check_names(loaded)  # the names derived from it, as open_cluster checks them
         assert loaded.cluster.name
 
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from standins import build
 from releasefake import simulate_release_install
+from standins import build
 from standins.flags import MINORS, PROGRAMS
 
 from khwtui import config
@@ -40,8 +40,8 @@ from khwtui.pki import Pki
 from khwtui.remote import RunResult
 from khwtui.render import NodeFile
 from khwtui.runctx import RunContext
-from khwtui.state import NodeRecord, State
 from khwtui.stages.control_plane import ControlPlaneStage, health_codes, unit_states
+from khwtui.state import NodeRecord, State
 from khwtui.topology import Node, Topology
 
 D = "/var/lib/kubernetes"
@@ -176,7 +176,7 @@ def test_the_apiserver_audits_by_a_policy_it_is_given_and_logs_no_request_bodies
 
 def test_without_the_api_address_the_apiserver_unit_is_refused_with_the_fix() -> None:
     topo = Topology(config.from_dict({"cluster": {"name": "gcp-early"}}))  # gcp: no static address yet
-    with pytest.raises(StateError, match="service-account issuer.*run the compute stage first"):
+    with pytest.raises(StateError, match=r"service-account issuer.*run the compute stage first"):
         apiserver_unit(topo, topo.controllers[0])
 
 

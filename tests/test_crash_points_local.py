@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pytest
 from localcluster import LocalCluster
-from workerbed import shells, standin_nodes, unit_starts
+from workerbed import NodeShell, shells, standin_nodes, unit_starts
 
 from khwtui import crashpoints
 from khwtui.context import open_cluster
@@ -51,7 +51,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict) -> I
         yield c
 
 
-def node(c: LocalCluster, name: str):  # noqa: ANN201 - workerbed.NodeShell
+def node(c: LocalCluster, name: str) -> NodeShell:
     return shells(c.state_dir)[name]
 
 
@@ -88,7 +88,7 @@ async def test_haproxy_placed_but_not_reloaded_when_the_run_died_is_reloaded_by_
     serve_stats_elsewhere(cluster)
     real = RunContext.sh
 
-    async def dies_before_a_restart(self: RunContext, name: str, command: str, **kwargs):  # noqa: ANN202, ANN003
+    async def dies_before_a_restart(self: RunContext, name: str, command: str, **kwargs):
         if command.startswith(("systemctl reload-or-restart", "systemctl restart")):
             raise Died(command)
         return await real(self, name, command, **kwargs)

@@ -43,12 +43,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, release_mirror: dict) -> I
 
 
 @pytest.fixture(scope="module")
-def etcd(cluster: LocalCluster, release_mirror: dict, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+def etcd(cluster: LocalCluster, release_mirror: dict, tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("etcdctl")
     return lambda *args: host_etcdctl(cluster, release_mirror, folder, *args)
 
 
-def value(etcd, key: str) -> str | None:  # noqa: ANN001
+def value(etcd, key: str) -> str | None:
     out = etcd("get", key, "--print-value-only")
     assert out.returncode == 0, out.stderr
     return out.stdout.strip() or None
@@ -104,7 +104,7 @@ def test_restore_brings_back_deleted_keys_and_drops_keys_written_after_the_backu
     (cluster.root / "good-backup").write_bytes(out.read_bytes())
 
 
-def _rewritten(source: Path, target: Path, change) -> Path:  # noqa: ANN001
+def _rewritten(source: Path, target: Path, change) -> Path:
     """A copy of the backup with `change(name, data) -> data` applied to each member."""
     with tarfile.open(source) as tar, tarfile.open(target, "w:gz") as out:
         for info in tar.getmembers():
@@ -152,7 +152,7 @@ def test_renewing_kubernetes_restarts_etcd_node_by_node_and_every_member_serves_
     assert new != old
     assert {served_serial(cluster, node) for node in CONTROLLERS} == {new}
     after = etcd_started_at(cluster)
-    assert all(a != b for a, b in zip(after, started)), (started, after)
+    assert all(a != b for a, b in zip(after, started, strict=True)), (started, after)
     assert "worker-0: holds none of them" in renewed.stdout
     assert cluster.state().get("renewals", {}) == {}
 

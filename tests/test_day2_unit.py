@@ -45,7 +45,7 @@ def test_a_backup_is_private_and_reads_back_whole(tmp_path: Path) -> None:
     assert backup.manifest.ca_sha256 == archive.sha256(MEMBERS[archive.CA_MEMBER])
 
 
-def _rewrite(path: Path, change) -> None:  # noqa: ANN001
+def _rewrite(path: Path, change) -> None:
     with tarfile.open(path) as tar:
         members = {i.name: tar.extractfile(i).read() for i in tar.getmembers()}  # type: ignore[union-attr]
     with tarfile.open(path, "w:gz") as tar:
@@ -55,7 +55,7 @@ def _rewrite(path: Path, change) -> None:  # noqa: ANN001
             tar.addfile(info, io.BytesIO(data))
 
 
-def _manifest(edit):  # noqa: ANN001, ANN202
+def _manifest(edit):
     def change(members: dict[str, bytes]) -> dict[str, bytes]:
         return {**members, "manifest.json": json.dumps(edit(json.loads(members["manifest.json"]))).encode()}
     return change
@@ -73,7 +73,7 @@ def _manifest(edit):  # noqa: ANN001, ANN202
         (lambda m: {**m, "manifest.json": b"{not json"}, "manifest.json is unreadable"),
     ],
 )
-def test_a_damaged_or_foreign_backup_is_refused_in_one_line(tmp_path: Path, damage, message: str) -> None:  # noqa: ANN001
+def test_a_damaged_or_foreign_backup_is_refused_in_one_line(tmp_path: Path, damage, message: str) -> None:
     path = written(tmp_path)
     _rewrite(path, damage)
     with pytest.raises(UsageError) as refused:
@@ -129,7 +129,7 @@ def test_renewing_a_client_certificate_restarts_only_the_unit_whose_kubeconfig_c
 def test_reissue_keeps_the_key_and_changes_the_serial(artifacts: Artifacts) -> None:
     pki = artifacts.pki
     before, key = pki.serial("kubernetes"), pki.key_pem("kubernetes")
-    serials = pki.reissue(artifacts.topo, ["kubernetes"], now=dt.datetime.now(dt.timezone.utc))
+    serials = pki.reissue(artifacts.topo, ["kubernetes"], now=dt.datetime.now(dt.UTC))
     assert serials["kubernetes"] != before and pki.serial("kubernetes") == serials["kubernetes"]
     assert pki.key_pem("kubernetes") == key
     assert x509.load_pem_x509_certificate(pki.cert_pem("kubernetes")).serial_number == serials["kubernetes"]
@@ -168,7 +168,7 @@ def test_the_day2_commands_parse_with_config_and_state_dir() -> None:
         parser.parse_args(["certs", "--renew", "admin", "--renew-all"])
 
 
-def test_stop_on_machines_exits_2_before_anything(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_stop_on_machines_exits_2_before_anything(tmp_path: Path, capsys) -> None:
     config = tmp_path / "m.toml"
     config.write_text('[provider]\nkind = "machines"\n[[machines.hosts]]\nname = "controller-0"\nrole = "controller"\n'
                       'address = "192.0.2.10"\nhost_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM6Pw1hQ7i2y0oXcWmB6mP8y4x1Jm4rC2v6f1nXz0aQk"\n'

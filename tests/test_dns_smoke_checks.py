@@ -247,7 +247,7 @@ async def test_a_coredns_version_without_a_pinned_digest_is_refused_before_anyth
     outcomes = await DnsStage(api.client()).check(run)
     assert [(o.check, o.result) for o in outcomes] == [(dns.APPLIED, "failed")]
     assert "versions.coredns = '1.13.1' has no pinned image digest" in outcomes[0].evidence
-    with pytest.raises(StageFailed, match="fix: set versions.coredns to one of 1.14.3, 1.14.6"):
+    with pytest.raises(StageFailed, match=re.escape("fix: set versions.coredns to one of 1.14.3, 1.14.6")):
         await DnsStage(api.client()).apply(run)
     assert not api.requests
 

@@ -14,8 +14,8 @@ from khwtui.engine import Engine, Selection, replay, select
 from khwtui.errors import UsageError
 from khwtui.events import CheckResult, LogLines, RunFinished, StageChanged, from_json
 from khwtui.headless import ConsoleSink
+from khwtui.outcome import Outcome, first_problem, verdict
 from khwtui.stages import STAGES
-from khwtui.stages.base import Outcome, first_problem, verdict
 from khwtui.state import StateDir
 
 NAMES = [s.name for s in STAGES]
@@ -31,7 +31,7 @@ def test_from_runs_to_the_end_and_only_runs_exactly_the_named_stages_in_table_or
 
 
 def test_an_unknown_stage_is_a_usage_error_listing_the_stages() -> None:
-    with pytest.raises(UsageError, match="unknown stage 'etc'.*compute, pki"):
+    with pytest.raises(UsageError, match=r"unknown stage 'etc'.*compute, pki"):
         select(Selection(only=("etc",)), NAMES)
 
 

@@ -8,6 +8,7 @@ the operations client of its scope, as the gcp provider must do.
 from __future__ import annotations
 
 import ipaddress
+import re
 import threading
 import time
 import uuid
@@ -303,7 +304,7 @@ def test_legacy_http_health_checks_over_raw_rest(gce: Gce, fake: FakeCompute) ->
         5,
     )
     assert [i["name"] for i in gce.session.get(gce.legacy_health_checks()).json()["items"]] == ["api"]
-    with pytest.raises(exceptions.BadRequest, match="resource.requestPath"):
+    with pytest.raises(exceptions.BadRequest, match=re.escape("resource.requestPath")):
         gce.raw("POST", gce.legacy_health_checks(), {"name": "other", "requestPath": "healthz"})
     gce.finish(gce.raw("DELETE", gce.legacy_health_checks("/api")))
     with pytest.raises(exceptions.NotFound):
@@ -345,7 +346,7 @@ def test_list_instances_of_a_group_is_a_paged_read_not_an_operation(gce: Gce, fa
         ("listInstances", {"instanceState": "RUNNING"}, "1", False),
     ]
     assert fake.group_members(f"zones/{Z}/instanceGroups/controllers")[1]["name"] == "controller-2"
-    with pytest.raises(exceptions.BadRequest, match="request.instanceState"):
+    with pytest.raises(exceptions.BadRequest, match=re.escape("request.instanceState")):
         gce.raw("POST", listing, {"instanceState": "STOPPED"})
     with pytest.raises(exceptions.NotFound, match="instanceGroups/workers"):
         list(gce.groups.list_instances(project=P, zone=Z, instance_group="workers"))
@@ -356,7 +357,7 @@ def test_list_instances_of_a_group_is_a_paged_read_not_an_operation(gce: Gce, fa
 
 @pytest.mark.parametrize("name", ["Net", "net_1", "1net", "net-", "n" * 64])
 def test_names_must_be_rfc1035_and_at_most_63_characters(gce: Gce, name: str) -> None:
-    with pytest.raises(exceptions.BadRequest, match="resource.name") as caught:
+    with pytest.raises(exceptions.BadRequest, match=re.escape("resource.name")) as caught:
         gce.networks.insert(project=P, network_resource=c.Network(name=name, auto_create_subnetworks=False))
     assert reason(caught.value) == "invalid"
 
@@ -370,12 +371,12 @@ def test_required_fields_are_named(gce: Gce) -> None:
     build_network(gce)
     no_machine = vm("worker-0")
     no_machine.machine_type = ""
-    with pytest.raises(exceptions.BadRequest, match="Required field 'resource.machineType'"):
+    with pytest.raises(exceptions.BadRequest, match=re.escape("Required field 'resource.machineType'")):
         gce.instances.insert(project=P, zone=Z, instance_resource=no_machine)
     no_image = vm("worker-0", image="")
-    with pytest.raises(exceptions.BadRequest, match="initializeParams.sourceImage"):
+    with pytest.raises(exceptions.BadRequest, match=re.escape("initializeParams.sourceImage")):
         gce.instances.insert(project=P, zone=Z, instance_resource=no_image)
-    with pytest.raises(exceptions.BadRequest, match="resource.ipCidrRange"):
+    with pytest.raises(exceptions.BadRequest, match=re.escape("resource.ipCidrRange")):
         gce.subnetworks.insert(
             project=P, region=R, subnetwork_resource=c.Subnetwork(name="s2", network="global/networks/net")
         )
@@ -403,7 +404,7 @@ def test_references_are_checked(gce: Gce) -> None:
     with pytest.raises(exceptions.BadRequest, match="conflicts with existing subnetwork 'subnet'"):
         gce.subnetworks.insert(project=P, region=R, subnetwork_resource=overlap)
     stray_hop = c.Route(name="r", network="global/networks/net", dest_range="10.200.0.0/24", next_hop_ip="192.168.1.1")
-    with pytest.raises(exceptions.BadRequest, match="resource.nextHopIp"):
+    with pytest.raises(exceptions.BadRequest, match=re.escape("resource.nextHopIp")):
         gce.routes.insert(project=P, route_resource=stray_hop)
     to_no_pool = c.ForwardingRule(name="f", port_range="6443", target=f"regions/{R}/targetPools/none")
     with pytest.raises(exceptions.NotFound, match="targetPools/none"):
@@ -684,7 +685,7 @@ def test_guest_attributes_are_404_until_the_host_key_is_published() -> None:
         add_vm(gce, "worker-0")
         query = c.GetGuestAttributesInstanceRequest(project=P, zone=Z, instance="worker-0", query_path="hostkeys/")
         with pytest.raises(
-            exceptions.NotFound, match="The resource 'hostkeys/' of type 'Guest Attribute' was not found."
+            exceptions.NotFound, match=re.escape("The resource 'hostkeys/' of type 'Guest Attribute' was not found.")
         ):
             gce.instances.get_guest_attributes(request=query)
         deadline, attempts = time.monotonic() + 10, 1
@@ -816,7 +817,7 @@ def test_labels_filter_list_and_aggregated_list(gce: Gce, fake: FakeCompute) -> 
     assert [i.name for i in named] == ["theirs"]
     with pytest.raises(exceptions.BadRequest, match="filter"):
         list(gce.instances.list(request=c.ListInstancesRequest(project=P, zone=Z, filter="name = a OR name = b")))
-    with pytest.raises(exceptions.BadRequest, match="resource.labels"):
+    with pytest.raises(exceptions.BadRequest, match=re.escape("resource.labels")):
         gce.addresses.insert(project=P, region=R, address_resource=c.Address(name="x", labels={"Cluster": "Mine"}))
     assert any(
         r.query.get("filter") == "labels.khwtui-cluster=mine" and "/aggregated/addresses" in r.path
@@ -867,7 +868,7 @@ def test_boot_disks_count_against_the_disk_quota_of_their_type_and_cpus_against_
         assert (used["DISKS_TOTAL_GB"], used["SSD_TOTAL_GB"]) == (20.0, 0.0)
         [cpus] = gce.projects.get(project=P).quotas
         assert (cpus.metric, cpus.usage, cpus.limit) == ("CPUS_ALL_REGIONS", 2.0, 3.0)
-        with pytest.raises(exceptions.Forbidden, match="Quota 'CPUS_ALL_REGIONS' exceeded.  Limit: 3.0 globally."):
+        with pytest.raises(exceptions.Forbidden, match=re.escape("Quota 'CPUS_ALL_REGIONS' exceeded.  Limit: 3.0 globally.")):
             add_vm(gce, "b", zone="us-west1-b")
 
 

@@ -43,10 +43,10 @@ from khwtui import config as config_mod
 from khwtui import controlplane_files
 from khwtui.context import open_cluster
 from khwtui.engine import Engine
+from khwtui.frontend_files import healthz_files
 from khwtui.headless import ConsoleSink
 from khwtui.kubeapi import ApiClient, Credentials
 from khwtui.stages import control_plane
-from khwtui.frontend_files import healthz_files
 from khwtui.stages.frontend import STATS, apt_install, healthz_probe, parse_backends
 from khwtui.topology import Topology
 from khwtui.waiting import poll

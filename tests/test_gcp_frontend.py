@@ -32,12 +32,12 @@ from khwtui.context import Cluster
 from khwtui.events import FAILED, PASSED, Event, HealthChanged
 from khwtui.frontend_files import healthz_files
 from khwtui.health import probe_once
+from khwtui.outcome import Outcome
 from khwtui.providers import gcp_api
 from khwtui.providers.gcp import ResourceConflict, price_table, running_hourly
 from khwtui.providers.gcp_api import HttpHealthCheck
 from khwtui.remote import RunResult
 from khwtui.render import NodeFile
-from khwtui.stages.base import Outcome
 from khwtui.runctx import RunContext
 from khwtui.stages.frontend import FrontendStage, apt_install, healthz_probe
 from khwtui.state import NodeRecord, State, StateDir

@@ -551,7 +551,8 @@ async def add_later_stages(fake: FakeCompute, config: Config) -> None:
     topo, cluster = Topology(config), config.cluster.name
     names, marker = topo.names, f"khwtui-cluster={cluster}"
     api = setup_api(fake)
-    legacy = requests.post(
+    legacy = await asyncio.to_thread(
+        requests.post,
         f"{fake.endpoint}/compute/v1/projects/{PROJECT}/global/httpHealthChecks",
         json={"name": names.http_health_check, "description": marker, "requestPath": "/healthz", "port": 80},
         timeout=10,

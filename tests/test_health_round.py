@@ -10,7 +10,8 @@ from stagerun import ScriptedRemote, local_raw, stage_context
 
 from khwtui.events import HealthChanged, LogLines, NodeChanged
 from khwtui.health import exit_code, probe_round, probe_stage
-from khwtui.stages.base import Outcome, Stage
+from khwtui.outcome import Outcome
+from khwtui.stages.base import Stage
 
 NODE_PROBES = ("compute", "etcd", "control-plane", "workers")  # the stages whose probes run commands on nodes
 

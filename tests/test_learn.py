@@ -164,7 +164,7 @@ def described(lines: list[list[str]]) -> set[str]:
 @pytest.mark.parametrize("design", ["target-pool", "backend-service"])
 def test_the_gcp_scripts_gcloud_lines_create_exactly_the_planned_resources(design: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_config(tmp_path / "gcp.toml", {"gcp": {"load_balancer": design, "admin_cidrs": ["198.51.100.0/24"]}})
-    code, out, err = run(capsys, "script", "--out", str(tmp_path / "out"), "--config", str(path), "--state-dir", str(tmp_path / "s"))
+    code, _out, err = run(capsys, "script", "--out", str(tmp_path / "out"), "--config", str(path), "--state-dir", str(tmp_path / "s"))
     assert code == 0, err
     cluster = open_cluster(str(path), str(tmp_path / "s"))
     cfg, topo = cluster.config, cluster.topology
@@ -200,7 +200,7 @@ def test_the_gcp_scripts_gcloud_lines_create_exactly_the_planned_resources(desig
         assert health["allow"] == f"tcp:{net.api_port}" and rule["backend-service"] == names.backend_service
     smoke = made[names.allow_smoke][1]
     assert smoke["allow"] == "tcp:${NODE_PORT}" and smoke["target-tags"] == "worker" and smoke["source-ranges"] == "198.51.100.0/24"
-    for name, (group, f) in made.items():
+    for name, (_group, f) in made.items():
         resource_marker = f.get("description") or f.get("labels") or _later_label(tmp_path / "out", name)
         assert resource_marker == f"khwtui-cluster={cfg.cluster.name}", name  # `up` adopts them, `down` removes them
 

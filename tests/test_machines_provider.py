@@ -28,13 +28,14 @@ from workerbed import (
     remove_pods,
     routes_of,
     shells,
+    standin_nodes,
     start_web_pod,
     stat_files,
-    standin_nodes,
 )
 
 from khwtui import config
 from khwtui.config import MachineHost
+from khwtui.hosts_table import remove_command
 from khwtui.providers.machines import (
     HostFacts,
     MachinesProvider,
@@ -42,7 +43,6 @@ from khwtui.providers.machines import (
     short_key,
     teardown_command,
 )
-from khwtui.hosts_table import remove_command
 from khwtui.sshkey import client_key
 from khwtui.state import FileRecord, NodeRecord, State, StateDir
 from khwtui.topology import Topology
@@ -185,7 +185,7 @@ def inventory(local: LocalCluster, release_mirror: dict, folder: Path, **changes
     path = folder / "cluster.toml"
     path.write_text(tomli_w.dumps(raw))
     _, public = client_key(folder / "state" / "ssh", "khwtui@machines")
-    for name, node in shells(local.state_dir).items():
+    for node in shells(local.state_dir).values():
         node.run(f"grep -qxF '{public}' /home/khwtui/.ssh/authorized_keys || echo '{public}' >> /home/khwtui/.ssh/authorized_keys")
     return path
 

@@ -15,12 +15,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from khwtui import config
 from mirror import MirrorError, default_cache
 from mirror.aptrepo import NODE_PACKAGES, AptRepo, build_apt_repo, fetch_debs, signing_key
 from mirror.server import MirrorServer
 from mirror.tarballs import MIRROR_URL_TEMPLATES, ReleaseTree, build_release_tree, sha256_file
+
+from khwtui import config
 
 COMPONENTS = ["etcd", "containerd", "runc", "cni_plugins"]
 
@@ -173,7 +173,7 @@ def test_tamper_changes_one_byte_and_republishes_a_matching_sum(component: str, 
     else:
         original, tampered = before, path.read_bytes()
     assert len(original) == len(tampered)
-    assert sum(a != b for a, b in zip(original, tampered)) == 1
+    assert sum(a != b for a, b in zip(original, tampered, strict=True)) == 1
 
 
 def test_a_debian_version_that_is_not_the_pinned_release_is_refused(tree: ReleaseTree, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -24,7 +25,7 @@ from khwtui.topology import Addresses, Topology
 CLIENT = "TLS Web Client Authentication"
 BOTH = "TLS Web Server Authentication, TLS Web Client Authentication"
 DAY = 24 * 3600
-NOW = dt.datetime.now(dt.timezone.utc)
+NOW = dt.datetime.now(dt.UTC)
 
 # --- the two clusters of the table test, with what KTHW's table says for them ------------------
 
@@ -197,7 +198,7 @@ def test_every_certificate_matches_the_kthw_table(tmp_path: Path, raw: dict, add
     directory = tmp_path / "pki"
     results = Pki(directory, c).ensure(Topology(c, addresses))
 
-    assert results == {name: "created" for name in ["ca", "front-proxy-ca", *expected, "front-proxy-client"]}
+    assert results == dict.fromkeys(["ca", "front-proxy-ca", *expected, "front-proxy-client"], "created")
     assert {p.name for p in directory.iterdir()} == {f"{n}{s}" for n in ["ca", "front-proxy-ca", *expected, "front-proxy-client"]
                                                      for s in (".pem", "-key.pem")}
     rsa = key_type == "rsa-2048"
@@ -262,7 +263,7 @@ def test_a_worker_named_like_a_certificate_file_is_a_config_error() -> None:
         {"name": "kubernetes", "role": "worker", "address": "192.0.2.20", "host_key": "ssh-ed25519 AAAB"},
     ]
     c = make({"provider": {"kind": "machines"}, "machines": {"hosts": hosts}})
-    with pytest.raises(ConfigError, match="machines.hosts.*'kubernetes'.*rename"):
+    with pytest.raises(ConfigError, match=r"machines.hosts.*'kubernetes'.*rename"):
         cert_specs(Topology(c))
 
 
@@ -278,7 +279,7 @@ def test_second_ensure_keeps_every_file_byte_identical(small: tuple[Pki, Topolog
 
 
 def test_new_external_address_reissues_only_that_worker(small: tuple[Pki, Topology, Path]) -> None:
-    pki, topo, directory = small
+    pki, _topo, directory = small
     before = snapshot(directory)
     moved = Topology(pki.config, Addresses({"worker-0": "198.51.100.20", "worker-1": "198.51.100.99"}, "203.0.113.10"))
 
@@ -344,7 +345,7 @@ def test_certificates_inside_the_renewal_window_are_reissued_with_their_keys(tmp
 
 
 def test_expired_certificates_are_reissued_and_say_so(small: tuple[Pki, Topology, Path]) -> None:
-    pki, topo, directory = small
+    pki, topo, _directory = small
     end = x509.load_pem_x509_certificate(pki.cert_pem("admin")).not_valid_after_utc
     results = pki.ensure(topo, now=NOW + dt.timedelta(days=400))
     assert results["ca"] == "kept"
@@ -428,7 +429,7 @@ def test_a_certificate_that_says_something_else_is_reissued(small: tuple[Pki, To
 
 
 def test_a_new_key_type_reissues_leaves_with_new_keys_and_keeps_the_ca(small: tuple[Pki, Topology, Path]) -> None:
-    pki, topo, directory = small
+    _pki, topo, directory = small
     before = snapshot(directory)
     rsa = make(HA | {"topology": {"controllers": 2, "workers": 2}}, "rsa-2048")
 
@@ -461,7 +462,7 @@ def test_a_ca_key_of_another_ca_is_an_error_and_nothing_changes(small: tuple[Pki
     pki, topo, directory = small
     shutil.copy(directory / "admin-key.pem", directory / "ca-key.pem")
     before = snapshot(directory)
-    with pytest.raises(StateError, match="ca-key.pem does not belong to ca.pem"):
+    with pytest.raises(StateError, match=re.escape("ca-key.pem does not belong to ca.pem")):
         pki.ensure(topo)
     assert changed(before, directory) == set()
 
@@ -498,7 +499,7 @@ def test_modes_are_private_whatever_the_umask(tmp_path: Path) -> None:
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temp_file(small: tuple[Pki, Topology, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    pki, topo, directory = small
+    pki, _topo, directory = small
     before = snapshot(directory)
 
     def crash(*_: object) -> None:
@@ -568,7 +569,7 @@ def test_rows_report_days_left_and_the_renewal_window(small: tuple[Pki, Topology
 
 
 def test_rows_flag_mismatches_and_missing_files_without_changing_anything(small: tuple[Pki, Topology, Path]) -> None:
-    pki, topo, directory = small
+    pki, _topo, directory = small
     (directory / "kube-proxy-key.pem").unlink()
     before = snapshot(directory)
     moved = Topology(pki.config, Addresses({"worker-0": "198.51.100.77"}, "203.0.113.10"))

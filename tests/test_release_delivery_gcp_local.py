@@ -10,9 +10,9 @@ import json
 from pathlib import Path
 
 import pytest
+from mirror.tarballs import tar_members
 from test_gcp_local import gcp_cluster, go_offline
 
-from mirror.tarballs import tar_members
 from khwtui.nodefiles import ETCD_BINARY
 from khwtui.stages.etcd import ETCDCTL
 
@@ -24,7 +24,7 @@ def test_auto_picks_node_where_the_instances_reach_the_mirror_and_they_install_v
     go_offline(monkeypatch, tmp_path)
     tree = release_mirror["tree"]
     etcd = tree.root / tree.artifacts["etcd"].path
-    with gcp_cluster(tmp_path, unique_prefix, release_mirror, 1, 1, apt=apt_repo, packages=("curl",), releases_on_bridge=True) as (fake, cluster):
+    with gcp_cluster(tmp_path, unique_prefix, release_mirror, 1, 1, apt=apt_repo, packages=("curl",), releases_on_bridge=True) as (_fake, cluster):
         done = cluster.khwtui("up", "--auto", "--until", "etcd", "--json", env={"XDG_CACHE_HOME": str(tmp_path / "operator-cache")})
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr
         events = [json.loads(line) for line in done.stdout.splitlines()]

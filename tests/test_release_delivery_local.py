@@ -11,15 +11,16 @@ import dataclasses
 import hashlib
 import json
 import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import janitor
 import pytest
 from localcluster import LocalCluster, fresh_download_cache, local_config
+from mirror.tarballs import tar_members
 from workerbed import shells, stat_files
 
-from mirror.tarballs import tar_members
 from khwtui.nodefiles import ETCD_BINARY
 from khwtui.release_install import NODE_CACHE
 from khwtui.stages.etcd import ETCDCTL
@@ -53,7 +54,7 @@ def with_etcd_url(cluster: LocalCluster, url: str) -> None:
     cluster.write_config()
 
 
-def up_until_etcd(cluster: LocalCluster, tmp_path: Path, *extra: str):  # noqa: ANN201 - CompletedProcess
+def up_until_etcd(cluster: LocalCluster, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """`up --auto --until etcd` with its own operator download cache, so tests can see it stays empty."""
     return cluster.khwtui("up", "--auto", "--until", "etcd", *extra, env=fresh_download_cache(tmp_path / "operator-cache"))
 

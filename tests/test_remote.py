@@ -266,7 +266,7 @@ async def test_put_names_the_file_when_install_fails(remote, host, node):
 
 async def test_a_command_too_long_for_one_exec_is_refused_with_the_fix(remote, host, node):
     logins = node.log().count("Accepted publickey")
-    with pytest.raises(RemoteError, match="too long for one SSH exec .*fix: pass it as input to `bash -s`"):
+    with pytest.raises(RemoteError, match=r"too long for one SSH exec .*fix: pass it as input to `bash -s`"):
         await remote.run(host, "echo " + "x" * 140_000)
     assert node.log().count("Accepted publickey") == logins
 
@@ -277,5 +277,5 @@ def test_channels_per_connection_must_stay_below_sshds_max_sessions(node):
 
 
 def test_an_unreadable_client_key_is_named(tmp_path: Path):
-    with pytest.raises(RemoteError, match="SSH client key .*missing"):
+    with pytest.raises(RemoteError, match=r"SSH client key .*missing"):
         Remote(tmp_path / "missing")

@@ -14,9 +14,9 @@ import yaml
 
 from khwtui import config
 from khwtui.bundle import write_bundle
-from khwtui.frontend_files import healthz_files
 from khwtui.encryption import encryption_config, load_or_create_key
 from khwtui.errors import StateError
+from khwtui.frontend_files import healthz_files
 from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs
 from khwtui.nodefiles import Artifacts, control_plane_secret_files, etcd_files, etcd_unit, node_files, worker_secret_files
 from khwtui.pki import Pki

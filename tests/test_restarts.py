@@ -17,11 +17,11 @@ from khwtui import config
 from khwtui.context import Cluster
 from khwtui.crashpoints import ENV
 from khwtui.events import FAILED
+from khwtui.outcome import Outcome
 from khwtui.remote import RunResult
 from khwtui.render import NodeFile
 from khwtui.restarts import PENDING, with_due_restarts
 from khwtui.runctx import RunContext, _fingerprint, node_record
-from khwtui.stages.base import Outcome
 from khwtui.state import State, StateDir
 from khwtui.topology import Topology
 
@@ -38,14 +38,14 @@ class FakeNode:
     saved_at_put: list[dict[str, str]] = field(default_factory=list)
     folder: StateDir | None = None
 
-    async def run(self, host, command: str, **kwargs) -> RunResult:  # noqa: ANN001, ANN003
+    async def run(self, host, command: str, **kwargs) -> RunResult:
         if command.startswith("sh -c"):  # RunContext.drifted: one fingerprint line per wanted file
             wanted = [f for f in (OLD, DATA) if f.path in command]
             return RunResult(0, "".join(f"{_fingerprint(self.files[f.path])}\n" if f.path in self.files else "missing\n" for f in wanted), "")
         self.commands.append(command)
         return RunResult(0, "", "")
 
-    async def write(self, host, files: Sequence[NodeFile]) -> None:  # noqa: ANN001
+    async def write(self, host, files: Sequence[NodeFile]) -> None:
         assert self.folder is not None
         self.saved_at_put.append(dict(self.folder.load().nodes["n0"].restarts))
         self.files |= {f.path: f for f in files}

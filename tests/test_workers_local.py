@@ -42,8 +42,8 @@ from workerbed import (
 )
 
 from khwtui.controlplane_files import control_plane_files
-from khwtui.providers.host_tunables import KUBELET_TUNABLES, HostTunables
 from khwtui.nodefiles import etcd_files
+from khwtui.providers.host_tunables import KUBELET_TUNABLES, HostTunables
 from khwtui.workers_files import (
     CONTAINERD_CONFIG,
     FACTS_COMMAND,

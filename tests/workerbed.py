@@ -238,9 +238,9 @@ def bed_facts(containerd_on_overlay: bool):
 
 def release_files(release_mirror: dict, kubernetes_version: str) -> list:
     """The binaries the workers stage installs, straight from the test mirror's release files."""
+    from mirror.tarballs import tar_members
     from standins import build
 
-    from mirror.tarballs import tar_members
     from khwtui.render import NodeFile
     from khwtui.workers_files import (
         CNI_FILES,

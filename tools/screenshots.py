@@ -20,7 +20,7 @@ from textual.pilot import Pilot
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.tui.scenes import SCENES, Scene  # after ROOT is on sys.path
+from tests.tui.scenes import SCENES, Scene  # noqa: E402 - after ROOT is on sys.path
 
 DEFAULT_OUT = ROOT / "screenshots"
 

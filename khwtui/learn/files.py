@@ -72,7 +72,7 @@ def stage_of(bundle_path: str, topo: Topology) -> str:
         return "etcd"
     if path == unit_path(ROUTES_UNIT):
         return "routes"
-    if path == HEALTHZ_SITE or path.startswith("/etc/haproxy/") or path == HAPROXY_CONFIG:
+    if path in (HEALTHZ_SITE, HAPROXY_CONFIG) or path.startswith("/etc/haproxy/"):
         return "frontend"
     role = next((n.role for n in topo.nodes if n.name == node), "")
     return {"controller": "control-plane", "worker": "workers", "lb": "frontend"}.get(role, OTHER)

@@ -9,6 +9,7 @@ The host keys the instances publish in guest attributes are read back and pinned
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from google.cloud import compute_v1 as c
@@ -183,8 +184,8 @@ def _node_api(config: Config, topo: Topology) -> Made:
     return Made(rule.name, Gcloud(_base("firewall-rules", "describe", rule.name)), (create,))
 
 
-def _labels(labels: object) -> str:
-    return ",".join(f"{k}={v}" for k, v in dict(labels).items())  # type: ignore[call-overload]
+def _labels(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in dict(labels).items())
 
 
 def _last(url: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from khwtui.apt import install_missing
 from khwtui.config import Config
 from khwtui.controlplane_files import BIN_DIR as CP_BIN_DIR
 from khwtui.controlplane_files import BINARIES as CP_BINARIES
@@ -30,7 +31,6 @@ from khwtui.nodefiles import (
     etcd_files,
 )
 from khwtui.render import NodeFile
-from khwtui.apt import install_missing
 from khwtui.stages.control_plane import health_command
 from khwtui.stages.etcd import ETCDCTL, START_TIMEOUT, etcdctl
 from khwtui.stages.frontend import apt_install, healthz_probe

@@ -6,8 +6,9 @@ roles, addresses, the SSH endpoint and the pinned host key. Everything else is a
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Protocol
 
 from khwtui.errors import KhwError
 
@@ -124,3 +125,9 @@ class CloudNetwork(Protocol):
     async def routes_problems(self) -> list[str]: ...
 
     async def ensure_firewall(self, name: str, port: int) -> None: ...
+
+
+class Priced(Protocol):
+    """A provider that can price what runs now (gcp): USD per hour, None when it cannot tell."""
+
+    def running_cost(self) -> float | None: ...

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from khwtui.context import Cluster
+from khwtui.providers.base import Provider
 from khwtui.sshkey import client_key
 
 
-def make_provider(cluster: Cluster, public_key: str | None = None):  # noqa: ANN201 - providers.base.Provider
+def make_provider(cluster: Cluster, public_key: str | None = None) -> Provider:
     """The provider object for this cluster; imports only the module it needs.
 
     `public_key=""` is for planning only: nothing is written (the SSH key is made on first real use).

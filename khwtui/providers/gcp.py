@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import asyncssh
 from google.api_core import exceptions
@@ -70,6 +70,8 @@ from khwtui.topology import Topology
 from khwtui.waiting import poll
 
 T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 HOSTKEY_DEADLINE = 420.0  # from the insert: boot (BOOT_DEADLINE at most), then the agent publishes within a minute
 HOSTKEY_POLL = 1.0  # seconds between guest-attribute reads: one cheap GET per node
 BOOT_DEADLINE = 300.0
@@ -158,7 +160,7 @@ class GcpProvider:
         """Whether credentials can be had without asking the network (google.auth.default's
         last resort is the GCE metadata server)."""
         endpoint = self.config.gcp.api_endpoint
-        if endpoint and gcp_api.is_loopback(endpoint) or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
+        if (endpoint and gcp_api.is_loopback(endpoint)) or os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"):
             return True
         return (gcloud_settings.gcloud_config_dir(os.environ) / "application_default_credentials.json").is_file()
 
@@ -202,7 +204,7 @@ class GcpProvider:
         project = self.settings.project or adc_project
         if not project:
             problems.append("gcp.project: no GCP project is set; fix: set gcp.project in the config, or CLOUDSDK_CORE_PROJECT")
-        if problems or creds is None:
+        if problems or creds is None or not project:
             raise PreflightError(problems)
         s = self.settings
         self._api = GceApi(project, s.region, s.zone, self.config.gcp.api_endpoint, creds)
@@ -305,9 +307,9 @@ class GcpProvider:
             """Firewalls beside the subnet and its instances: an instance needs its subnet only."""
             await self._make(api, d.network, existing, log)
             firewalls = gather_all(self._make(api, w, existing, log) for w in d.firewalls)
-            return (await gather_all([firewalls, self._subnet_nodes(api, existing, log)]))[1]
+            return (await gather_two(firewalls, self._subnet_nodes(api, existing, log)))[1]
 
-        endpoints = (await gather_all([self._make(api, d.address, existing, log), networked()]))[1]
+        endpoints = (await gather_two(self._make(api, d.address, existing, log), networked()))[1]
         await self._keep_node_api_rule(api, endpoints, log)
         await self._read_address(api)
         return endpoints
@@ -792,6 +794,12 @@ async def _wait_for(check: Callable[[], Awaitable[T | None]], what: str, timeout
         raise GceError(f"{error}; fix: run again once GCE has finished") from None
 
 
+async def gather_two(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """gather_all of two awaitables of different types, each result keeping its own."""
+    a, b = await gather_all([first, second])
+    return cast(A, a), cast(B, b)
+
+
 async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
     """Run all to the end (none left running behind a failure), then raise what failed:
     one error as it is, several as one message with a line each (the same line once: an
@@ -799,13 +807,15 @@ async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
     results = await asyncio.gather(*aws, return_exceptions=True)
     errors = [r for r in results if isinstance(r, BaseException)]
     if not errors:
-        return results  # type: ignore[return-value]
+        return [r for r in results if not isinstance(r, BaseException)]
     unexpected = [e for e in errors if not isinstance(e, KhwError)]
-    distinct = list({str(e): e for e in errors}.values())
-    if unexpected or len(distinct) == 1:
-        raise (unexpected or distinct)[0]
+    if unexpected:
+        raise unexpected[0]
+    distinct = list({str(e): e for e in errors if isinstance(e, KhwError)}.values())
+    if len(distinct) == 1:
+        raise distinct[0]
     combined = GceError("\n".join(str(e) for e in distinct))
-    combined.exit_code = max(e.exit_code for e in distinct)  # type: ignore[attr-defined]
+    combined.exit_code = max(e.exit_code for e in distinct)
     raise combined
 
 

@@ -19,6 +19,7 @@ reads real ones.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import ipaddress
 import re
 import uuid
@@ -402,7 +403,7 @@ class GceApi:
             crashpoints.reached("gcp.insert-sent")
         await self.wait(operation)
 
-    async def group_members(self, group: str) -> list[str]:
+    async def group_members(self, group: str) -> builtins.list[str]:  # `list` in this class is the method above
         """The names of the instances in an unmanaged instance group (listInstances: a read sent as a POST)."""
         request = compute_v1.ListInstancesInstanceGroupsRequest(
             project=self.project, zone=self.zone, instance_group=group,

@@ -196,6 +196,7 @@ def frontend(config: Config, topo: Topology, settings: GcpSettings, api_ip: str)
     names, cluster, region = topo.names, config.cluster.name, settings.region
     port = config.network.api_port
     members = tuple(n.name for n in topo.controllers)
+    chain: tuple[Wanted, ...]  # the balancer's resources in creation order
     if config.gcp.load_balancer == "target-pool":
         host = f"kubernetes.default.svc.{config.network.cluster_domain}"
         check = Wanted(
@@ -390,10 +391,10 @@ FIELDS: dict[str, tuple[Field, ...]] = {
 def differences(wanted: Wanted, found: Any) -> list[Difference]:
     """Every field where an existing resource differs from the wanted one."""
     out = []
-    for field in FIELDS[wanted.collection]:
-        want, have = field.read(wanted.resource), field.read(found)
-        if not field.fits(want, have):
-            out.append(Difference(field.name, _show(want), _show(have)))
+    for spec in FIELDS[wanted.collection]:
+        want, have = spec.read(wanted.resource), spec.read(found)
+        if not spec.fits(want, have):
+            out.append(Difference(spec.name, _show(want), _show(have)))
     return out
 
 

@@ -32,8 +32,8 @@ from khwtui.config import Config
 from khwtui.errors import KhwError, StateError
 from khwtui.fsutil import write_atomic
 from khwtui.providers import nspawn, rootfs
-from khwtui.providers.host_tunables import KUBELET_TUNABLES, HostTunables
 from khwtui.providers.base import LogFn, NodeEndpoint, Plan, PlannedResource, PreflightError
+from khwtui.providers.host_tunables import KUBELET_TUNABLES, HostTunables
 from khwtui.providers.nspawn import PREFIX, BootSpec, HostError, HostObject, Names
 from khwtui.remote import offered_host_key
 from khwtui.render import NodeFile, render
@@ -224,7 +224,7 @@ class LocalProvider:
         actions = await asyncio.to_thread(self._ensure_network, runtime)
         actions += await asyncio.to_thread(self.tunables.hold, self.names.prefix)  # before any kubelet starts
         results = await asyncio.gather(*(asyncio.to_thread(self._ensure_node, n, root, runtime.nodes.get(n.name)) for n in self.topo.nodes))
-        for node, (node_runtime, node_actions) in zip(self.topo.nodes, results):
+        for node, (node_runtime, node_actions) in zip(self.topo.nodes, results, strict=True):
             runtime.nodes[node.name] = node_runtime
             actions += [f"{node.name}: {action}" for action in node_actions]
         runtime.rootfs = str(root)
@@ -238,7 +238,7 @@ class LocalProvider:
 
     async def _node_root(self, runtime: Runtime, log: LogFn) -> Path:
         """The root the nodes' upper dirs were made over, else the cached (or freshly built) one."""
-        if runtime.rootfs and Path(runtime.rootfs).is_dir():
+        if runtime.rootfs and Path(runtime.rootfs).is_dir():  # noqa: ASYNC240 - one stat of a local path
             return Path(runtime.rootfs)
         mirror = self._mirror()
         assert mirror.uri is not None  # preflight made sure

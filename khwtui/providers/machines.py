@@ -173,7 +173,7 @@ class MachinesProvider:
         port = self.config.ssh.port
         seen = await asyncio.gather(*(presented_key(h.address, port, self._pinned(h, state)) for h in hosts))
         keys, problems = {}, []
-        for host, key in zip(hosts, seen):
+        for host, key in zip(hosts, seen, strict=True):
             pinned = self._pinned(host, state)
             where = f"{host.name} ({host.address}:{port})"
             if key is None:
@@ -264,7 +264,7 @@ class MachinesProvider:
             done = await asyncio.gather(*(self._teardown_host(remote, name, r) for name, r in recorded.items()), return_exceptions=True)
         finally:
             await remote.close()
-        failures = [f"{name}: {result}" for name, result in zip(recorded, done) if isinstance(result, BaseException)]
+        failures = [f"{name}: {result}" for name, result in zip(recorded, done, strict=True) if isinstance(result, BaseException)]
         for line in [r for r in done if isinstance(r, str)]:
             log(line)
         if failures:

@@ -8,6 +8,7 @@ Everything here is synchronous and quick; async callers run it in a thread.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import ipaddress
 import os
@@ -17,9 +18,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from khwtui.errors import EXIT_FAILED, KhwError
 
@@ -429,10 +430,8 @@ def alive(pid: int) -> bool:
     if not state:
         return False
     if state[0] == "Z":
-        try:
+        with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
         return False
     return True
 
@@ -558,10 +557,8 @@ def power_off(pid: int, machine: str, deadline: float) -> str:
 
 
 def _kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 # --- finding and removing a prefix's objects ----------------------------------------------------

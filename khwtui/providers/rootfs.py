@@ -18,9 +18,9 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import urlparse
 
 import platformdirs
@@ -198,7 +198,7 @@ async def ensure_rootfs(cache: RootfsCache, log: LogFn) -> Path:
     if cache.ready():
         return cache.path
     cache.base.mkdir(parents=True, exist_ok=True)
-    with open(cache.base / ".lock", "w") as lock:
+    with open(cache.base / ".lock", "w") as lock:  # noqa: ASYNC230 - creating an empty lock file; the wait for it is in a thread
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

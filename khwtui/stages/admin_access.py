@@ -13,6 +13,7 @@ import itertools
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -20,8 +21,9 @@ from khwtui.errors import KhwError, StateError
 from khwtui.fsutil import mkdirs_private, write_atomic, write_if_changed
 from khwtui.kubeapi import ApiClient, ApiError, KubeconfigError
 from khwtui.kubeconfigs import ADMIN_USER, kubeconfig, spec_named
+from khwtui.outcome import Outcome
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.state import StateDir
 
 SECRET = 0o600
@@ -93,7 +95,7 @@ def merge_into(source: Path, target: Path) -> Merged:
     to "<target>.khwtui-backup-<time>" (0600); an unchanged result writes nothing."""
     ours = _load(source)
     old_bytes = target.read_bytes() if target.exists() else None
-    old = _load(target) if old_bytes is not None else {"apiVersion": "v1", "kind": "Config", "preferences": {}}
+    old: dict[str, Any] = _load(target) if old_bytes is not None else {"apiVersion": "v1", "kind": "Config", "preferences": {}}
     merged = copy.deepcopy(old)
     context = ours["current-context"]
     user = f"{context}-admin"

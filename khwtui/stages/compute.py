@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from khwtui import hosts_table
 from khwtui.errors import StageFailed
+from khwtui.outcome import Outcome
 from khwtui.runctx import RunContext, node_record
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.topology import Node
 
 if TYPE_CHECKING:

@@ -25,9 +25,10 @@ from khwtui.controlplane_files import (
 )
 from khwtui.errors import StageFailed
 from khwtui.nodefiles import KUBERNETES_DIR
+from khwtui.outcome import Outcome
 from khwtui.release_install import CURL, ReleaseSpec, StageReleases
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.topology import Node
 from khwtui.waiting import poll
 
@@ -82,7 +83,7 @@ class ControlPlaneStage(Stage):
                  else Outcome.passed("control-plane files", node.name, "binaries, credentials, units and config in place"))
         command = shlex.join(["systemctl", "is-active", *UNITS])
         active = await run.sh(node.name, command, check=False, timeout=30)
-        states = ", ".join(f"{unit} {state}" for unit, state in zip(UNITS, active.stdout.split()))
+        states = ", ".join(f"{unit} {state}" for unit, state in zip(UNITS, active.stdout.split(), strict=False))
         units = (Outcome.passed("control-plane units active", node.name, states) if active.exit_status == 0
                  else Outcome.failed("control-plane units active", node.name, f"$ {command}\n{active.stdout}{active.stderr}"))
         return [files, units, await self._health_outcome(run, node)]
@@ -133,7 +134,7 @@ class ControlPlaneStage(Stage):
                 raise StageFailed(
                     f"{', '.join(looping)} on {node.name} keeps restarting ({CRASH_LOOP} restarts while waiting): it refuses to start",
                     node.name,
-                    await self._journal(run, node, {u: ("failed", "") for u in looping}),
+                    await self._journal(run, node, dict.fromkeys(looping, ("failed", ""))),
                 )
             up = all(code == "200" for code in codes.values()) and all(last.get(u, ("",))[0] == "active" for u in UNITS)
             settled, healthy = up and last == healthy, (last if up else None)

@@ -12,7 +12,6 @@ import secrets
 
 from khwtui.kubeapi import ApiClient
 from khwtui.manifests import (
-    ApiStage,
     apply,
     create_once,
     drift,
@@ -20,8 +19,9 @@ from khwtui.manifests import (
     ref,
     unserved,
 )
+from khwtui.outcome import Outcome
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome
+from khwtui.stages.api_stage import ApiStage
 from khwtui.workloads import (
     deployment_readiness,
     node_address,

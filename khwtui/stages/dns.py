@@ -17,9 +17,10 @@ from khwtui.addons import apply_addons, check_addons
 from khwtui.config import Config
 from khwtui.errors import StageFailed
 from khwtui.kubeapi import ApiClient
-from khwtui.manifests import ApiStage, drift, manifest, ref, unserved
+from khwtui.manifests import drift, manifest, ref, unserved
+from khwtui.outcome import Outcome
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome
+from khwtui.stages.api_stage import ApiStage
 from khwtui.workloads import (
     Readiness,
     apply_and_wait,

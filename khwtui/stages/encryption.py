@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from khwtui.encryption import KEY_FILE, encryption_config, load_or_create_key
 from khwtui.errors import StateError
+from khwtui.outcome import Outcome
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 
 
 class EncryptionStage(Stage):

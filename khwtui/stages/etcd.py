@@ -12,9 +12,10 @@ import shlex
 from khwtui.config import Config
 from khwtui.errors import StageFailed
 from khwtui.nodefiles import ETCD_BINARY, ETCD_DATA_DIR, ETCD_DIR, etcd_files
+from khwtui.outcome import Outcome
 from khwtui.release_install import ReleaseSpec, StageReleases
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.topology import Node
 from khwtui.waiting import poll
 

@@ -32,10 +32,11 @@ from khwtui.frontend_files import (
     lb_files,
 )
 from khwtui.kubeapi import ApiClient, ApiError, Credentials
+from khwtui.outcome import Outcome
 from khwtui.providers.base import CloudNetwork
 from khwtui.render import NodeFile
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.topology import Node, Topology
 from khwtui.waiting import poll
 
@@ -97,7 +98,7 @@ class FrontendStage(Stage):
         if unavailable:
             return [unavailable]
         lb = run.topo.lb
-        if run.config.provider.kind == "gcp":
+        if run.config.provider.kind == "gcp":  # noqa: SIM108 - a nested conditional expression would hide the lb case
             setup = [await self._cloud_outcome(run)]
         else:
             setup = list(await self._lb_outcomes(run, lb)) if lb else []

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from khwtui.fsutil import write_if_changed
 from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs
+from khwtui.outcome import Outcome
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 
 SECRET = 0o600
 

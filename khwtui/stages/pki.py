@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
+from khwtui.outcome import Outcome
 from khwtui.pki import Pki
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 
 
 class PkiStage(Stage):
@@ -38,7 +39,7 @@ class PkiStage(Stage):
         rows = [r for r in await asyncio.to_thread(self._pki(run).rows, run.topo) if r.status != "missing"]
         if not rows:
             return [Outcome.unverified("certificates", reason="no certificates yet")]
-        soonest = min(rows, key=lambda r: r.days_left)
+        soonest = min(rows, key=lambda r: r.days_left if r.days_left is not None else 0)
         result = Outcome.passed if soonest.status == "ok" else Outcome.failed
         return [result("certificates", evidence=f"{soonest.days_left} days left ({soonest.name})")]
 

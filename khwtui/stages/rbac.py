@@ -18,8 +18,9 @@ from khwtui.controlplane_files import CERT_NAME, rbac_manifest
 from khwtui.kubeapi import ApiClient, ApiError, Credentials
 from khwtui.kubeconfigs import spec_named
 from khwtui.manifests import apply, drift, ref, unserved
+from khwtui.outcome import Outcome
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.topology import Node, Topology
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import cast
 
+from khwtui.outcome import Outcome
 from khwtui.providers.base import CloudNetwork
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.topology import Node, Route
 from khwtui.workers_files import ROUTES_UNIT, node_routes, routes_files, unit_path
 

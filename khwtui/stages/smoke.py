@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from khwtui.controlplane_files import BIN_DIR
 from khwtui.encryption_check import judge
 from khwtui.kubeapi import ApiClient
-from khwtui.manifests import ApiStage, apply, manifest, ref
+from khwtui.manifests import apply, manifest, ref
 from khwtui.nodefiles import ADMIN_KUBECONFIG
+from khwtui.outcome import Outcome
 from khwtui.remote import RunResult
 from khwtui.render import render
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome
+from khwtui.stages.api_stage import ApiStage
 from khwtui.stages.etcd import etcdctl
 from khwtui.workloads import (
     deployment_readiness,

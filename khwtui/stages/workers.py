@@ -20,9 +20,10 @@ from khwtui.errors import StageFailed
 from khwtui.events import FAILED
 from khwtui.kubeapi import ApiClient, ApiError, Credentials
 from khwtui.kubeconfigs import spec_named
+from khwtui.outcome import Outcome
 from khwtui.release_install import ReleaseSpec, StageReleases
 from khwtui.runctx import RunContext
-from khwtui.stages.base import Outcome, Stage
+from khwtui.stages.base import Stage
 from khwtui.topology import Node
 from khwtui.waiting import poll
 from khwtui.workers_files import (
@@ -97,7 +98,8 @@ def ready_outcome(node: str, body: dict | str | None) -> Outcome:
     if body is None:
         return Outcome.failed(READY, node, f"{node} has not registered with the API server")
     try:
-        ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")  # type: ignore[index]
+        conditions = body["status"]["conditions"] if isinstance(body, dict) else []
+        ready = next(c for c in conditions if c["type"] == "Ready")
     except (KeyError, TypeError, StopIteration):
         return Outcome.failed(READY, node, f"{node} reports no Ready condition yet")
     summary = f"Ready={ready.get('status')} ({ready.get('reason', '')}: {ready.get('message', '')})"
@@ -247,7 +249,7 @@ class WorkersStage(Stage):
         command = shlex.join(["systemctl", "is-active", *UNITS])
         result = await run.sh(node.name, command, check=False, timeout=15)
         make = Outcome.passed if result.exit_status == 0 else Outcome.failed
-        return make("worker units", node.name, ", ".join(f"{u} {s}" for u, s in zip(UNITS, result.stdout.split())))
+        return make("worker units", node.name, ", ".join(f"{u} {s}" for u, s in zip(UNITS, result.stdout.split(), strict=False)))
 
 
 STAGE = WorkersStage

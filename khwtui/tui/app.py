@@ -14,10 +14,11 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from textual import events, getters
 from textual.app import App, ComposeResult, SuspendNotSupported, SystemCommand
+from textual.binding import BindingType
 from textual.containers import Horizontal
 from textual.reactive import reactive
 from textual.screen import Screen
@@ -38,11 +39,11 @@ from khwtui.events import (
     NodeChanged,
     StageChanged,
 )
+from khwtui.node_ssh import open_shell
 from khwtui.topology import Topology
 from khwtui.tui.banner import Banner
 from khwtui.tui.bridge import FLUSH_INTERVAL, Bridge, EngineEvent, LogBatch
 from khwtui.tui.certs_screen import CertsScreen
-from khwtui.tui.renew_screen import ConfirmRenew
 from khwtui.tui.commands import WIDE_ONLY, TargetCommands, bindings, system_commands
 from khwtui.tui.confirm import ConfirmQuit
 from khwtui.tui.contracts import EngineLike, Services, TeardownLike
@@ -54,9 +55,9 @@ from khwtui.tui.health_panel import HealthPanel, clock_time
 from khwtui.tui.log_pane import LogPane
 from khwtui.tui.log_store import LogFilter
 from khwtui.tui.node_log import NodeLogScreen, log_path
-from khwtui.node_ssh import open_shell
 from khwtui.tui.node_tree import NodeTree, Pick
 from khwtui.tui.progress import TEARDOWN, Change, Progress
+from khwtui.tui.renew_screen import ConfirmRenew
 from khwtui.tui.stage_list import StageList
 from khwtui.tui.teardown_screen import ConfirmTeardown
 
@@ -91,7 +92,7 @@ class KhwApp(App[int | None]):
     .-short #stages { height: 100%; }
     Footer.-compact FooterKey.-command-palette { padding-right: 1; }  /* covers a key cut off by a narrow terminal */
     """
-    BINDINGS = bindings()
+    BINDINGS: ClassVar[list[BindingType]] = bindings()
     COMMANDS = App.COMMANDS | {TargetCommands}
 
     running: reactive[bool] = reactive(False, bindings=True)
@@ -580,7 +581,7 @@ class KhwApp(App[int | None]):
         self.notify("stopping cleanly…", timeout=STOP_TIMEOUT)
         if self.tearing_down and self._teardown is not None:
             self._teardown.cancel()
-            worker = self._teardown
+            worker: Worker[Any] | None = self._teardown
         else:
             self.engine.cancel()
             worker = self._pipeline

@@ -10,7 +10,7 @@ public facts are shown: names, subjects, SANs and dates, never key material.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, cast
 
 from rich.console import Group, RenderableType
 from rich.padding import Padding
@@ -18,7 +18,7 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
@@ -26,8 +26,9 @@ from khwtui.events import FAILED, PASSED, UNVERIFIED
 from khwtui.tui.marks import mark, status_style
 from khwtui.tui.view_screen import ViewScreen
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # app.py imports this module
     from khwtui.pki import CertRow
+    from khwtui.tui.app import KhwApp
 
 HEADERS = ("name", "CN", "O", "SANs", "not after", "days left", "status")  # `khwtui certs`' columns
 COLUMNS = ("name", "CN", "O", "not after", "days left", "status")  # one line each; the SANs go below
@@ -103,7 +104,7 @@ class CertsScreen(ViewScreen):
     }
     """
 
-    BINDINGS = [Binding("escape,q,c", "close", "close"), Binding("r", "renew", "renew")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,c", "close", "close"), Binding("r", "renew", "renew")]
 
     def __init__(self, rows: Sequence[CertRow]) -> None:
         super().__init__()
@@ -123,10 +124,14 @@ class CertsScreen(ViewScreen):
         names = ", ".join(f"{r.name} ({r.status})" for r in self.attention)
         return f"{len(self.attention)} of {len(self.rows)} need attention: {names}"
 
+    @property
+    def _khw(self) -> KhwApp:
+        return cast("KhwApp", self.app)  # only KhwApp shows this screen
+
     def compose(self) -> ComposeResult:
         with Vertical(id="dialog") as dialog:
             dialog.border_title = f"Certificates · {len(self.rows)}"
-            dialog.border_subtitle = "↑↓ PgUp PgDn scroll · r renew · Esc close" if self.app.services.renew else "↑↓ PgUp PgDn scroll · Esc close"
+            dialog.border_subtitle = "↑↓ PgUp PgDn scroll · r renew · Esc close" if self._khw.services.renew else "↑↓ PgUp PgDn scroll · Esc close"
             yield Static(Text(self.summary), id="certs-summary")
             with VerticalScroll(id="certs"):
                 yield CertTable(self.rows)
@@ -135,8 +140,8 @@ class CertsScreen(ViewScreen):
         self.query_one("#certs", VerticalScroll).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        return self.app.services.renew is not None if action == "renew" else True
+        return self._khw.services.renew is not None if action == "renew" else True
 
     def action_renew(self) -> None:
         """Ask which to renew (those needing attention filled in); the app rolls them out."""
-        self.app.renew_certificates([r.name for r in self.rows], [r.name for r in self.attention])
+        self._khw.renew_certificates([r.name for r in self.rows], [r.name for r in self.attention])

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from textual.app import SystemCommand
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.command import Hit, Hits, Provider
 
 if TYPE_CHECKING:
@@ -54,7 +54,7 @@ COMMANDS = (
 )
 
 
-def bindings() -> list[Binding]:
+def bindings() -> list[BindingType]:
     return [Binding(c.key, c.action, c.label, show=c.footer, key_display=c.key_display, tooltip=c.help) for c in COMMANDS]
 
 
@@ -72,7 +72,7 @@ class TargetCommands(Provider):
     """One entry per stage and per node, found by typing (too many to list on an empty palette)."""
 
     def _entries(self) -> list[tuple[str, str, Callable[[], object]]]:
-        app: KhwApp = self.app  # type: ignore[assignment]
+        app = cast("KhwApp", self.app)  # the palette's providers run only inside KhwApp
         entries: list[tuple[str, str, Callable[[], object]]] = []
         if app.check_action("run_stage", ()) is True:
             for name in app.progress.stages:

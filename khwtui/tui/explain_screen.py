@@ -10,10 +10,11 @@ match and selects it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 from textual import work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Input, Static, TextArea
 from textual.widgets.text_area import Selection
@@ -33,7 +34,7 @@ class ExplainScreen(ViewScreen):
     }
     """
 
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,q", "close", "close"),
         Binding("slash", "search", "search", key_display="/"),
         Binding("n", "next_match", "next match"),

@@ -16,10 +16,10 @@ from khwtui.context import Cluster
 from khwtui.engine import Engine
 from khwtui.errors import EXIT_OK
 from khwtui.events import Event, HealthChanged
-from khwtui.pki import CertRow, Pki
-from khwtui.providers.base import PlannedResource
-from khwtui.tui.app import make_app
 from khwtui.node_ssh import shell_target
+from khwtui.pki import CertRow, Pki
+from khwtui.providers.base import PlannedResource, Provider
+from khwtui.tui.app import make_app
 from khwtui.tui.contracts import Services
 
 
@@ -111,7 +111,7 @@ class ClusterTeardown:
 
     def __init__(self, cluster: Cluster) -> None:
         self._cluster = cluster
-        self._provider: object | None = None
+        self._provider: Provider | None = None
 
     def teardown_plan(self) -> list[PlannedResource]:
         from khwtui.providers.factory import make_provider

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
+from typing import ClassVar
 
 from rich.highlighter import Highlighter
 from rich.style import Style
 from rich.text import Text
 from textual import getters
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Input, Log
@@ -73,7 +74,7 @@ class LogPane(Vertical):
     }
     """
 
-    BINDINGS = [Binding("escape", "close_search", "close search", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "close_search", "close search", show=False)]
 
     following: reactive[bool] = reactive(True)
     """True while the view sticks to the newest line."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import textwrap
 from pathlib import Path
+from typing import Any, ClassVar
 
 from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Vertical
 from textual.widgets import Log
 
@@ -50,8 +51,8 @@ def wrap_line(line: str, width: int) -> list[str]:
 class WrappedLog(Log):
     """A Log of `source` lines wrapped at its own width, wrapped again when that width changes."""
 
-    def __init__(self, source: list[str], **kwargs: object) -> None:
-        super().__init__(**kwargs)  # type: ignore[arg-type]
+    def __init__(self, source: list[str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.source = source
         self.wrapped_at = 0
 
@@ -68,7 +69,7 @@ class NodeLogScreen(ViewScreen):
     NodeLogScreen Log { height: 1fr; scrollbar-size-vertical: 1; scrollbar-size-horizontal: 0; background: $surface; }
     """
 
-    BINDINGS = [Binding("escape,q,n", "close", "close")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,q,n", "close", "close")]
 
     def __init__(self, node: str, path: Path) -> None:
         super().__init__()

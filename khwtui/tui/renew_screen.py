@@ -8,9 +8,10 @@ renewed here); Escape, or "keep", renews nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
@@ -31,7 +32,7 @@ class ConfirmRenew(ModalScreen[list[str] | None]):
     }
     """
 
-    BINDINGS = [Binding("escape", "keep", "renew nothing")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "keep", "renew nothing")]
     AUTO_FOCUS = "#names"
 
     def __init__(self, leaves: Sequence[str], suggested: Sequence[str]) -> None:

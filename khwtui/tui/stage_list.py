@@ -110,7 +110,7 @@ class StageList(DataTable):
 
     def _reason(self, reason: str, status: str) -> Text:
         width = self._detail_width
-        lines = Text(reason, style=status_style(status, self.app.theme_variables)).wrap(self.app.console, width)
+        lines = list(Text(reason, style=status_style(status, self.app.theme_variables)).wrap(self.app.console, width))
         if len(lines) > MAX_REASON_LINES:
             lines = lines[:MAX_REASON_LINES]
             lines[-1].append("…")
@@ -155,8 +155,9 @@ class StageList(DataTable):
         event.stop()
         name = event.row_key.value
         previous, self.chosen = self.chosen, None if self.chosen == name else name
-        for stage in {previous, name} - {None}:
-            self.refresh_stage(stage)
+        for stage in {previous, name}:
+            if stage is not None:
+                self.refresh_stage(stage)
         self.post_message(self.StageSelected(self.chosen))
 
     def clear_choice(self) -> None:

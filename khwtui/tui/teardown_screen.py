@@ -8,12 +8,13 @@ leaves everything as it is.
 from __future__ import annotations
 
 from collections import Counter
+from typing import ClassVar
 
 from rich.table import Table
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
@@ -53,7 +54,7 @@ class ConfirmTeardown(ModalScreen[bool]):
     }
     """
 
-    BINDINGS = [Binding("escape", "keep", "keep the cluster")]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "keep", "keep the cluster")]
 
     def __init__(self, cluster: str, plan: list[PlannedResource]) -> None:
         super().__init__()

@@ -163,7 +163,7 @@ class FakeCompute:
             status, reply = 200, self._answer(method, parts.path, query, body or {})
         except ApiError as error:
             status, reply, lost = error.status, error.body(), isinstance(error, ReplyLost)
-        except Exception as bug:  # a fault in the fake itself: make it loud, not a dropped connection
+        except Exception as bug:  # noqa: BLE001 - a fault in the fake itself: make it loud, not a dropped connection
             status, reply = 500, ApiError(500, f"fakegce failed: {bug!r}").body()
         with self._lock:
             self.requests.append(Recorded(method, parts.path, query, body, status, lost, received, time.monotonic()))

@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.pilot import Pilot
 from textual.timer import Timer, TimerCallback
@@ -23,6 +24,9 @@ from khwtui.topology import Topology
 from khwtui.tui.app import KhwApp, make_app
 from khwtui.tui.contracts import Services
 from khwtui.tui.footer import KeyFooter
+
+if TYPE_CHECKING:
+    from khwtui.pki import Pki
 
 from .fake_engine import FakeEngine, load_stream
 from .fake_services import (
@@ -214,7 +218,7 @@ async def node_log_steps(pilot: Pilot) -> None:
 # --- a stage explained -----------------------------------------------------------------------
 
 
-def explanations(workdir: Path, topo: Topology, pki) -> Callable[[str], str]:  # noqa: ANN001 - khwtui.pki.Pki
+def explanations(workdir: Path, topo: Topology, pki: Pki) -> Callable[[str], str]:
     """`khwtui explain STAGE` of the scenes' gcp cluster: the real walkthrough over the aged
     certificates and a fixed encryption key (never shown), with the addresses the topology knows."""
     from khwtui.context import Cluster

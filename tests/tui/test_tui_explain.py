@@ -10,8 +10,8 @@ from textual.widgets import Input, TextArea
 from khwtui.tui.app import KhwApp
 from khwtui.tui.explain_screen import LOADING, ExplainScreen
 
-from .test_tui_commands import full_app, run_from_palette
 from .support import wait_until
+from .test_tui_commands import full_app, run_from_palette
 
 SIZE = (80, 24)
 TEXT = "\n".join(["5. etcd", "", "etcdctl endpoint health", *[f"line {i}" for i in range(60)], "etcdctl member list", "ETCDCTL again"])

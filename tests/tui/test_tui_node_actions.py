@@ -9,16 +9,16 @@ from pathlib import Path
 from textual.notifications import Notify
 from textual.widgets import Log
 
-from khwtui.tui.app import make_app
-from khwtui.tui.commands import TargetCommands
-from khwtui.tui.contracts import Services, ShellTarget
-from khwtui.tui.node_log import CONTINUATION, NodeLogScreen, wrap_line
 from khwtui.node_ssh import (
     known_hosts_line,
     open_shell,
     pinned_known_hosts,
     ssh_argv,
 )
+from khwtui.tui.app import make_app
+from khwtui.tui.commands import TargetCommands
+from khwtui.tui.contracts import Services, ShellTarget
+from khwtui.tui.node_log import CONTINUATION, NodeLogScreen, wrap_line
 
 from .fake_engine import FakeEngine
 from .fake_services import FakeHealth, build_events, health_round

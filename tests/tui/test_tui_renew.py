@@ -20,13 +20,13 @@ from .support import wait_until
 RAW = {"gcp": {"project": "khw-demo-1234", "region": "us-west1", "zone": "us-west1-c"}, "pki": {"key_type": "ecdsa-p256"}}
 
 
-def app_with(tmp_path, renewed: list[list[str]]):  # noqa: ANN001, ANN201
+def app_with(tmp_path, renewed: list[list[str]]):
     config = config_module.from_dict(RAW)
     topo = Topology(config)
     pki = aged_pki(tmp_path / "pki", topo)
     reads: list[int] = []
 
-    def rows():  # noqa: ANN202
+    def rows():
         reads.append(1)
         return cert_rows(pki, topo)
 
@@ -37,7 +37,7 @@ def app_with(tmp_path, renewed: list[list[str]]):  # noqa: ANN001, ANN201
     return make_app(config, topo, FakeEngine([]), services=Services(certs=rows, renew=renew)), reads
 
 
-async def open_renew(pilot, app) -> ConfirmRenew:  # noqa: ANN001
+async def open_renew(pilot, app) -> ConfirmRenew:
     await pilot.press("c")
     await wait_until(pilot, lambda: isinstance(app.screen, CertsScreen), "the certificates view")
     await pilot.press("r")

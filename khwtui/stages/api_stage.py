@@ -1,0 +1,25 @@
+"""The base of the stages that work through the Kubernetes API (dns, smoke, demo)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from khwtui.kubeapi import ApiClient
+from khwtui.manifests import cluster_api
+from khwtui.stages.base import Stage
+
+if TYPE_CHECKING:
+    from khwtui.runctx import RunContext
+
+
+class ApiStage(Stage):
+    """A stage that works through the Kubernetes API. Tests hand it an ApiClient for a server that
+    answers with built documents; a real run builds one for the cluster on first use."""
+
+    def __init__(self, api: ApiClient | None = None) -> None:
+        self._api = api
+
+    def api(self, run: RunContext) -> ApiClient:
+        if self._api is None:
+            self._api = cluster_api(run)
+        return self._api
