@@ -13,7 +13,7 @@ weighs what it does with the real binaries. The padding is random bytes: khwtui'
 zlib-compressed, which leaves 30-46 % of a real Go binary (terraform and docker, measured), so push
 is measured at its slowest, never flattered by padding that compresses to nothing. Run as root:
 
-    python3 benchmarks/bench_delivery.py [--sizes 2+2,3+3] [--upstream-sizes]
+    python3 benchmarks/bench_delivery.py [--sizes 2+2,3+3] [--modes push,node] [--upstream-sizes]
 
 Measured 2026-12-05 with --sizes 2+2 --upstream-sizes on a shared 2-core machine under load:
 push 548.8 s and 1095.26 MB, node 89.8 s and 0.39 MB (6.1x faster). 3+3 not measured yet.
@@ -99,9 +99,11 @@ def measure(folder: Path, mirror: dict, apt: object, controllers: int, workers: 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="2+2", help="controllers+workers, comma-separated")
+    parser.add_argument("--modes", default="push,node", help="delivery modes, comma-separated (node alone: how it grows with the size)")
     parser.add_argument("--upstream-sizes", action="store_true", help="pad the kube-* stand-ins to upstream sizes")
     args = parser.parse_args()
     sizes = [tuple(int(n) for n in size.split("+")) for size in args.sizes.split(",")]
+    modes = [mode for mode in ("push", "node") if mode in args.modes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp, serve_release_mirror(Path(tmp) / "releases") as mirror:
         if args.upstream_sizes:
@@ -109,13 +111,13 @@ def main() -> None:
         apt = worker_apt_repo(Path(tmp) / "apt")
         try:
             for controllers, workers in sizes:
-                for mode in ("push", "node"):
+                for mode in modes:
                     seconds, sent = measure(Path(tmp), mirror, apt, controllers, workers, mode)
                     rows.append((f"{controllers}+{workers}", mode, seconds, sent))
                     print(f"{controllers}+{workers} {mode:4}: {seconds:6.1f} s, {sent / 1e6:8.2f} MB uploaded over SSH", flush=True)
         finally:
             janitor.sweep(include_own=True)
-    for size in dict.fromkeys(r[0] for r in rows):
+    for size in dict.fromkeys(r[0] for r in rows) if modes == ["push", "node"] else ():
         push, node = (next(r for r in rows if r[0] == size and r[1] == m) for m in ("push", "node"))
         print(f"{size}: node is {push[2] / node[2]:.1f}x faster than push and uploads {node[3] / 1e6:.2f} MB "
               f"instead of {push[3] / 1e6:.2f} MB (operator SSH shaped to {UPLINK}/s)")

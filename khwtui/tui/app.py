@@ -68,6 +68,7 @@ NARROW, SHORT = 110, 32  # below these terminal sizes the layout compacts
 RUN_ACTIONS = ("run_all", "run_stage", "run_from", "retry_failed", "teardown")
 LIGHT, DARK = "textual-light", "textual-dark"
 NO_SERVICES = Services()  # tests of the build alone: no probes, certificates, teardown or shell
+MAIN_WIDGETS = (BuildHeader, Banner, NodeTree, StageList, LogPane, HealthPanel, KeyFooter)  # what timers touch
 
 
 class KhwApp(App[int | None]):
@@ -172,9 +173,9 @@ class KhwApp(App[int | None]):
 
     @property
     def built(self) -> bool:
-        """The main screen's widgets exist: not yet true before compose, no longer during
-        shutdown, when timers may still fire once."""
-        return self.query_one_optional(StageList) is not None
+        """The main screen's widgets exist: not yet true before compose, no longer once shutdown
+        has removed any of them (one by one), when timers may still fire once."""
+        return all(self.query_one_optional(kind) is not None for kind in MAIN_WIDGETS)
 
     def _recolour(self, _theme: object) -> None:
         """Marks take their colours from the theme when drawn: draw them again (unless the

@@ -341,3 +341,14 @@ async def test_timers_firing_during_shutdown_do_nothing() -> None:
     assert app.query_one_optional("StageList") is None
     app.tick()
     app.health_tick()
+
+
+async def test_timers_firing_while_the_main_screen_is_half_taken_down_do_nothing() -> None:
+    """The widgets go one by one: a tick that finds the stage list but no longer the header (the
+    stop's CI, test_the_node_log_wraps_long_lines..., NoMatches 'BuildHeader') must not raise."""
+    app = gcp_app(FakeEngine([]))
+    async with app.run_test(size=SIZE) as pilot:
+        await app.header.remove()
+        await pilot.pause()
+        app.tick()
+        app.health_tick()
