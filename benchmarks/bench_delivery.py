@@ -39,6 +39,7 @@ from workerbed import install_standin_runtime, shells, worker_apt_repo
 from khwtui.providers import nspawn
 
 UPLINK = "20mbit"
+MODES = ("push", "node")
 STEPS = (("--until", "control-plane"), ("--only", "frontend,workers"))
 UPSTREAM_MB = {"kube-apiserver": 90, "kube-controller-manager": 85, "kube-scheduler": 65, "kubectl": 57, "kubelet": 78, "kube-proxy": 67}
 
@@ -96,14 +97,22 @@ def measure(folder: Path, mirror: dict, apt: object, controllers: int, workers: 
         cluster.down()
 
 
+def modes_of(text: str) -> tuple[str, ...]:
+    """The delivery modes named, in MODES order; an unknown one is a usage error."""
+    named = text.split(",")
+    unknown = [m for m in named if m not in MODES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown mode {', '.join(unknown)}; modes: {', '.join(MODES)}")
+    return tuple(m for m in MODES if m in named)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="2+2", help="controllers+workers, comma-separated")
-    parser.add_argument("--modes", default="push,node", help="delivery modes, comma-separated (node alone: how it grows with the size)")
+    parser.add_argument("--modes", default="push,node", type=modes_of, help="delivery modes, comma-separated (node alone: how it grows with the size)")
     parser.add_argument("--upstream-sizes", action="store_true", help="pad the kube-* stand-ins to upstream sizes")
     args = parser.parse_args()
     sizes = [tuple(int(n) for n in size.split("+")) for size in args.sizes.split(",")]
-    modes = [mode for mode in ("push", "node") if mode in args.modes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as tmp, serve_release_mirror(Path(tmp) / "releases") as mirror:
         if args.upstream_sizes:
@@ -111,14 +120,20 @@ def main() -> None:
         apt = worker_apt_repo(Path(tmp) / "apt")
         try:
             for controllers, workers in sizes:
-                for mode in modes:
+                for mode in args.modes:
                     seconds, sent = measure(Path(tmp), mirror, apt, controllers, workers, mode)
                     rows.append((f"{controllers}+{workers}", mode, seconds, sent))
                     print(f"{controllers}+{workers} {mode:4}: {seconds:6.1f} s, {sent / 1e6:8.2f} MB uploaded over SSH", flush=True)
         finally:
             janitor.sweep(include_own=True)
-    for size in dict.fromkeys(r[0] for r in rows) if modes == ["push", "node"] else ():
-        push, node = (next(r for r in rows if r[0] == size and r[1] == m) for m in ("push", "node"))
+    if args.modes == MODES:
+        compare(rows)
+
+
+def compare(rows: list[tuple[str, str, float, int]]) -> None:
+    """Per size, node against push."""
+    for size in dict.fromkeys(r[0] for r in rows):
+        push, node = (next(r for r in rows if r[0] == size and r[1] == m) for m in MODES)
         print(f"{size}: node is {push[2] / node[2]:.1f}x faster than push and uploads {node[3] / 1e6:.2f} MB "
               f"instead of {push[3] / 1e6:.2f} MB (operator SSH shaped to {UPLINK}/s)")
 

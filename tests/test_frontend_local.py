@@ -26,7 +26,6 @@ import io
 import json
 import shlex
 import subprocess
-import time
 import tomllib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -275,18 +274,18 @@ async def test_the_load_balancer_answers_without_one_apiserver_and_names_every_c
 # TLS behaviour is the node's, not the cloud's.
 
 
-def settled(c: LocalCluster, command: str, wanted: str) -> subprocess.CompletedProcess[str]:
-    """`command` on controller-0 until it prints `wanted` or 20 s pass: a reload swaps nginx's
+async def settled(c: LocalCluster, command: str, wanted: str) -> subprocess.CompletedProcess[str]:
+    """`command` on controller-0 until it prints `wanted` (20 s at most): a reload swaps nginx's
     workers in the background, so the old configuration answers for a moment."""
-    deadline = time.monotonic() + 20
-    while True:
+
+    async def answered() -> subprocess.CompletedProcess[str] | None:
         answer = on_node(c, "controller-0", command, check=False)
-        if answer.stdout == wanted or time.monotonic() > deadline:
-            return answer
-        time.sleep(0.2)
+        return answer if answer.stdout == wanted else None
+
+    return await poll(answered, timeout=20, interval=0.2, what=f"{command!r} on controller-0 to print {wanted}")
 
 
-def test_the_healthz_proxy_answers_200_for_the_kubernetes_host_through_verified_tls(built: Built) -> None:
+async def test_the_healthz_proxy_answers_200_for_the_kubernetes_host_through_verified_tls(built: Built) -> None:
     c = built.c
     topo = Topology(config_mod.from_dict(c.raw))
     [site] = healthz_files(topo)
@@ -294,13 +293,13 @@ def test_the_healthz_proxy_answers_200_for_the_kubernetes_host_through_verified_
     on_node(c, "controller-0", f"cat > {shlex.quote(site.path)}", stdin=site.content.decode())
     on_node(c, "controller-0", "nginx -t -q && systemctl enable nginx && systemctl reload-or-restart nginx")
 
-    answer = settled(c, healthz_probe(topo), "200")
+    answer = await settled(c, healthz_probe(topo), "200")
     assert (answer.returncode, answer.stdout) == (0, "200")
     other = on_node(c, "controller-0", "curl --silent --output /dev/null --write-out %{http_code} http://127.0.0.1/healthz", check=False)
     assert other.stdout == "404"  # without the Host the load balancer sends, Debian's default site answers
     wrong_ca = f"sed -i 's#proxy_ssl_trusted_certificate .*#proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;#' {shlex.quote(site.path)}"
     on_node(c, "controller-0", f"{wrong_ca} && systemctl reload nginx")
-    refused = settled(c, healthz_probe(topo), "502")
+    refused = await settled(c, healthz_probe(topo), "502")
     assert refused.stdout == "502"  # the upstream is verified: another CA's trust is not enough
 
 
