@@ -60,7 +60,7 @@ class Backend:
 
     @property
     def healthy(self) -> bool:
-        return self.status == "UP" and self.check.removeprefix("* ").startswith("L7OK")  # "* ": a check in progress
+        return self.status == "UP" and self.check.startswith("L7OK")
 
     def __str__(self) -> str:
         return f"{self.name} {self.status} ({self.check})"
@@ -86,7 +86,10 @@ def parse_backends(text: str) -> dict[str, Backend]:
     for row in rows:
         if row.get("pxname") == BACKEND and row.get("svname") not in ("BACKEND", "FRONTEND"):
             last = row.get("last_chk") or row.get("check_desc") or ""
-            found[row["svname"]] = Backend(row["svname"], row.get("status", ""), f"{row.get('check_status', '')}: {last}".strip(": "))
+            # "* L7OK": the last status while the next check runs (haproxy 2.6 doc/management.txt,
+            # "show stat" field 36 check_status) — the same result, so shown without the mark
+            status = row.get("check_status", "").removeprefix("* ")
+            found[row["svname"]] = Backend(row["svname"], row.get("status", ""), f"{status}: {last}".strip(": "))
     return found
 
 

@@ -859,9 +859,13 @@ def run_apiserver(flags: dict[str, str]) -> None:
 
 
 def stay_up(flags: dict[str, str]) -> None:
+    """Up until SIGTERM. The signal is blocked and waited for: signal.pause() sleeps through a
+    SIGTERM that lands after Python's last check for signals and before pause() begins (seen in CI:
+    a stopped stand-in that never exited)."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     announce("flags and files accepted")
-    while True:
-        signal.pause()
+    signal.sigwait({signal.SIGTERM})
+    sys.exit(0)
 
 
 class KubeletHandler(BaseHTTPRequestHandler):
