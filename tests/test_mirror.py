@@ -3,20 +3,23 @@ and the HTTP server the nodes fetch both from (tests/mirror/README.md)."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import http.client
 import json
+import multiprocessing
 import os
 import subprocess
 import tarfile
+import threading
 import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
-from mirror import MirrorError, default_cache
-from mirror.aptrepo import NODE_PACKAGES, AptRepo, build_apt_repo, fetch_debs, signing_key
+from mirror import MirrorError, default_cache, tarballs
+from mirror.aptrepo import NODE_PACKAGES, AptRepo, build_apt_repo, fetch_debs, host_arch, signing_key
 from mirror.server import MirrorServer
 from mirror.tarballs import MIRROR_URL_TEMPLATES, ReleaseTree, build_release_tree, sha256_file
 
@@ -126,7 +129,7 @@ def test_a_rebuild_from_scratch_is_byte_identical(tree: ReleaseTree, tmp_path: P
     fresh_cache.mkdir()
     (fresh_cache / "debs").symlink_to(default_cache() / "debs")  # same packages, no built releases
     again = build_release_tree(tmp_path / "root", fresh_cache)
-    assert len(list((fresh_cache / "releases").iterdir())) == 4  # really rebuilt, not copied
+    assert len(list((fresh_cache / "releases").glob("[!.]*"))) == 4  # really rebuilt, not copied (.lock aside)
     for component in COMPONENTS:
         for rel in (tree.artifacts[component].path, tree.artifacts[component].checksum_path):
             assert (again.root / rel).read_bytes() == (tree.root / rel).read_bytes(), rel
@@ -285,3 +288,34 @@ def test_the_server_serves_files_read_only_and_counts_hits(tmp_path: Path) -> No
 def test_the_server_binds_one_ipv4_address_only(host: str, tmp_path: Path) -> None:
     with pytest.raises(MirrorError, match="not one IPv4 address"):
         MirrorServer(tmp_path, host=host)
+
+
+def test_sessions_racing_on_a_cold_cache_build_each_release_once_and_all_publish_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # xdist workers start their release mirrors at once; on a fresh machine the cache is empty
+    runc = next(release for release in tarballs.RELEASES if release.component == "runc")  # the smallest
+    [deb] = fetch_debs(default_cache(), list(runc.packages)).values()
+    cache = tmp_path / "cache"
+    (cache / "debs").mkdir(parents=True)
+    os.link(deb.path, cache / "debs" / deb.path.name)
+    monkeypatch.setattr(tarballs, "RELEASES", (runc,))
+    fork = multiprocessing.get_context("fork")
+    inside = fork.Barrier(3)
+    build = tarballs._build_into
+    log = tmp_path / "builds"
+
+    def counted_build(*args: object) -> None:
+        with open(log, "a") as out:
+            out.write("built\n")
+        with contextlib.suppress(threading.BrokenBarrierError):
+            inside.wait(timeout=2)  # all three inside a build at once, unless builds take turns
+        build(*args)
+
+    monkeypatch.setattr(tarballs, "_build_into", counted_build)
+    sessions = [fork.Process(target=build_release_tree, args=(tmp_path / f"root{n}", cache)) for n in range(3)]
+    for session in sessions:
+        session.start()
+    for session in sessions:
+        session.join(timeout=120)
+    assert [s.exitcode for s in sessions] == [0, 0, 0]
+    assert log.read_text() == "built\n"
+    assert len({sha256_file(tmp_path / f"root{n}" / runc.path(host_arch())) for n in range(3)}) == 1

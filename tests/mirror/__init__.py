@@ -3,7 +3,10 @@ a signed apt repository for the node packages, and the HTTP server that serves b
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import platformdirs
@@ -18,6 +21,16 @@ class MirrorError(KhwError):
 def default_cache() -> Path:
     """Where downloaded .debs, built tarballs and the test signing key live between runs."""
     return Path(platformdirs.user_cache_dir("khwtui-tests")) / "mirror"
+
+
+@contextmanager
+def taking_turns(directory: Path) -> Iterator[None]:
+    """Hold `directory`'s lock for the block: test sessions that start at once on a cold cache
+    (xdist workers, a second checkout) make each cached thing once. The kernel frees it on exit."""
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def run(args: list[str], cwd: Path | None = None, stdin: bytes | None = None) -> bytes:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import MirrorError, run
+from . import MirrorError, run, taking_turns
 
 NODE_PACKAGES = ("python3", "python3-yaml", "socat", "conntrack", "ipset", "iptables", "haproxy", "nginx", "curl")
 COMPONENT = "main"
@@ -115,11 +115,13 @@ def resolve_dependencies(packages: list[str]) -> list[str]:
 
 @contextmanager
 def _gpg(home: Path) -> Iterator[list[str]]:
-    """A gpg command prefix for `home`; the agent gpg starts for it is stopped afterwards."""
-    try:
-        yield ["gpg", "--homedir", str(home), "--batch", "--yes", "--quiet"]
-    finally:
-        subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True)
+    """A gpg command prefix for `home`; the agent gpg starts for it is stopped afterwards. Sessions
+    take turns: one makes the key while the others wait, and none stops the agent under another."""
+    with taking_turns(home.parent):
+        try:
+            yield ["gpg", "--homedir", str(home), "--batch", "--yes", "--quiet"]
+        finally:
+            subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "gpg-agent"], capture_output=True)
 
 
 def _fingerprint(gpg: list[str]) -> str:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import MirrorError, run
+from . import MirrorError, run, taking_turns
 from .aptrepo import Deb, fetch_debs, host_arch
 
 ENTRY_MTIME = 1686355200  # 2023-06-10, Debian 12's release day: one fixed time for every member
@@ -232,16 +232,16 @@ def _built(cache: Path, release: Release, debs: list[Deb], arch: str) -> Path:
     (older builds of the component are dropped)."""
     key = hashlib.sha256("\n".join([Path(__file__).read_text(), arch, *(d.path.name for d in debs)]).encode())
     built = cache / "releases" / f"{release.component}-{release.version}-{key.hexdigest()[:16]}"
-    if not built.is_dir():
-        built.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=built.parent, prefix=".build-") as scratch:
-            out = Path(scratch) / "out"
-            out.mkdir()
-            _build_into(out, release, debs, arch, Path(scratch))
-            out.rename(built)
-        for stale in built.parent.glob(f"{release.component}-*"):  # builds of older packages or builder code
-            if stale != built:
-                shutil.rmtree(stale)
+    with taking_turns(built.parent):
+        if not built.is_dir():
+            with tempfile.TemporaryDirectory(dir=built.parent, prefix=".build-") as scratch:
+                out = Path(scratch) / "out"
+                out.mkdir()
+                _build_into(out, release, debs, arch, Path(scratch))
+                out.rename(built)
+            for stale in built.parent.glob(f"{release.component}-*"):  # builds of older packages or builder code
+                if stale != built:
+                    shutil.rmtree(stale)
     return built
 
 
