@@ -23,7 +23,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from khwtui.config import Config
-from khwtui.errors import ConfigError, KhwError
+from khwtui.errors import ConfigError, OperationError, UserError
 from khwtui.fsutil import mkdirs_private
 
 
@@ -63,16 +63,12 @@ CHUNK = 1 << 20
 FIX_DOWNLOAD = 'fix: check the URL, set binaries.mirror to a mirror this machine can reach, or pin binaries.urls'
 
 
-class ChecksumMismatch(KhwError):
+class ChecksumMismatch(OperationError):
     """A downloaded file is not the one pinned: refused, nothing of it is installed."""
 
-    exit_code = 1
 
-
-class DownloadFailed(KhwError):
+class DownloadFailed(OperationError):
     """A URL could not be read on this machine; names the URL, the cause and the fix."""
-
-    exit_code = 1
 
 
 def _open(url: str) -> io.BufferedIOBase:
@@ -205,4 +201,4 @@ def published_sum(text: str, file: str, where: str) -> str:
             return parts[0].lower()
         if len(parts) >= 2 and parts[-1].lstrip("*").rsplit("/", 1)[-1] == file:
             return parts[0].lower()
-    raise KhwError(f"{where} lists no SHA-256 for {file}; pin it under [binaries.sha256]")
+    raise UserError(f"{where} lists no SHA-256 for {file}; pin it under [binaries.sha256]")

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from khwtui.context import Cluster
-from khwtui.errors import EXIT_INTERRUPTED, EXIT_USAGE, KhwError, UsageError
+from khwtui.errors import EXIT_INTERRUPTED, KhwError, StateError, UsageError, UserError
 from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, NodeChanged, RunFinished, Sink, StageChanged
 from khwtui.outcome import Outcome, exit_code_for, first_problem, verdict, worst
 from khwtui.providers.base import Provider
@@ -144,7 +144,7 @@ class Engine:
     def _stamp_state(self) -> None:
         state, config = self.cluster.state, self.cluster.config
         if state.cluster and state.cluster != config.cluster.name:
-            raise KhwError(f"state folder {self.cluster.state_dir.path} belongs to cluster {state.cluster!r}, not {config.cluster.name!r}; use another --state-dir")
+            raise StateError(f"state folder {self.cluster.state_dir.path} belongs to cluster {state.cluster!r}, not {config.cluster.name!r}; use another --state-dir")
         state.cluster, state.provider = config.cluster.name, config.provider.kind
 
     async def _run_stages(self, run: RunContext, names: list[str]) -> int:
@@ -194,7 +194,7 @@ class Engine:
                 run.settle_restarts()  # restarted and checked: no longer due
             return with_due_restarts(outcomes, self.cluster.state, run.stage)
         except Exception as exc:  # any failure inside a stage fails that stage, not the run...
-            if isinstance(exc, KhwError) and exc.exit_code == EXIT_USAGE:
+            if isinstance(exc, UserError):
                 raise  # ...except what no stage can fix (config, credentials, state): the run stops, exit 2
             run.log("", f"{run.stage} failed: {type(exc).__name__}: {exc}", "err")
             return [Outcome.failed("apply", getattr(exc, "host", ""), _evidence(exc))]

@@ -22,16 +22,14 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from khwtui.errors import EXIT_FAILED, KhwError
+from khwtui.errors import OperationError, UserError
 
 TIMEOUT = 10.0
 SELF_SUBJECT_REVIEWS = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 
 
-class ApiError(KhwError):
+class ApiError(OperationError):
     """The API server refused, failed or could not be reached; `status` is 0 when nothing answered."""
-
-    exit_code = EXIT_FAILED
 
     def __init__(self, method: str, url: str, status: int, message: str) -> None:
         self.status = status
@@ -39,7 +37,7 @@ class ApiError(KhwError):
         super().__init__(f"{method} {url}: {what}: {message}")
 
 
-class KubeconfigError(KhwError):
+class KubeconfigError(UserError):
     """A kubeconfig this client cannot use: names the file and what is missing."""
 
 
@@ -119,7 +117,7 @@ class ApiClient:
     def __init__(self, creds: Credentials, timeout: float = TIMEOUT) -> None:
         parts = urlsplit(creds.server)
         if parts.scheme != "https" or not parts.hostname:
-            raise KhwError(f"API server {creds.server!r} is not an https URL")
+            raise KubeconfigError(f"API server {creds.server!r} is not an https URL")
         self.server = creds.server.rstrip("/")
         self._host, self._port = parts.hostname, parts.port or 443
         self._server_name = creds.tls_server_name or parts.hostname

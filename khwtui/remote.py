@@ -38,7 +38,7 @@ from typing import TypeVar
 
 import asyncssh
 
-from khwtui.errors import EXIT_FAILED, KhwError
+from khwtui.errors import OperationError
 from khwtui.render import NodeFile, render
 
 LineSink = Callable[[str, str, str], None]  # (node name, stream "out"|"err"|"cmd", line)
@@ -103,10 +103,8 @@ class RunResult:
     stderr: str
 
 
-class RemoteError(KhwError):
+class RemoteError(OperationError):
     """A node could not be reached or did not do what was asked."""
-
-    exit_code = EXIT_FAILED
 
 
 class HostKeyMismatch(RemoteError):

@@ -11,7 +11,7 @@ import pytest
 from khwtui import config
 from khwtui.context import Cluster
 from khwtui.engine import Engine, Selection, replay, select
-from khwtui.errors import UsageError
+from khwtui.errors import OperationError, UsageError, UserError
 from khwtui.events import CheckResult, LogLines, RunFinished, StageChanged, from_json
 from khwtui.headless import ConsoleSink
 from khwtui.outcome import Outcome, first_problem, verdict
@@ -102,3 +102,41 @@ def test_a_state_folder_of_another_cluster_is_refused(tmp_path: Path) -> None:
     engine = Engine(cluster, provider_factory=lambda c: None, remote_factory=lambda log: None)
     with pytest.raises(Exception, match="belongs to cluster 'someone-else'"):
         asyncio.run(engine.run(lambda e: None, only=["encryption"]))
+
+
+class Refusing:
+    """A stage whose check raises `error`, as a new error class might."""
+
+    error: Exception
+
+    async def check(self, run) -> list[Outcome]:
+        raise self.error
+
+    async def apply(self, run) -> None:  # never reached
+        raise AssertionError("apply after a raising check")
+
+
+@pytest.mark.parametrize(("kind", "code"), [(OperationError, 1), (UserError, 2)])
+def test_an_error_fails_its_stage_or_stops_the_run_by_its_kind_alone(kind: type, code: int, tmp_path: Path, monkeypatch) -> None:
+    """A new error class says only its kind; the engine needs nothing else to end the run right."""
+    import asyncio
+
+    import khwtui.engine
+
+    class Fresh(kind):
+        pass
+
+    stage = type("FreshStage", (Refusing,), {"error": Fresh("something new went wrong")})
+    monkeypatch.setattr(khwtui.engine, "stage_class", lambda name: stage)
+    folder = StateDir(tmp_path)
+    engine = Engine(Cluster(config.load("configs/local.toml"), folder, folder.load()), provider_factory=lambda c: None, remote_factory=lambda log: None)
+    finished: list[RunFinished] = []
+    run = engine.run(lambda e: finished.append(e) if isinstance(e, RunFinished) else None, only=["encryption"])
+    if kind is UserError:
+        with pytest.raises(Fresh):
+            asyncio.run(run)
+    else:
+        assert asyncio.run(run) == code
+    record = folder.load().stage("encryption")
+    assert finished[-1].exit_code == code and "something new went wrong" in record.detail
+    assert record.status == ("failed" if kind is OperationError else "pending")  # a stopped run leaves the stage to resume

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from khwtui.errors import KhwError
+from khwtui.errors import UserError
 
 LogFn = Callable[[str], None]
 
@@ -49,7 +49,7 @@ class Plan:
     notes: tuple[str, ...] = ()
 
 
-class PreflightError(KhwError):
+class PreflightError(UserError):
     """Everything missing before a provider may create anything: one line each, with the fix."""
 
     def __init__(self, problems: Sequence[str]) -> None:
@@ -57,7 +57,7 @@ class PreflightError(KhwError):
         super().__init__("\n".join(self.problems))
 
 
-class LeftInPlace(KhwError):
+class LeftInPlace(UserError):
     """Teardown deleted everything of the cluster; these resources hold its names without its
     marker, so they were left where they are: one line each, with the fix."""
 
@@ -103,7 +103,7 @@ class Provider(Protocol):
 
     async def stop(self, log: LogFn) -> None:
         """Power every node off, keeping its disk, addresses and host key; already off is fine.
-        A provider that cannot (machines) raises a KhwError (exit 2) before doing anything."""
+        A provider that cannot (machines) raises a UserError (exit 2) before doing anything."""
         ...
 
     async def start(self, log: LogFn) -> list[NodeEndpoint]:

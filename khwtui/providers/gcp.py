@@ -40,7 +40,7 @@ from google.cloud import compute_v1
 
 from khwtui import gcloud_settings
 from khwtui.config import Config
-from khwtui.errors import KhwError
+from khwtui.errors import KhwError, UserError, combined
 from khwtui.providers import gcp_api, gcp_resources
 from khwtui.providers.base import (
     LeftInPlace,
@@ -93,7 +93,7 @@ TEARDOWN_ORDER = (
 LABEL_ONLY = ("instances", "disks")  # named after nodes ("controller-0"): found by label alone
 
 
-class ResourceConflict(KhwError):
+class ResourceConflict(UserError):
     """An existing resource cannot be adopted: one line per resource, naming what to change."""
 
     def __init__(self, problems: list[str]) -> None:
@@ -814,9 +814,7 @@ async def gather_all(aws: Iterable[Awaitable[T]]) -> list[T]:
     distinct = list({str(e): e for e in errors if isinstance(e, KhwError)}.values())
     if len(distinct) == 1:
         raise distinct[0]
-    combined = GceError("\n".join(str(e) for e in distinct))
-    combined.exit_code = max(e.exit_code for e in distinct)
-    raise combined
+    raise combined(distinct, GceError)
 
 
 def _blocking(make: Callable[[], Coroutine[Any, Any, T]]) -> T:

@@ -43,7 +43,7 @@ from google.cloud import compute_v1
 from requests.adapters import HTTPAdapter
 
 from khwtui import crashpoints
-from khwtui.errors import EXIT_FAILED, EXIT_USAGE, KhwError
+from khwtui.errors import OperationError, UserError
 
 MAX_IN_FLIGHT = 8
 WAIT_THREADS = 256  # operation waits at once: far above any cluster's operations in flight
@@ -74,17 +74,13 @@ QUOTA = re.compile(r"Quota '([A-Z0-9_]+)' exceeded")
 POLICY = re.compile(r"Constraint '?constraints/([A-Za-z0-9_.]+)'? violated")
 
 
-class GceError(KhwError):
+class GceError(OperationError):
     """A Compute API call or operation failed; the message carries the API's own words."""
 
-    exit_code = EXIT_FAILED
 
-
-class AccessRefused(GceError):
+class AccessRefused(UserError, GceError):
     """The API cannot be used at all (credentials, the API's state, the project, the network):
-    no stage can fix that, so the run stops with exit 2 and the fix."""
-
-    exit_code = EXIT_USAGE
+    no stage can fix that, so the run stops with exit 2 and the fix (the user's kind, first)."""
 
 
 class OperationFailed(GceError):

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from khwtui.config import Config
-from khwtui.errors import KhwError, StateError
+from khwtui.errors import StateError, UserError
 from khwtui.fsutil import write_atomic
 from khwtui.providers import nspawn, rootfs
 from khwtui.providers.base import LogFn, NodeEndpoint, Plan, PlannedResource, PreflightError
@@ -101,7 +101,7 @@ class LocalProvider:
         self.topo = topo
         self.names = Names(prefix or cluster_prefix(config.cluster.name, state_dir))
         if not PREFIX.match(self.names.prefix):
-            raise KhwError(f"local prefix {self.names.prefix!r} must be 3-10 lower-case letters and digits, starting with a letter")
+            raise UserError(f"local prefix {self.names.prefix!r} must be 3-10 lower-case letters and digits, starting with a letter")
         self.dir = Path(state_dir) / "local"
         self.client_public_key = client_public_key.strip()
         self.cache_base = cache_dir or rootfs.default_cache_dir()

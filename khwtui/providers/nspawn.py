@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from khwtui.errors import EXIT_FAILED, KhwError
+from khwtui.errors import OperationError
 
 PREFIX_PATTERN = r"[a-z][a-z0-9]{2,9}"  # 10 + "br" or + 5 hex stays within IFNAMSIZ (15)
 PREFIX = re.compile(rf"^{PREFIX_PATTERN}$")
@@ -39,10 +39,8 @@ ROUTE_TYPES = ("unicast", "local", "broadcast", "multicast", "blackhole", "unrea
 POLL = 0.05
 
 
-class HostError(KhwError):
+class HostError(OperationError):
     """A host command failed while making or removing local nodes."""
-
-    exit_code = EXIT_FAILED
 
 
 @dataclass(frozen=True)

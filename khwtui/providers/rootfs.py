@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 import platformdirs
 
-from khwtui.errors import EXIT_FAILED, KhwError
+from khwtui.errors import OperationError
 from khwtui.providers.base import LogFn
 from khwtui.providers.nspawn import unmount_under
 from khwtui.render import render
@@ -69,8 +69,8 @@ REMOVED = (
 EMPTIED = ("/etc/machine-id",)
 
 
-class RootfsError(KhwError):
-    exit_code = EXIT_FAILED
+class RootfsError(OperationError):
+    """A node root could not be built or read."""
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from khwtui.errors import KhwError, StateError
+from khwtui.errors import StateError, UserError
 from khwtui.fsutil import mkdirs_private, write_atomic, write_if_changed
 from khwtui.kubeapi import ApiClient, ApiError, KubeconfigError
 from khwtui.kubeconfigs import ADMIN_USER, kubeconfig, spec_named
@@ -132,11 +132,11 @@ def _load(path: Path) -> dict:
     try:
         doc = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise KhwError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix it or move it aside, nothing was changed") from None
+        raise UserError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix it or move it aside, nothing was changed") from None
     except OSError as exc:
         raise StateError(f"{path}: {exc.strerror}") from None
     if doc is None:
         return {"apiVersion": "v1", "kind": "Config"}
     if not isinstance(doc, dict) or any(not isinstance(doc.get(s) or [], list) for s in ("clusters", "users", "contexts")):
-        raise KhwError(f"{path}: not a kubeconfig (clusters, users and contexts must be lists); fix it or move it aside, nothing was changed")
+        raise UserError(f"{path}: not a kubeconfig (clusters, users and contexts must be lists); fix it or move it aside, nothing was changed")
     return doc

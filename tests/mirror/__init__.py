@@ -11,10 +11,10 @@ from pathlib import Path
 
 import platformdirs
 
-from khwtui.errors import KhwError
+from khwtui.errors import OperationError
 
 
-class MirrorError(KhwError):
+class MirrorError(OperationError):
     """Building the test mirror failed (a tool, a package or a version is not what the tests pin)."""
 
 

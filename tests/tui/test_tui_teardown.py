@@ -6,7 +6,7 @@ from __future__ import annotations
 from textual.notifications import Notify
 from textual.widgets import Button, Input
 
-from khwtui.errors import KhwError
+from khwtui.errors import OperationError
 from khwtui.tui.app import make_app
 from khwtui.tui.confirm import ConfirmQuit
 from khwtui.tui.contracts import Services
@@ -105,7 +105,7 @@ async def test_typing_the_name_runs_the_teardown_like_a_build() -> None:
 
 
 async def test_a_failing_teardown_says_why_on_its_row_and_in_a_notification() -> None:
-    teardown = FakeTeardown(error=KhwError("route kubernetes-the-hard-way-route-10-200-1-0-24: 403 Forbidden"))
+    teardown = FakeTeardown(error=OperationError("route kubernetes-the-hard-way-route-10-200-1-0-24: 403 Forbidden"))
     app = app_with(teardown)
     seen = []
     async with app.run_test(size=SIZE, message_hook=seen.append) as pilot:
