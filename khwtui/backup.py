@@ -17,6 +17,7 @@ from pathlib import Path
 from khwtui import backup_archive as archive
 from khwtui.context import Cluster
 from khwtui.errors import EXIT_FAILED, EXIT_OK, UsageError
+from khwtui.events import PASSED
 from khwtui.fsutil import write_atomic
 from khwtui.operation import require_nodes, run_operation
 from khwtui.outcome import Outcome
@@ -29,7 +30,7 @@ class RestoreResult:
 
     @property
     def ok(self) -> bool:
-        return all(o.result == "passed" for o in self.outcomes)
+        return all(o.result == PASSED for o in self.outcomes)
 
 
 def default_out(cluster: Cluster, now: float | None = None) -> Path:
@@ -131,6 +132,6 @@ def restore_command(cluster: Cluster, file: str, yes: bool) -> int:
         return EXIT_FAILED
     result = restore_backup(cluster, backup)
     for o in result.outcomes:
-        print(f"{'✔' if o.result == 'passed' else '✖'} {o.check}{f' on {o.node}' if o.node else ''}: {o.evidence.strip().splitlines()[-1] if o.evidence.strip() else ''}")
+        print(f"{'✔' if o.result == PASSED else '✖'} {o.check}{f' on {o.node}' if o.node else ''}: {o.evidence.strip().splitlines()[-1] if o.evidence.strip() else ''}")
     print("restored" if result.ok else "restored, but etcd's checks failed (see above)")
     return EXIT_OK if result.ok else EXIT_FAILED

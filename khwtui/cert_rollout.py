@@ -21,6 +21,7 @@ from khwtui.context import Cluster
 from khwtui.controlplane_files import UNITS as CONTROL_PLANE_UNITS
 from khwtui.controlplane_files import control_plane_files, unit_inputs
 from khwtui.errors import StageFailed, UsageError
+from khwtui.events import PASSED
 from khwtui.nodefiles import ETCD_DIR, Artifacts, etcd_files, node_files
 from khwtui.pki import CA_NAME, Pki, cert_specs
 from khwtui.render import NodeFile
@@ -190,7 +191,7 @@ async def roll_out(run: RunContext, names: list[str]) -> list[NodeRollout]:
     from khwtui.stages.kubeconfigs import KubeconfigsStage
 
     await KubeconfigsStage().apply(run)
-    if run.state.stage("admin-access").status == "passed":
+    if run.state.stage("admin-access").status == PASSED:
         await AdminAccessStage().apply(run)
     done = []
     for node in run.topo.nodes:

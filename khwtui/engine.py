@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from khwtui.context import Cluster
 from khwtui.errors import EXIT_INTERRUPTED, KhwError, StateError, UsageError, UserError
-from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, NodeChanged, RunFinished, Sink, StageChanged
+from khwtui.events import FAILED, PASSED, PENDING, RUNNING, UNVERIFIED, CheckResult, Event, NodeChanged, RunFinished, Sink, StageChanged, Status
 from khwtui.outcome import Outcome, exit_code_for, first_problem, verdict, worst
 from khwtui.providers.base import Provider
 from khwtui.restarts import due as restarts_due
@@ -114,7 +114,7 @@ class Engine:
         with self.cluster.state_dir.lock():
             self.cluster.state = self.cluster.state_dir.load()
             run = self._context(sink)
-            results: list[str] = []
+            results: list[Status] = []
             try:
                 for info in self.stages:
                     cls = stage_class(info.name)
@@ -148,7 +148,7 @@ class Engine:
         state.cluster, state.provider = config.cluster.name, config.provider.kind
 
     async def _run_stages(self, run: RunContext, names: list[str]) -> int:
-        results: dict[str, str] = {}
+        results: dict[str, Status] = {}
         for name in names:
             status = await self._run_stage(run, name)
             results[name] = status
@@ -166,7 +166,7 @@ class Engine:
                 if need not in names[:i] and state.stage(need).status not in DONE:
                     raise UsageError(f"stage {name} needs stage {need} first; run `khwtui up --until {need}` (or without a slice)")
 
-    async def _run_stage(self, run: RunContext, name: str) -> str:
+    async def _run_stage(self, run: RunContext, name: str) -> Status:
         cls = await asyncio.to_thread(stage_class, name)  # a first import takes the loop for up to a second
         record = self.cluster.state.stage(name)
         run.stage = name
@@ -219,11 +219,11 @@ class Engine:
 STAGE_NEEDS: dict[str, tuple[str, ...]] = {s.name: s.needs for s in STAGES}
 
 
-def _exit_for_all(statuses: Iterable[str]) -> int:
+def _exit_for_all(statuses: Iterable[Status]) -> int:
     return exit_code_for(worst(statuses))
 
 
-def _summary(results: dict[str, str]) -> str:
+def _summary(results: dict[str, Status]) -> str:
     return ", ".join(f"{name} {status}" for name, status in results.items())
 
 
@@ -233,9 +233,9 @@ def _evidence(exc: Exception) -> str:
     return "\n".join([str(exc), *tail])
 
 
-def replay(events: list[Event]) -> dict[str, str]:
+def replay(events: list[Event]) -> dict[str, Status]:
     """The final stage table a stream of events describes (a `--json` stream replays to it)."""
-    table: dict[str, str] = {}
+    table: dict[str, Status] = {}
     for event in events:
         if isinstance(event, StageChanged):
             table[event.stage] = event.status

@@ -7,15 +7,31 @@ stream and see exactly what a live run showed.
 from __future__ import annotations
 
 import dataclasses
+import enum
+import functools
 import json
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 EVENT_SCHEMA = 1
 
-# Stage and check results. "unverified" is never shown as passed.
-PENDING, RUNNING, PASSED, FAILED, SKIPPED, UNVERIFIED = "pending", "running", "passed", "failed", "skipped", "unverified"
+
+class Status(enum.StrEnum):
+    """Stage and check results. "unverified" is never shown as passed. A StrEnum: state.toml and the
+    `--json` stream carry the plain words."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PASSED = "passed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNVERIFIED = "unverified"
+
+
+# the members by the names khwtui has always imported
+PENDING, RUNNING, PASSED, FAILED, SKIPPED, UNVERIFIED = Status.PENDING, Status.RUNNING, Status.PASSED, Status.FAILED, Status.SKIPPED, Status.UNVERIFIED
 STAGE_STATUSES = (PENDING, RUNNING, PASSED, FAILED, SKIPPED, UNVERIFIED)
 CHECK_RESULTS = (PASSED, FAILED, UNVERIFIED)
 
@@ -24,7 +40,7 @@ CHECK_RESULTS = (PASSED, FAILED, UNVERIFIED)
 class StageChanged:
     kind: ClassVar[str] = "stage"
     stage: str
-    status: str
+    status: Status
     detail: str = ""  # a one-line summary, the last error line, or the unverified reason
     at: float = 0.0
 
@@ -33,7 +49,7 @@ class StageChanged:
 class NodeChanged:
     kind: ClassVar[str] = "node"
     node: str
-    status: str  # pending | running | passed | failed
+    status: Status  # pending | running | passed | failed
     stage: str = ""
     detail: str = ""
     address: str = ""
@@ -55,7 +71,7 @@ class CheckResult:
     kind: ClassVar[str] = "check"
     stage: str
     check: str
-    result: str  # passed | failed | unverified
+    result: Status  # passed | failed | unverified
     node: str = ""
     evidence: str = ""  # failed: command and output; unverified: the reason
     at: float = 0.0
@@ -65,7 +81,7 @@ class CheckResult:
 class HealthChanged:
     kind: ClassVar[str] = "health"
     probe: str
-    result: str  # passed | failed | unverified
+    result: Status  # passed | failed | unverified
     node: str = ""
     latency_ms: float | None = None
     detail: str = ""
@@ -128,4 +144,10 @@ def from_json(line: str) -> Event:
     body.pop("v")
     if cls is LogLines:
         body["lines"] = tuple(body["lines"])
-    return cls(**body)
+    return cls(**{name: Status(value) if name in _status_fields(cls) else value for name, value in body.items()})
+
+
+@functools.cache
+def _status_fields(cls: type) -> frozenset[str]:
+    """The fields holding a Status: JSON carries them as plain words, a replayed event has the members."""
+    return frozenset(name for name, hint in typing.get_type_hints(cls).items() if hint is Status)

@@ -17,6 +17,7 @@ from typing import TextIO
 from khwtui.events import (
     FAILED,
     PASSED,
+    PENDING,
     RUNNING,
     SKIPPED,
     UNVERIFIED,
@@ -33,7 +34,7 @@ from khwtui.events import (
 from khwtui.table import table
 from khwtui.transfers import Milestones, describe
 
-MARKS = {PASSED: "✔", FAILED: "✖", RUNNING: "⟳", SKIPPED: "⊘", UNVERIFIED: "?", "pending": "·"}
+MARKS = {PASSED: "✔", FAILED: "✖", RUNNING: "⟳", SKIPPED: "⊘", UNVERIFIED: "?", PENDING: "·"}
 TAIL = 12  # output lines kept per node for the failure summary
 
 

@@ -19,6 +19,7 @@ from typing import cast
 from khwtui.context import Cluster
 from khwtui.events import (
     FAILED,
+    PASSED,
     RUNNING,
     UNVERIFIED,
     Event,
@@ -35,7 +36,7 @@ from khwtui.runctx import RunContext
 from khwtui.stages import STAGES, stage_class
 from khwtui.stages.base import Stage
 
-DONE = ("passed", "unverified")
+DONE = (PASSED, UNVERIFIED)
 
 
 class NodeTimer:
@@ -113,7 +114,7 @@ async def probe_once(cluster: Cluster, sink: Sink) -> int:
     try:
         events = await probe_round(run)
         if run.config.provider.kind == "gcp" and (cost := cast(Priced, run.provider).running_cost()) is not None:
-            sink(HealthChanged("cost", "passed", detail=f"${cost:.3f}/h", at=time.time()))
+            sink(HealthChanged("cost", PASSED, detail=f"${cost:.3f}/h", at=time.time()))
     finally:
         await run.close()
     code = exit_code(events)

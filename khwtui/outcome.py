@@ -11,13 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from khwtui.errors import EXIT_FAILED, EXIT_OK, EXIT_UNVERIFIED
-from khwtui.events import FAILED, PASSED, UNVERIFIED
+from khwtui.events import FAILED, PASSED, UNVERIFIED, Status
 
 
 @dataclass(frozen=True)
 class Outcome:
     check: str
-    result: str  # passed | failed | unverified
+    result: Status  # passed | failed | unverified
     node: str = ""
     evidence: str = ""  # failed: command and output; unverified: the reason
 
@@ -39,7 +39,7 @@ class Outcome:
         return cls(check, PASSED if ok else FAILED, node, evidence)
 
 
-def worst(results: Iterable[str]) -> str:
+def worst(results: Iterable[Status]) -> Status:
     """failed if anything failed, else unverified if anything could not be verified, else passed."""
     seen = set(results)
     if FAILED in seen:
@@ -49,11 +49,11 @@ def worst(results: Iterable[str]) -> str:
     return PASSED
 
 
-def verdict(outcomes: list[Outcome]) -> str:
+def verdict(outcomes: list[Outcome]) -> Status:
     return worst(o.result for o in outcomes)
 
 
-def exit_code_for(result: str) -> int:
+def exit_code_for(result: Status) -> int:
     """The exit code for a result: 0 passed, 3 unverified, 1 failed (docs/ARCHITECTURE.md "Command line and exit codes")."""
     return {PASSED: EXIT_OK, UNVERIFIED: EXIT_UNVERIFIED}.get(result, EXIT_FAILED)
 

@@ -25,7 +25,7 @@ from khwtui import crashpoints
 from khwtui.apt import STARTED as APT_STARTED
 from khwtui.config import Config
 from khwtui.context import Cluster
-from khwtui.events import FAILED, PASSED, RUNNING, LogLines, NodeChanged, Sink
+from khwtui.events import FAILED, PASSED, RUNNING, LogLines, NodeChanged, Sink, Status
 from khwtui.providers.base import Provider
 from khwtui.render import NodeFile
 from khwtui.state import FileRecord, NodeRecord, State
@@ -93,7 +93,7 @@ class RunContext:
         if line == APT_STARTED:
             crashpoints.reached("apt.started")
 
-    def node_status(self, node: str, status: str, detail: str = "") -> None:
+    def node_status(self, node: str, status: Status, detail: str = "") -> None:
         address = self.state.nodes[node].internal_ip if node in self.state.nodes else ""
         self.emit(NodeChanged(node, status, self.stage, detail, address, self.clock()))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import enum
 import fcntl
 import functools
 import json
@@ -28,7 +29,7 @@ import platformdirs
 import tomli_w
 
 from khwtui.errors import StateError
-from khwtui.events import CHECK_RESULTS, PENDING, STAGE_STATUSES
+from khwtui.events import CHECK_RESULTS, PENDING, STAGE_STATUSES, Status
 from khwtui.fsutil import TEMP_SUFFIX, write_atomic
 
 SCHEMA = 1
@@ -50,14 +51,14 @@ def _choices(default: Any, allowed: tuple[Any, ...]) -> Any:
 @dataclass
 class CheckRecord:
     check: str
-    result: str = field(metadata={"choices": CHECK_RESULTS})
+    result: Status = field(metadata={"choices": CHECK_RESULTS})
     node: str = ""
     evidence: str = ""
 
 
 @dataclass
 class StageRecord:
-    status: str = _choices(PENDING, STAGE_STATUSES)
+    status: Status = field(default=PENDING, metadata={"choices": STAGE_STATUSES})
     detail: str = ""
     started: float | None = None
     finished: float | None = None
@@ -260,7 +261,10 @@ class _Invalid(ValueError):
 
 
 def _encode(value: Any) -> Any:
-    """Dataclasses to TOML tables; None (which TOML lacks) is left out and restored as the default on load."""
+    """Dataclasses to TOML tables; None (which TOML lacks) is left out and restored as the default on load.
+    An enum member is stored as its plain value."""
+    if isinstance(value, enum.Enum):
+        return value.value
     if dataclasses.is_dataclass(value):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
@@ -284,6 +288,12 @@ def _decode(value: Any, hint: Any, key: str) -> Any:
     if origin is list:
         (inner,) = typing.get_args(hint)
         return [_decode(v, inner, f"{key}[{i}]") for i, v in enumerate(_expect(value, list, key))]
+    if isinstance(hint, enum.EnumType):
+        word = _expect(value, str, key)
+        try:
+            return hint(word)
+        except ValueError:
+            return word  # the field's choices refuse it, naming the words that field allows (a check, fewer than a stage)
     if hint is float and type(value) is int:
         return float(value)
     return _expect(value, hint, key)
@@ -305,7 +315,7 @@ def _decode_record(value: Any, cls: type, key: str) -> Any:
         values[name] = _decode(table[name], _hints(cls)[name], sub)
         allowed = f.metadata.get("choices")
         if allowed is not None and values[name] not in allowed:
-            raise _Invalid(sub, f"{_short(values[name])} is not one of {', '.join(map(str, allowed))}", FIX_REBUILD)
+            raise _Invalid(sub, f"{_short(table[name])} is not one of {', '.join(map(str, allowed))}", FIX_REBUILD)
     return cls(**values)
 
 

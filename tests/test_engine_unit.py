@@ -12,11 +12,11 @@ from khwtui import config
 from khwtui.context import Cluster
 from khwtui.engine import Engine, Selection, replay, select
 from khwtui.errors import OperationError, UsageError, UserError
-from khwtui.events import CheckResult, LogLines, RunFinished, StageChanged, from_json
+from khwtui.events import CheckResult, LogLines, RunFinished, StageChanged, Status, from_json
 from khwtui.headless import ConsoleSink
 from khwtui.outcome import Outcome, first_problem, verdict
 from khwtui.stages import STAGES
-from khwtui.state import StateDir
+from khwtui.state import CheckRecord, StateDir
 
 NAMES = [s.name for s in STAGES]
 
@@ -140,3 +140,19 @@ def test_an_error_fails_its_stage_or_stops_the_run_by_its_kind_alone(kind: type,
     record = folder.load().stage("encryption")
     assert finished[-1].exit_code == code and "something new went wrong" in record.detail
     assert record.status == ("failed" if kind is OperationError else "pending")  # a stopped run leaves the stage to resume
+
+
+def test_statuses_are_enum_members_in_memory_and_plain_words_on_disk_and_in_the_json_stream(tmp_path: Path) -> None:
+    folder = StateDir(tmp_path)
+    state = folder.load()
+    outcome = Outcome.unverified("ca", reason="no RBAC group")
+    record = state.stage("pki")
+    record.status, record.checks = Status.PASSED, [CheckRecord(outcome.check, outcome.result)]
+    folder.save(state)
+    assert 'status = "passed"' in folder.state_file.read_text() and 'result = "unverified"' in folder.state_file.read_text()
+    loaded = folder.load().stage("pki")
+    assert outcome.result is Status.UNVERIFIED and loaded.status is Status.PASSED and loaded.checks[0].result is Status.UNVERIFIED
+    out = io.StringIO()
+    ConsoleSink(out, json=True)(StageChanged("pki", loaded.status, at=1.0))
+    assert json.loads(out.getvalue())["status"] == "passed" and '"status": "passed"' in out.getvalue()
+    assert from_json(out.getvalue()).status is Status.PASSED

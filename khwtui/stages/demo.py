@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 
+from khwtui.events import PASSED
 from khwtui.kubeapi import ApiClient
 from khwtui.manifests import (
     apply,
@@ -60,7 +61,7 @@ class DemoStage(ApiStage):
         if reason:
             return [Outcome.unverified(check, reason=reason) for check in CHECKS]
         outcomes = [await self._running(api, objects, DB, DB_RUNNING), await self._running(api, objects, APP, APP_RUNNING)]
-        if any(o.result != "passed" for o in outcomes):
+        if any(o.result != PASSED for o in outcomes):
             return outcomes + [Outcome.failed(REACHABLE, evidence="not tried: the app or its database is not running")]
         return outcomes + [await node_port_outcome(run, api, REACHABLE, NAMESPACE, APP, run.topo.names.allow_demo, "GET")]
 

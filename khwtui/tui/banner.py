@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.text import Text
 from textual.widgets import Static
 
-from khwtui.events import FAILED, PASSED, PENDING, UNVERIFIED
+from khwtui.events import FAILED, PASSED, PENDING, UNVERIFIED, Status
 from khwtui.tui.marks import STAGE_MARKS, status_style
 from khwtui.tui.progress import Progress
 
@@ -24,7 +24,7 @@ def tilde(path: Path) -> str:
         return str(path)
 
 
-def next_step(progress: Progress, cluster: str, state_dir: Path | None) -> tuple[str, str]:
+def next_step(progress: Progress, cluster: str, state_dir: Path | None) -> tuple[Status, str]:
     """(status, sentence) for an idle screen; status picks the mark and colour."""
     total, done = len(progress.stages), progress.done
     failed = progress.with_status(FAILED)

@@ -22,7 +22,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
-from khwtui.events import FAILED, PASSED, UNVERIFIED
+from khwtui.events import FAILED, PASSED, UNVERIFIED, Status
 from khwtui.tui.marks import mark, status_style
 from khwtui.tui.view_screen import ViewScreen
 
@@ -45,7 +45,7 @@ def cells(row: CertRow) -> tuple[str, ...]:
     return (row.name, row.cn, row.org or "-", row.sans or "-", not_after, days, row.status)
 
 
-def severity(row: CertRow) -> str:
+def severity(row: CertRow) -> Status:
     return SEVERITY.get(row.status, FAILED)
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from khwtui.events import FAILED, PASSED, UNVERIFIED, HealthChanged
+from khwtui.events import FAILED, PASSED, HealthChanged, Status
+from khwtui.outcome import worst
 
 Key = tuple[str, str]  # (probe, node)
 
@@ -22,14 +23,6 @@ def stage_of(probe: str) -> str:
 
 def check_of(probe: str) -> str:
     return probe.split(":", 1)[1] if ":" in probe else "probe"
-
-
-def worst(results: Iterable[str]) -> str:
-    found = set(results)
-    for status in (FAILED, UNVERIFIED):
-        if status in found:
-            return status
-    return PASSED
 
 
 @dataclass(frozen=True)
@@ -48,7 +41,7 @@ class ProbeSummary:
         return check_of(self.probe)
 
     @property
-    def status(self) -> str:
+    def status(self) -> Status:
         return worst(r.result for r in self.results)
 
     @property

@@ -7,14 +7,14 @@ from collections.abc import Mapping
 from rich.style import Style
 from rich.text import Text
 
-from khwtui.events import FAILED, PASSED, PENDING, RUNNING, SKIPPED, UNVERIFIED
+from khwtui.events import FAILED, PASSED, PENDING, RUNNING, SKIPPED, UNVERIFIED, Status
 
 STAGE_MARKS = {PASSED: "✔", RUNNING: "⟳", FAILED: "✖", PENDING: "·", SKIPPED: "⊘", UNVERIFIED: "?"}
 NODE_MARKS = {**STAGE_MARKS, PENDING: "○", PASSED: "●"}
 THEME_COLOURS = {PASSED: "success", RUNNING: "primary", FAILED: "error", UNVERIFIED: "warning"}
 
 
-def status_style(status: str, variables: Mapping[str, str]) -> Style:
+def status_style(status: Status, variables: Mapping[str, str]) -> Style:
     """The theme's colour for a status (`App.theme_variables`); pending and skipped are dim."""
     colour = variables.get(THEME_COLOURS.get(status, ""), "")
     if not colour:
@@ -22,7 +22,7 @@ def status_style(status: str, variables: Mapping[str, str]) -> Style:
     return Style(color=colour, bold=status in (RUNNING, FAILED))
 
 
-def mark(status: str, variables: Mapping[str, str], glyphs: Mapping[str, str] = STAGE_MARKS) -> Text:
+def mark(status: Status, variables: Mapping[str, str], glyphs: Mapping[Status, str] = STAGE_MARKS) -> Text:
     return Text.assemble((glyphs.get(status, "•"), status_style(status, variables)))
 
 

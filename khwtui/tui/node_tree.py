@@ -17,7 +17,7 @@ from textual.reactive import reactive
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from khwtui.events import FAILED, RUNNING
+from khwtui.events import FAILED, PENDING, RUNNING
 from khwtui.topology import Topology
 from khwtui.transfers import short
 from khwtui.tui.marks import NODE_MARKS, mark, status_style
@@ -125,7 +125,7 @@ class NodeTree(Tree[Pick | None]):
 
     def _api_label(self) -> Text:
         stage = self._progress.stages.get(FRONTEND)
-        status = stage.status if stage else "pending"
+        status = stage.status if stage else PENDING
         label = mark(status, self.app.theme_variables, NODE_MARKS)
         label.append(" api ")
         label.append(self._api_address or "address pending", style="dim")

@@ -22,6 +22,7 @@ from khwtui.events import (
     LogLines,
     NodeChanged,
     StageChanged,
+    Status,
     TransferProgress,
 )
 from khwtui.topology import Node, Topology
@@ -35,7 +36,7 @@ TEARDOWN = StageInfo("teardown", "teardown", "delete every resource of the clust
 @dataclass
 class StageView:
     info: StageInfo
-    status: str = PENDING
+    status: Status = PENDING
     detail: str = ""
     started: float | None = None
     finished: float | None = None
@@ -62,7 +63,7 @@ class StageView:
 @dataclass
 class NodeView:
     node: Node
-    status: str = PENDING
+    status: Status = PENDING
     stage: str = ""  # the stage running on it, while running
     address: str = ""  # the address the engine reported (external, once known)
     transfer: TransferProgress | None = None  # the release file on its way to it, until it has arrived
@@ -163,14 +164,14 @@ class Progress:
 
     # --- summaries ------------------------------------------------------------------------
 
-    def count(self, *statuses: str) -> int:
+    def count(self, *statuses: Status) -> int:
         return sum(1 for s in self.stages.values() if s.status in statuses)
 
     @property
     def done(self) -> int:
         return self.count(*DONE)
 
-    def with_status(self, status: str) -> list[StageView]:
+    def with_status(self, status: Status) -> list[StageView]:
         return [s for s in self.stages.values() if s.status == status]
 
     @property

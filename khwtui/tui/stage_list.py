@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
-from khwtui.events import FAILED, PENDING, RUNNING, SKIPPED, UNVERIFIED
+from khwtui.events import FAILED, PENDING, RUNNING, SKIPPED, UNVERIFIED, Status
 from khwtui.tui.marks import duration, mark, status_style
 from khwtui.tui.progress import Progress, StageView
 
@@ -108,7 +108,7 @@ class StageList(DataTable):
         text.truncate(width, overflow="ellipsis")
         return text
 
-    def _reason(self, reason: str, status: str) -> Text:
+    def _reason(self, reason: str, status: Status) -> Text:
         width = self._detail_width
         lines = list(Text(reason, style=status_style(status, self.app.theme_variables)).wrap(self.app.console, width))
         if len(lines) > MAX_REASON_LINES:
