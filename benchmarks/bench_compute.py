@@ -28,9 +28,9 @@ import cli_timing  # first: puts tests/ on the import path  # noqa: F401
 from fakegce import FakeCompute
 from fakegce.operations import OpSpan
 
-from khwtui import config as config_mod
+from khwtui.model import config as config_mod
+from khwtui.model.topology import Topology
 from khwtui.providers.gcp import GcpProvider
-from khwtui.topology import Topology
 
 CLIENT_KEY = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
 

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 
 from textual import events
 
-from khwtui import config as config_module
-from khwtui.events import LogLines, Sink
-from khwtui.topology import Topology
+from khwtui.core.events import LogLines, Sink
+from khwtui.model import config as config_module
+from khwtui.model.topology import Topology
 from khwtui.tui.app import make_app
 from khwtui.tui.contracts import StageInfo
 

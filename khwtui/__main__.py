@@ -1,5 +1,5 @@
 """`python -m khwtui` is the same as the `khwtui` console script."""
 
-from khwtui.cli import main
+from khwtui.cli.command_line import main
 
 raise SystemExit(main())

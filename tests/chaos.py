@@ -20,12 +20,12 @@ from fakegce import FakeCompute
 from localcluster import LocalCluster
 from test_gcp_local import cluster_config
 
-from khwtui import crashpoints
+from khwtui.artifacts.sshkey import client_key
+from khwtui.core import crashpoints
+from khwtui.model.state import StateDir
+from khwtui.model.topology import Topology
 from khwtui.providers.gcp import GcpProvider
 from khwtui.providers.gcp_api import KINDS
-from khwtui.sshkey import client_key
-from khwtui.state import StateDir
-from khwtui.topology import Topology
 
 UNTIL = ("up", "--auto", "--until", "frontend")
 FIRST_POINT = "gcp.insert-sent"

@@ -1,7 +1,7 @@
 """A fake Kubernetes API server for checks that need a real cluster: HTTPS on 127.0.0.1 (its own
 CA), answering with documents built from the API's documented shapes, recording every write.
 
-The checks under test talk to it through the real khwtui.kubeapi.ApiClient, so TLS, JSON,
+The checks under test talk to it through the real khwtui.transport.kubeapi.ApiClient, so TLS, JSON,
 discovery and the 404-is-absent rule are exercised exactly as against a real apiserver. Builders
 for the documents (discovery, Deployments, Pods, ...) live beside it so tests read as the cluster
 state they describe.
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from khwtui.kubeapi import ApiClient, Credentials
+from khwtui.transport.kubeapi import ApiClient, Credentials
 
 Answer = tuple[int, "dict | str"]
 

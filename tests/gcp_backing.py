@@ -31,11 +31,11 @@ from pathlib import Path
 from localcluster import serve_apt_on_bridge, serve_on_bridge
 from workerbed import shells
 
-from khwtui import config as config_mod
+from khwtui.model import config as config_mod
+from khwtui.model.topology import Node
 from khwtui.providers import nspawn
 from khwtui.providers.local import LocalProvider
 from khwtui.providers.nspawn import HostObject, Names
-from khwtui.topology import Node
 
 Metadata = Callable[[str], dict[str, str]]  # instance name -> its metadata items by key
 

@@ -1,4 +1,4 @@
-"""Real SSH servers for tests of khwtui/remote.py: local nspawn nodes, never this machine.
+"""Real SSH servers for tests of khwtui/transport/remote.py: local nspawn nodes, never this machine.
 
 Why real nodes rather than an in-process asyncssh server: they show what the runner must survive —
 OpenSSH's default MaxSessions (10, the provider leaves it alone), remote processes that outlive a
@@ -29,9 +29,9 @@ import asyncssh
 import janitor
 from test_local_provider import free_node_cidr, local_config
 
+from khwtui.model.topology import Topology
 from khwtui.providers import nspawn
 from khwtui.providers.local import RUNTIME_FILE, LocalProvider
-from khwtui.topology import Topology
 
 NODES = ("controller-0", "worker-0")
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from mirror.tarballs import tar_members
 
-from khwtui.release_install import MODE, StageReleases
-from khwtui.state import NodeRecord
+from khwtui.model.state import NodeRecord
+from khwtui.toolkit.release_install import MODE, StageReleases
 
 
 async def _wanted(releases: StageReleases, run) -> dict[str, bytes]:

@@ -9,12 +9,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from khwtui import config as config_mod
-from khwtui.context import Cluster
-from khwtui.events import Event
-from khwtui.remote import RunResult
-from khwtui.runctx import RunContext, node_record
-from khwtui.state import StateDir
+from khwtui.core.events import Event
+from khwtui.model import config as config_mod
+from khwtui.model.cluster import Cluster
+from khwtui.model.state import StateDir
+from khwtui.toolkit.run_context import RunContext, node_record
+from khwtui.transport.remote import RunResult
 
 
 @dataclass

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from khwtui import config
-from khwtui.cli import main
-from khwtui.errors import ConfigError
-from khwtui.topology import check_names
+from khwtui.cli.command_line import main
+from khwtui.core.errors import ConfigError
+from khwtui.model import config
+from khwtui.model.topology import check_names
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 DEFAULT = tomllib.loads((CONFIGS / "default.toml").read_text())

@@ -17,8 +17,7 @@ from releasefake import simulate_release_install
 from standins import build
 from standins.flags import MINORS, PROGRAMS
 
-from khwtui import config
-from khwtui.controlplane_files import (
+from khwtui.artifacts.controlplane_files import (
     AUDIT_POLICY,
     BINARIES,
     SCHEDULER_CONFIG,
@@ -33,16 +32,17 @@ from khwtui.controlplane_files import (
     unit_inputs,
     unit_path,
 )
-from khwtui.encryption import load_or_create_key
-from khwtui.errors import StateError
-from khwtui.nodefiles import Artifacts
-from khwtui.pki import Pki
-from khwtui.remote import RunResult
-from khwtui.render import NodeFile
-from khwtui.runctx import RunContext
+from khwtui.artifacts.encryption import load_or_create_key
+from khwtui.artifacts.nodefiles import Artifacts
+from khwtui.artifacts.pki import Pki
+from khwtui.artifacts.render import NodeFile
+from khwtui.core.errors import StateError
+from khwtui.model import config
+from khwtui.model.state import NodeRecord, State
+from khwtui.model.topology import Node, Topology
 from khwtui.stages.control_plane import ControlPlaneStage, health_codes, unit_states
-from khwtui.state import NodeRecord, State
-from khwtui.topology import Node, Topology
+from khwtui.toolkit.run_context import RunContext
+from khwtui.transport.remote import RunResult
 
 D = "/var/lib/kubernetes"
 LOCAL = {

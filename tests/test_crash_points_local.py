@@ -25,16 +25,16 @@ import pytest
 from localcluster import LocalCluster
 from workerbed import NodeShell, shells, standin_nodes, unit_starts
 
-from khwtui import crashpoints
-from khwtui.context import open_cluster
-from khwtui.engine import Engine
-from khwtui.frontend_files import CONFIG as HAPROXY_CONFIG
-from khwtui.frontend_files import STATS_PORT
-from khwtui.headless import ConsoleSink
-from khwtui.runctx import RunContext
+from khwtui.artifacts.frontend_files import CONFIG as HAPROXY_CONFIG
+from khwtui.artifacts.frontend_files import STATS_PORT
+from khwtui.artifacts.workers_files import CONTAINERD_CONFIG, KUBE_PROXY_CONFIG, ROUTES_UNIT, unit_path
+from khwtui.console.headless import ConsoleSink
+from khwtui.core import crashpoints
+from khwtui.engine.runner import Engine
+from khwtui.model.cluster import open_cluster
 from khwtui.stages import STAGES
 from khwtui.stages.frontend import STATS, parse_backends
-from khwtui.workers_files import CONTAINERD_CONFIG, KUBE_PROXY_CONFIG, ROUTES_UNIT, unit_path
+from khwtui.toolkit.run_context import RunContext
 
 pytestmark = pytest.mark.integration
 

@@ -23,13 +23,13 @@ from localcluster import LocalCluster, built_until, status_results
 from test_encryption_at_rest import SERIALIZED  # a Secret as the apiserver stores it
 from test_etcd_local import etcd_started_at, host_etcdctl
 
-from khwtui.context import open_cluster
-from khwtui.encryption_check import encode
-from khwtui.pki import Pki
-from khwtui.remote_factory import make_remote
-from khwtui.runctx import RunContext
+from khwtui.artifacts.encryption_check import encode
+from khwtui.artifacts.pki import Pki
+from khwtui.model.cluster import open_cluster
 from khwtui.stages.etcd import etcdctl
 from khwtui.stages.smoke import SECRET_VALUE, encrypted_at_rest, etcd_key
+from khwtui.toolkit.run_context import RunContext
+from khwtui.transport.remote_factory import make_remote
 
 pytestmark = pytest.mark.integration
 

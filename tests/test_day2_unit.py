@@ -13,16 +13,16 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from khwtui import backup_archive as archive
-from khwtui import cli
-from khwtui.cert_rollout import embedding, leaf_names, unit_readers
-from khwtui.config import from_dict
-from khwtui.encryption import load_or_create_key
-from khwtui.errors import UsageError
-from khwtui.node_ssh import ShellTarget, ssh_argv
-from khwtui.nodefiles import Artifacts, node_files
-from khwtui.pki import Pki
-from khwtui.topology import Addresses, Topology
+from khwtui.artifacts.encryption import load_or_create_key
+from khwtui.artifacts.nodefiles import Artifacts, node_files
+from khwtui.artifacts.pki import Pki
+from khwtui.cli import command_line as cli
+from khwtui.core.errors import UsageError
+from khwtui.day2 import backup_archive as archive
+from khwtui.day2.cert_rollout import embedding, leaf_names, unit_readers
+from khwtui.model.config import from_dict
+from khwtui.model.topology import Addresses, Topology
+from khwtui.transport.node_ssh import ShellTarget, ssh_argv
 
 MEMBERS = {
     archive.SNAPSHOT: b"etcd snapshot bytes",

@@ -10,10 +10,10 @@ from fakeapi import FakeApi, NodePortServer, crash_looping, pod, pod_list
 from stagerun import local_raw, stage_context
 from test_dns_smoke_checks import SERVED, by_check
 
-from khwtui.events import LogLines
-from khwtui.manifests import ref
+from khwtui.core.events import LogLines
 from khwtui.stages import demo
 from khwtui.stages.demo import DemoStage, demo_objects
+from khwtui.toolkit.manifests import ref
 
 APP = {"app.kubernetes.io/name": demo.APP}
 DB = {"app.kubernetes.io/name": demo.DB}

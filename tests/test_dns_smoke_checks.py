@@ -14,15 +14,15 @@ import pytest
 from fakeapi import FakeApi, NodePortServer, crash_looping, deployment, pod, pod_list
 from stagerun import ScriptedRemote, local_raw, stage_context
 
-from khwtui import addons
-from khwtui.addons import metrics_server_manifest
-from khwtui.encryption_check import encode
-from khwtui.errors import StageFailed
-from khwtui.manifests import ref
-from khwtui.remote import RunResult
+from khwtui.artifacts.encryption_check import encode
+from khwtui.core.errors import StageFailed
 from khwtui.stages import dns, smoke
 from khwtui.stages.dns import DnsStage, coredns_objects
 from khwtui.stages.smoke import SmokeStage
+from khwtui.toolkit import addons
+from khwtui.toolkit.addons import metrics_server_manifest
+from khwtui.toolkit.manifests import ref
+from khwtui.transport.remote import RunResult
 
 SERVED = {
     "v1": ["namespaces", "serviceaccounts", "configmaps", "secrets", "services", "pods"],

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from khwtui.encryption import encryption_config, load_or_create_key
-from khwtui.errors import StateError
+from khwtui.artifacts.encryption import encryption_config, load_or_create_key
+from khwtui.core.errors import StateError
 
 KEY = bytes(range(32))
 KEY_B64 = base64.b64encode(KEY).decode()

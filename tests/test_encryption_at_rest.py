@@ -17,12 +17,12 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 from localcluster import LocalCluster, built_until
 
-from khwtui.context import open_cluster
-from khwtui.encryption_check import encode
-from khwtui.remote_factory import make_remote
-from khwtui.runctx import RunContext
+from khwtui.artifacts.encryption_check import encode
+from khwtui.model.cluster import open_cluster
 from khwtui.stages.etcd import etcdctl
 from khwtui.stages.smoke import ENCRYPTED, SECRET_VALUE, encrypted_at_rest, etcd_key
+from khwtui.toolkit.run_context import RunContext
+from khwtui.transport.remote_factory import make_remote
 
 pytestmark = pytest.mark.integration
 

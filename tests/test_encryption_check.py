@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from nacl.bindings import crypto_secretbox_open
 
-from khwtui.encryption_check import decode, encode, judge
+from khwtui.artifacts.encryption_check import decode, encode, judge
 
 KEY = bytes(range(32))
 DATA = b"k8s\x00\n\x0c\n\x02v1\x12\x06Secret" + b"mydata"

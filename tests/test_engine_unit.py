@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from khwtui import config
-from khwtui.context import Cluster
-from khwtui.engine import Engine, Selection, replay, select
-from khwtui.errors import OperationError, UsageError, UserError
-from khwtui.events import CheckResult, LogLines, RunFinished, StageChanged, Status, from_json
-from khwtui.headless import ConsoleSink
-from khwtui.outcome import Outcome, first_problem, verdict
+from khwtui.console.headless import ConsoleSink
+from khwtui.core.errors import OperationError, UsageError, UserError
+from khwtui.core.events import CheckResult, LogLines, RunFinished, StageChanged, Status, from_json
+from khwtui.core.outcome import Outcome, first_problem, verdict
+from khwtui.engine.runner import Engine, Selection, replay, select
+from khwtui.model import config
+from khwtui.model.cluster import Cluster
+from khwtui.model.state import CheckRecord, StateDir
 from khwtui.stages import STAGES
-from khwtui.state import CheckRecord, StateDir
 
 NAMES = [s.name for s in STAGES]
 
@@ -48,7 +48,7 @@ def test_verdict_never_calls_unverified_passed() -> None:
 def test_a_stage_whose_input_is_missing_stops_with_exit_2_naming_the_stage_to_run_first(stage: str, first: str, tmp_path: Path, capsys) -> None:
     """Routes need only the nodes (on gcp they are cloud resources), so `--only routes` works
     right after compute; the workers are an input of dns."""
-    from khwtui.cli import main
+    from khwtui.cli.command_line import main
 
     code = main(["up", "--auto", "--only", stage, "--config", "configs/local.toml", "--state-dir", str(tmp_path / "s")])
     err = capsys.readouterr().err.strip().splitlines()
@@ -121,13 +121,13 @@ def test_an_error_fails_its_stage_or_stops_the_run_by_its_kind_alone(kind: type,
     """A new error class says only its kind; the engine needs nothing else to end the run right."""
     import asyncio
 
-    import khwtui.engine
+    import khwtui.engine.runner
 
     class Fresh(kind):
         pass
 
     stage = type("FreshStage", (Refusing,), {"error": Fresh("something new went wrong")})
-    monkeypatch.setattr(khwtui.engine, "stage_class", lambda name: stage)
+    monkeypatch.setattr(khwtui.engine.runner, "stage_class", lambda name: stage)
     folder = StateDir(tmp_path)
     engine = Engine(Cluster(config.load("configs/local.toml"), folder, folder.load()), provider_factory=lambda c: None, remote_factory=lambda log: None)
     finished: list[RunFinished] = []

@@ -9,7 +9,7 @@ import pkgutil
 import pytest
 
 import khwtui
-from khwtui.errors import EXIT_FAILED, EXIT_USAGE, KhwError, OperationError, UserError, combined
+from khwtui.core.errors import EXIT_FAILED, EXIT_USAGE, KhwError, OperationError, UserError, combined
 from khwtui.providers.gcp_api import AccessRefused, GceError
 
 

@@ -195,8 +195,8 @@ def test_until_etcd_builds_a_healthy_three_member_tls_cluster(built: tuple[Local
 
 
 def test_the_json_stream_replays_to_the_saved_stage_table(built: tuple[LocalCluster, subprocess.CompletedProcess[str]]) -> None:
-    from khwtui.engine import replay
-    from khwtui.events import from_json
+    from khwtui.core.events import from_json
+    from khwtui.engine.runner import replay
 
     cluster, result = built
     assert result.returncode == 0, result.stderr

@@ -7,7 +7,7 @@ the load balancer with apiservers stopped, gcp's /healthz proxy on controller-0,
 refusing, so they come last).
 
 Where each kubeconfig is checked through its own server URL: those pointing at the load balancer
-(each kubelet, kube-proxy, the operator's admin-user) from this machine with khwtui.kubeapi;
+(each kubelet, kube-proxy, the operator's admin-user) from this machine with khwtui.transport.kubeapi;
 those pointing at https://127.0.0.1:6443 (controller-manager, scheduler, the controllers' admin)
 on controller-0 itself, with the files khwtui placed there, by a python3 script run in the node's
 namespaces (python3 + python3-yaml are what the stand-ins need anyway).
@@ -38,17 +38,17 @@ from test_etcd_local import node_file_mtimes
 from test_standins import KTHW_IDENTITY
 from workerbed import install_standin_runtime, shells
 
-from khwtui import config as config_mod
-from khwtui import controlplane_files
-from khwtui.context import open_cluster
-from khwtui.engine import Engine
-from khwtui.frontend_files import healthz_files
-from khwtui.headless import ConsoleSink
-from khwtui.kubeapi import ApiClient, Credentials
+from khwtui.artifacts import controlplane_files
+from khwtui.artifacts.frontend_files import healthz_files
+from khwtui.console.headless import ConsoleSink
+from khwtui.core.waiting import poll
+from khwtui.engine.runner import Engine
+from khwtui.model import config as config_mod
+from khwtui.model.cluster import open_cluster
+from khwtui.model.topology import Topology
 from khwtui.stages import control_plane
 from khwtui.stages.frontend import STATS, apt_install, healthz_probe, parse_backends
-from khwtui.topology import Topology
-from khwtui.waiting import poll
+from khwtui.transport.kubeapi import ApiClient, Credentials
 
 pytestmark = pytest.mark.integration
 

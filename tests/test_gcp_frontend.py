@@ -27,21 +27,21 @@ from test_gcp_provider import (  # noqa: F401 - `outside` is the autouse offline
     setup_api,
 )
 
-from khwtui.config import Config
-from khwtui.context import Cluster
-from khwtui.events import FAILED, PASSED, Event, HealthChanged
-from khwtui.frontend_files import healthz_files
-from khwtui.health import probe_once
-from khwtui.outcome import Outcome
+from khwtui.artifacts.frontend_files import healthz_files
+from khwtui.artifacts.render import NodeFile
+from khwtui.core.events import FAILED, PASSED, Event, HealthChanged
+from khwtui.core.outcome import Outcome
+from khwtui.engine.health import probe_once
+from khwtui.model.cluster import Cluster
+from khwtui.model.config import Config
+from khwtui.model.state import NodeRecord, State, StateDir
+from khwtui.model.topology import HEALTH_CHECK_SOURCES, Node, Topology
 from khwtui.providers import gcp_api
 from khwtui.providers.gcp import ResourceConflict, price_table, running_hourly
 from khwtui.providers.gcp_api import HttpHealthCheck
-from khwtui.remote import RunResult
-from khwtui.render import NodeFile
-from khwtui.runctx import RunContext
 from khwtui.stages.frontend import FrontendStage, apt_install, healthz_probe
-from khwtui.state import NodeRecord, State, StateDir
-from khwtui.topology import HEALTH_CHECK_SOURCES, Node, Topology
+from khwtui.toolkit.run_context import RunContext
+from khwtui.transport.remote import RunResult
 
 LABELS = {"khwtui-cluster": "kubernetes-the-hard-way"}
 CONTROLLERS = ["controller-0", "controller-1", "controller-2"]

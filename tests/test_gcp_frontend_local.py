@@ -32,12 +32,12 @@ from test_gcp_local import PROJECT, REGION, ZONE, cluster_config, gcp_cluster, g
 from test_gcp_provider import everything, insert_requests, mutating
 from workerbed import STANDIN_PACKAGES
 
-from khwtui import config as config_mod
-from khwtui.config import Config
+from khwtui.artifacts.sshkey import client_key
+from khwtui.model import config as config_mod
+from khwtui.model.config import Config
+from khwtui.model.topology import Topology
 from khwtui.providers.gcp import GcpProvider
 from khwtui.providers.gcp_api import KINDS, GceApi
-from khwtui.sshkey import client_key
-from khwtui.topology import Topology
 
 pytestmark = pytest.mark.integration
 

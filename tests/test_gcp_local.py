@@ -32,13 +32,13 @@ from localcluster import LocalCluster, keyscan, local_config, status_results
 from test_etcd_local import host_etcdctl
 from test_gcp_provider import GCP_ENV, KTHW_SCOPES, insert_requests, mutating
 
-from khwtui import config as config_mod
-from khwtui.config import Config
+from khwtui.artifacts.sshkey import client_key
+from khwtui.model import config as config_mod
+from khwtui.model.config import Config
+from khwtui.model.topology import Topology
 from khwtui.providers import nspawn
 from khwtui.providers.gcp import GcpProvider
 from khwtui.providers.gcp_api import KINDS, GceApi
-from khwtui.sshkey import client_key
-from khwtui.topology import Topology
 
 PROJECT = "khwtui-test"
 REGION, ZONE = "us-west1", "us-west1-c"

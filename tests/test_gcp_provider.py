@@ -23,14 +23,14 @@ from google.auth.compute_engine import _metadata
 from google.auth.credentials import AnonymousCredentials
 from google.cloud import compute_v1 as c
 
-from khwtui import config as config_mod
-from khwtui.cli import main
-from khwtui.config import Config
-from khwtui.errors import EXIT_FAILED, EXIT_USAGE
+from khwtui.cli.command_line import main
+from khwtui.core.errors import EXIT_FAILED, EXIT_USAGE
+from khwtui.model import config as config_mod
+from khwtui.model.config import Config
+from khwtui.model.topology import Topology
 from khwtui.providers.base import LeftInPlace, PreflightError
 from khwtui.providers.gcp import GcpProvider, ResourceConflict
 from khwtui.providers.gcp_api import KINDS, MAX_IN_FLIGHT, GceApi, GceError, HttpHealthCheck
-from khwtui.topology import Topology
 
 PROJECT = "khwtui-test"  # config accepts only real project IDs (6-30 characters)
 REGION, ZONE = "us-west1", "us-west1-c"

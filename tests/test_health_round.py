@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from stagerun import ScriptedRemote, local_raw, stage_context
 
-from khwtui.events import HealthChanged, LogLines, NodeChanged
-from khwtui.health import exit_code, probe_round, probe_stage
-from khwtui.outcome import Outcome
+from khwtui.core.events import HealthChanged, LogLines, NodeChanged
+from khwtui.core.outcome import Outcome
+from khwtui.engine.health import exit_code, probe_round, probe_stage
 from khwtui.stages.base import Stage
 
 NODE_PROBES = ("compute", "etcd", "control-plane", "workers")  # the stages whose probes run commands on nodes

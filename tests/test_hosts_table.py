@@ -6,9 +6,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from khwtui import config
-from khwtui.hosts_table import CHANGED, PRESENT, check_command, ensure_command, remove_command
-from khwtui.topology import Topology
+from khwtui.artifacts.hosts_table import CHANGED, PRESENT, check_command, ensure_command, remove_command
+from khwtui.model import config
+from khwtui.model.topology import Topology
 
 OTHER = "127.0.0.1\tlocalhost\n# BEGIN khwtui other: node names\n10.9.0.10\tcontroller-0\n# END khwtui other\n192.0.2.7\tmine\n"
 

@@ -25,6 +25,6 @@ def test_nothing_outside_the_tui_loads_textual_or_rich() -> None:
 
 
 def test_the_cli_help_does_not_load_the_tui() -> None:
-    probe = "import sys\nfrom khwtui.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint(any(m.startswith(('textual', 'rich')) for m in sys.modules))"
+    probe = "import sys\nfrom khwtui.cli.command_line import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint(any(m.startswith(('textual', 'rich')) for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"

@@ -1,4 +1,4 @@
-"""khwtui.kubeapi against the apiserver stand-in run here over TLS; the rbac stage's objects
+"""khwtui.transport.kubeapi against the apiserver stand-in run here over TLS; the rbac stage's objects
 against the fake API server of fakeapi.py, which serves RBAC (the stand-in does not); and
 the frontend stage where no node is involved (machines without an lb host, gcp).
 
@@ -27,20 +27,13 @@ from test_standins import (
     wait_line,
 )
 
-from khwtui import config
-from khwtui.encryption import load_or_create_key
-from khwtui.events import FAILED, PASSED, UNVERIFIED
-from khwtui.kubeapi import (
-    ApiClient,
-    ApiError,
-    Credentials,
-    KubeconfigError,
-    credentials_from_kubeconfig,
-)
-from khwtui.kubeconfigs import kubeconfig, spec_named
-from khwtui.manifests import ref
-from khwtui.nodefiles import Artifacts
-from khwtui.pki import Pki
+from khwtui.artifacts.encryption import load_or_create_key
+from khwtui.artifacts.kubeconfigs import kubeconfig, spec_named
+from khwtui.artifacts.nodefiles import Artifacts
+from khwtui.artifacts.pki import Pki
+from khwtui.core.events import FAILED, PASSED, UNVERIFIED
+from khwtui.model import config
+from khwtui.model.topology import Addresses, Topology
 from khwtui.stages.frontend import FrontendStage
 from khwtui.stages.rbac import (
     apply_objects,
@@ -48,7 +41,14 @@ from khwtui.stages.rbac import (
     controller_credentials,
     wanted_objects,
 )
-from khwtui.topology import Addresses, Topology
+from khwtui.toolkit.manifests import ref
+from khwtui.transport.kubeapi import (
+    ApiClient,
+    ApiError,
+    Credentials,
+    KubeconfigError,
+    credentials_from_kubeconfig,
+)
 
 MINOR = 35
 AUTHN = "authentication.k8s.io/v1"

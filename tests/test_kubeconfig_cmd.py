@@ -9,14 +9,14 @@ import pytest
 import tomli_w
 import yaml
 
-from khwtui import config
-from khwtui.cli import main
-from khwtui.kubeapi import credentials_from_kubeconfig
-from khwtui.kubeconfigs import ADMIN_USER, kubeconfig, spec_named
-from khwtui.pki import Pki
+from khwtui.artifacts.kubeconfigs import ADMIN_USER, kubeconfig, spec_named
+from khwtui.artifacts.pki import Pki
+from khwtui.cli.command_line import main
+from khwtui.model import config
+from khwtui.model.state import StateDir
+from khwtui.model.topology import Topology
 from khwtui.stages.admin_access import admin_kubeconfig_path
-from khwtui.state import StateDir
-from khwtui.topology import Topology
+from khwtui.transport.kubeapi import credentials_from_kubeconfig
 
 RAW = {"cluster": {"name": "kc-test"}, "provider": {"kind": "local"}, "topology": {"controllers": 1, "workers": 1},
        "pki": {"key_type": "ecdsa-p256"}}

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from khwtui import config
-from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs
-from khwtui.pki import Pki
-from khwtui.topology import Addresses, Topology
+from khwtui.artifacts.kubeconfigs import kubeconfig, kubeconfig_specs
+from khwtui.artifacts.pki import Pki
+from khwtui.model import config
+from khwtui.model.topology import Addresses, Topology
 
 KUBECTL = "/usr/bin/kubectl"
 PUBLIC = "203.0.113.10"

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from khwtui import cli, config
-from khwtui.context import open_cluster
+from khwtui.cli import command_line as cli
+from khwtui.model import config
+from khwtui.model.cluster import open_cluster
+from khwtui.model.topology import HEALTH_CHECK_SOURCES
 from khwtui.providers import gcp_resources as res
 from khwtui.providers.factory import make_provider
-from khwtui.topology import HEALTH_CHECK_SOURCES
 
 SECRET = 0o600
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBx4ZHd0ZXN0a2V5Zm9yZG9jdW1lbnRhdGlvbm9ubHk"
@@ -214,9 +215,9 @@ def _later_label(out: Path, name: str) -> str:
 
 def test_gcloud_lines_come_from_the_same_objects_as_the_plan() -> None:
     cfg = config.from_dict({})
-    from khwtui.gcloud_settings import resolve
     from khwtui.learn.gcloud import cloud_commands
-    from khwtui.topology import Topology
+    from khwtui.model.topology import Topology
+    from khwtui.providers.gcloud_settings import resolve
 
     topo = Topology(cfg)
     wanted = res.desired(cfg, topo, resolve(cfg), "ssh-ed25519 AAAA me")

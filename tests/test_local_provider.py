@@ -20,13 +20,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from khwtui import config as config_module
-from khwtui.config import Config
+from khwtui.model import config as config_module
+from khwtui.model.config import Config
+from khwtui.model.topology import Topology
 from khwtui.providers import nspawn, rootfs
 from khwtui.providers.base import NodeEndpoint, PreflightError
 from khwtui.providers.host_tunables import KUBELET_TUNABLES
 from khwtui.providers.local import LocalProvider, cluster_prefix
-from khwtui.topology import Topology
 
 LOCAL_TOML = Path(__file__).parent.parent / "khwtui" / "configs" / "local.toml"
 integration = pytest.mark.integration

@@ -33,9 +33,13 @@ from workerbed import (
     stat_files,
 )
 
-from khwtui import config
-from khwtui.config import MachineHost
-from khwtui.hosts_table import remove_command
+from khwtui.artifacts.hosts_table import remove_command
+from khwtui.artifacts.sshkey import client_key
+from khwtui.artifacts.workers_files import routes_files, worker_files
+from khwtui.model import config
+from khwtui.model.config import MachineHost
+from khwtui.model.state import FileRecord, NodeRecord, State, StateDir
+from khwtui.model.topology import Topology
 from khwtui.providers.machines import (
     HostFacts,
     MachinesProvider,
@@ -43,10 +47,6 @@ from khwtui.providers.machines import (
     short_key,
     teardown_command,
 )
-from khwtui.sshkey import client_key
-from khwtui.state import FileRecord, NodeRecord, State, StateDir
-from khwtui.topology import Topology
-from khwtui.workers_files import routes_files, worker_files
 
 KEY_A = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBx4ZHd0ZXN0a2V5Zm9yZG9jdW1lbnRhdGlvbm9ubHk"
 KEY_B = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx4ZHd0ZXN0a2V5Zm9yZG9jdW1lbnRhdGlvbm9ubHk"

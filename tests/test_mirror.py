@@ -23,7 +23,7 @@ from mirror.aptrepo import NODE_PACKAGES, AptRepo, build_apt_repo, fetch_debs, h
 from mirror.server import MirrorServer
 from mirror.tarballs import MIRROR_URL_TEMPLATES, ReleaseTree, build_release_tree, sha256_file
 
-from khwtui import config
+from khwtui.model import config
 
 COMPONENTS = ["etcd", "containerd", "runc", "cni_plugins"]
 
@@ -144,7 +144,7 @@ def test_a_warm_build_reuses_the_cached_releases(tree: ReleaseTree, tmp_path: Pa
 
 
 def test_the_tree_fills_a_valid_config_for_kubernetes_1_35(tree: ReleaseTree) -> None:
-    raw = tomllib.loads((Path(config.__file__).parent / "configs/local.toml").read_text())
+    raw = tomllib.loads((Path(config.__file__).parents[1] / "configs/local.toml").read_text())
     raw["cluster"]["kubernetes_version"] = "1.35.4"
     tables = tree.config("http://10.240.0.1:8080")
     raw["versions"].update(tables["versions"])

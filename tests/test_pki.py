@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from khwtui import config
-from khwtui.errors import ConfigError, StateError
-from khwtui.pki import Pki, cert_specs
-from khwtui.topology import Addresses, Topology
+from khwtui.artifacts.pki import Pki, cert_specs
+from khwtui.core.errors import ConfigError, StateError
+from khwtui.model import config
+from khwtui.model.topology import Addresses, Topology
 
 CLIENT = "TLS Web Client Authentication"
 BOTH = "TLS Web Server Authentication, TLS Web Client Authentication"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from khwtui.cli import main
+from khwtui.cli.command_line import main
 
 
 def test_plan_prints_settings_nodes_resources_and_cost_and_writes_nothing(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from khwtui import config
-from khwtui.plan_warnings import CONTAINERD_FLOORS, ETCD_FLOORS, meets, plan_warnings, quorum_warning
+from khwtui.cli.plan_warnings import CONTAINERD_FLOORS, ETCD_FLOORS, meets, plan_warnings, quorum_warning
+from khwtui.model import config
 
 
 @pytest.mark.parametrize(("version", "ok"), [((3, 4, 23), False), ((3, 4, 31), True), ((3, 5, 12), False), ((3, 5, 13), True),

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from pathlib import Path
 
-from khwtui.config import Config
+from khwtui.model.config import Config
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 

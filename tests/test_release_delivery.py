@@ -19,13 +19,13 @@ import pytest
 from mirror.server import MirrorServer
 from stagerun import ScriptedRemote, local_raw, stage_context
 
-from khwtui import config as config_mod
-from khwtui.binaries import Binaries, ChecksumMismatch, DownloadFailed, Resolved
-from khwtui.delivery import NODE, PUSH, fixed_choice, plan_line, probe
-from khwtui.errors import ConfigError
-from khwtui.events import TransferProgress
-from khwtui.headless import ConsoleSink
-from khwtui.release_install import NodeReleases, Release, ReleaseSpec, install_command, install_error, parse_report, status_command
+from khwtui.console.headless import ConsoleSink
+from khwtui.core.errors import ConfigError
+from khwtui.core.events import TransferProgress
+from khwtui.model import config as config_mod
+from khwtui.toolkit.delivery import NODE, PUSH, fixed_choice, plan_line, probe
+from khwtui.toolkit.release_install import NodeReleases, Release, ReleaseSpec, install_command, install_error, parse_report, status_command
+from khwtui.transport.binaries import Binaries, ChecksumMismatch, DownloadFailed, Resolved
 
 FILE = "etcd-v3.4.23-linux-amd64.tar.gz"
 

@@ -13,7 +13,7 @@ import pytest
 from mirror.tarballs import tar_members
 from test_gcp_local import gcp_cluster, go_offline
 
-from khwtui.nodefiles import ETCD_BINARY
+from khwtui.artifacts.nodefiles import ETCD_BINARY
 from khwtui.stages.etcd import ETCDCTL
 
 pytestmark = pytest.mark.integration

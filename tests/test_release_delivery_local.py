@@ -21,9 +21,9 @@ from localcluster import LocalCluster, fresh_download_cache, local_config
 from mirror.tarballs import tar_members
 from workerbed import shells, stat_files
 
-from khwtui.nodefiles import ETCD_BINARY
-from khwtui.release_install import NODE_CACHE
+from khwtui.artifacts.nodefiles import ETCD_BINARY
 from khwtui.stages.etcd import ETCDCTL
+from khwtui.toolkit.release_install import NODE_CACHE
 
 pytestmark = pytest.mark.integration
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from nodehost import NodeHost, node_hosts
 
-from khwtui.remote import (
+from khwtui.artifacts.render import NodeFile
+from khwtui.transport.remote import (
     _PLACE,
     CommandFailed,
     CommandTimeout,
@@ -25,7 +26,6 @@ from khwtui.remote import (
     RemoteError,
     RunResult,
 )
-from khwtui.render import NodeFile
 
 pytestmark = pytest.mark.integration
 FILES = "/opt/remote-test"  # where the put() tests place files on the node

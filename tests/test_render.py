@@ -12,16 +12,16 @@ import pytest
 import tomli_w
 import yaml
 
-from khwtui import config
-from khwtui.bundle import write_bundle
-from khwtui.encryption import encryption_config, load_or_create_key
-from khwtui.errors import StateError
-from khwtui.frontend_files import healthz_files
-from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs
-from khwtui.nodefiles import Artifacts, control_plane_secret_files, etcd_files, etcd_unit, node_files, worker_secret_files
-from khwtui.pki import Pki
-from khwtui.render import render
-from khwtui.topology import Addresses, Topology
+from khwtui.artifacts.encryption import encryption_config, load_or_create_key
+from khwtui.artifacts.frontend_files import healthz_files
+from khwtui.artifacts.kubeconfigs import kubeconfig, kubeconfig_specs
+from khwtui.artifacts.nodefiles import Artifacts, control_plane_secret_files, etcd_files, etcd_unit, node_files, worker_secret_files
+from khwtui.artifacts.pki import Pki
+from khwtui.artifacts.render import render
+from khwtui.core.errors import StateError
+from khwtui.learn.bundle import write_bundle
+from khwtui.model import config
+from khwtui.model.topology import Addresses, Topology
 
 FAST_KEYS = {"pki": {"key_type": "ecdsa-p256"}}
 GCP_2_2 = {"cluster": {"name": "kthw"}, **FAST_KEYS}
@@ -299,12 +299,12 @@ def test_moving_one_worker_rewrites_only_what_carries_its_address(tmp_path: Path
 
 
 def test_render_out_holds_every_manifest_the_dns_smoke_and_demo_stages_apply(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from khwtui.addons import metrics_server_manifest
-    from khwtui.bundle import DEMO_SECRET_PLACEHOLDER
-    from khwtui.cli import main
+    from khwtui.cli.command_line import main
+    from khwtui.learn.bundle import DEMO_SECRET_PLACEHOLDER
     from khwtui.stages.demo import demo_objects
     from khwtui.stages.dns import coredns_manifest, lookup_job
     from khwtui.stages.smoke import smoke_objects
+    from khwtui.toolkit.addons import metrics_server_manifest
 
     raw = {**GCP_2_2, "demo": {"enabled": True}, "addons": {"metrics_server": True}}
     (tmp_path / "c.toml").write_text(tomli_w.dumps(raw))

@@ -13,17 +13,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from khwtui import config
-from khwtui.context import Cluster
-from khwtui.crashpoints import ENV
-from khwtui.events import FAILED
-from khwtui.outcome import Outcome
-from khwtui.remote import RunResult
-from khwtui.render import NodeFile
-from khwtui.restarts import PENDING, with_due_restarts
-from khwtui.runctx import RunContext, _fingerprint, node_record
-from khwtui.state import State, StateDir
-from khwtui.topology import Topology
+from khwtui.artifacts.render import NodeFile
+from khwtui.core.crashpoints import ENV
+from khwtui.core.events import FAILED
+from khwtui.core.outcome import Outcome
+from khwtui.engine.restarts import PENDING, with_due_restarts
+from khwtui.model import config
+from khwtui.model.cluster import Cluster
+from khwtui.model.state import State, StateDir
+from khwtui.model.topology import Topology
+from khwtui.toolkit.run_context import RunContext, _fingerprint, node_record
+from khwtui.transport.remote import RunResult
 
 OLD, NEW = NodeFile("/etc/app/app.conf", b"old\n"), NodeFile("/etc/app/app.conf", b"new\n")
 DATA = NodeFile("/var/lib/app/data", b"data\n")
@@ -102,7 +102,7 @@ def test_a_state_save_killed_at_its_crash_point_leaves_the_old_state_which_loads
     folder = StateDir(tmp_path / "state")
     folder.ensure_layout()
     folder.save(State(cluster="before"))
-    script = "import sys; from khwtui.state import State, StateDir; StateDir(sys.argv[1]).save(State(cluster='after'))"
+    script = "import sys; from khwtui.model.state import State, StateDir; StateDir(sys.argv[1]).save(State(cluster='after'))"
     killed = subprocess.run([sys.executable, "-c", script, str(folder.path)], env={**_env(), ENV: "etcd.placed,state.save"})
     assert killed.returncode == -signal.SIGKILL
     assert folder.load().cluster == "before" and list(folder.path.glob(".state.toml.*.tmp"))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from khwtui import cli
-from khwtui.state import NodeRecord, State, StateDir
+from khwtui.cli import command_line as cli
+from khwtui.model.state import NodeRecord, State, StateDir
 
 CONFIG = """
 [cluster]

@@ -25,8 +25,8 @@ from localcluster import LocalCluster, local_config
 from test_machines_provider import inventory, machines
 from workerbed import install_standin_runtime, shells, stat_files, worker_apt_repo
 
-from khwtui.release_install import NODE_CACHE
-from khwtui.state import StateDir
+from khwtui.model.state import StateDir
+from khwtui.toolkit.release_install import NODE_CACHE
 
 pytestmark = pytest.mark.integration
 

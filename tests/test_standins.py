@@ -31,19 +31,19 @@ import yaml
 from standins import HARNESS, build, install
 from standins.flags import MINORS
 
-from khwtui import config
-from khwtui.controlplane_files import (
+from khwtui.artifacts.controlplane_files import (
     SCHEDULER_CONFIG,
     apiserver_unit,
     control_plane_files,
     controller_manager_unit,
     scheduler_unit,
 )
-from khwtui.encryption import load_or_create_key
-from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs, spec_named
-from khwtui.nodefiles import KUBERNETES_DIR, Artifacts
-from khwtui.pki import Pki
-from khwtui.topology import Topology
+from khwtui.artifacts.encryption import load_or_create_key
+from khwtui.artifacts.kubeconfigs import kubeconfig, kubeconfig_specs, spec_named
+from khwtui.artifacts.nodefiles import KUBERNETES_DIR, Artifacts
+from khwtui.artifacts.pki import Pki
+from khwtui.model import config
+from khwtui.model.topology import Topology
 
 SSR = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
 LOCAL = {

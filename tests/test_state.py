@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from khwtui import state as state_module
-from khwtui.errors import EXIT_USAGE, StateError
-from khwtui.state import (
+from khwtui.core.errors import EXIT_USAGE, StateError
+from khwtui.model import state as state_module
+from khwtui.model.state import (
     MIGRATIONS,
     SCHEMA,
     CheckRecord,
@@ -152,7 +152,7 @@ def test_a_process_killed_between_write_and_rename_leaves_the_old_state_and_the_
         import os, sys
         from pathlib import Path
         from test_state import populated_state
-        from khwtui.state import StateDir
+        from khwtui.model.state import StateDir
         os.replace = lambda src, dst: os._exit(9)  # dies after the temp is written and fsynced
         StateDir(Path(sys.argv[1])).save(populated_state(2))
         """,
@@ -170,7 +170,7 @@ SAVE_FOREVER = """
     import sys
     from pathlib import Path
     from test_state import populated_state
-    from khwtui.state import StateDir
+    from khwtui.model.state import StateDir
     sdir = StateDir(Path(sys.argv[1]))
     with sdir.lock():
         version = 0
@@ -231,8 +231,8 @@ def test_a_writer_sigkilled_at_any_point_leaves_a_whole_written_version(
 LOCK_AND_REPORT = """
     import sys
     from pathlib import Path
-    from khwtui.errors import StateError
-    from khwtui.state import StateDir
+    from khwtui.core.errors import StateError
+    from khwtui.model.state import StateDir
     try:
         with StateDir(Path(sys.argv[1])).lock():
             print("locked", flush=True)

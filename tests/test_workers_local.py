@@ -41,10 +41,9 @@ from workerbed import (
     worker_apt_repo,
 )
 
-from khwtui.controlplane_files import control_plane_files
-from khwtui.nodefiles import etcd_files
-from khwtui.providers.host_tunables import KUBELET_TUNABLES, HostTunables
-from khwtui.workers_files import (
+from khwtui.artifacts.controlplane_files import control_plane_files
+from khwtui.artifacts.nodefiles import etcd_files
+from khwtui.artifacts.workers_files import (
     CONTAINERD_CONFIG,
     FACTS_COMMAND,
     ROUTES_UNIT,
@@ -52,6 +51,7 @@ from khwtui.workers_files import (
     routes_files,
     worker_files,
 )
+from khwtui.providers.host_tunables import KUBELET_TUNABLES, HostTunables
 
 pytestmark = pytest.mark.integration
 

@@ -26,17 +26,10 @@ from test_controlplane_render import FakeController
 from test_controlplane_render import FakeRun as ControllerRun
 from test_standins import free_port, replace, stop, unit_flags, wait_line
 
-from khwtui import config
-from khwtui.encryption import load_or_create_key
-from khwtui.events import FAILED, PASSED, UNVERIFIED
-from khwtui.nodefiles import Artifacts
-from khwtui.pki import Pki
-from khwtui.remote import RunResult
-from khwtui.stages import workers as workers_stage
-from khwtui.stages.routes import RoutesStage, missing_routes
-from khwtui.stages.workers import WorkersStage, ready_outcome, show_blocks
-from khwtui.topology import Topology
-from khwtui.workers_files import (
+from khwtui.artifacts.encryption import load_or_create_key
+from khwtui.artifacts.nodefiles import Artifacts
+from khwtui.artifacts.pki import Pki
+from khwtui.artifacts.workers_files import (
     CNI_BRIDGE,
     CNI_LOOPBACK,
     CONTAINERD_CONFIG,
@@ -60,6 +53,13 @@ from khwtui.workers_files import (
     unit_path,
     worker_files,
 )
+from khwtui.core.events import FAILED, PASSED, UNVERIFIED
+from khwtui.model import config
+from khwtui.model.topology import Topology
+from khwtui.stages import workers as workers_stage
+from khwtui.stages.routes import RoutesStage, missing_routes
+from khwtui.stages.workers import WorkersStage, ready_outcome, show_blocks
+from khwtui.transport.remote import RunResult
 
 LOCAL = {
     "cluster": {"name": "wk-test"},

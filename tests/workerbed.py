@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import pytest
     from localcluster import LocalCluster
 
-    from khwtui.render import NodeFile
+    from khwtui.artifacts.render import NodeFile
 
 IMAGE = "docker.io/library/busybox:khwtui-test"
 NAMESPACE = "khwtui-test"
@@ -211,10 +211,10 @@ def routes_of(node: NodeShell) -> set[tuple[str, str]]:
 
 def artifacts_of(config_path: Path, state_dir: Path):
     """The cluster's certificates, key and topology, read from its state folder as khwtui reads them."""
-    from khwtui.context import open_cluster
-    from khwtui.encryption import load_or_create_key
-    from khwtui.nodefiles import Artifacts
-    from khwtui.pki import Pki
+    from khwtui.artifacts.encryption import load_or_create_key
+    from khwtui.artifacts.nodefiles import Artifacts
+    from khwtui.artifacts.pki import Pki
+    from khwtui.model.cluster import open_cluster
 
     cluster = open_cluster(str(config_path), str(state_dir))
     pki_dir = cluster.state_dir.pki_dir
@@ -226,7 +226,7 @@ def bed_facts(containerd_on_overlay: bool):
     cgroup layout, its kernel modules and its capability bounding set (nodes get all of it)."""
     import os
 
-    from khwtui.workers_files import NodeFacts
+    from khwtui.artifacts.workers_files import NodeFacts
 
     bounding = int(re.search(r"CapBnd:\s*([0-9a-f]+)", Path("/proc/self/status").read_text()).group(1), 16)  # type: ignore[union-attr]
     return NodeFacts(cgroup_v2=Path("/sys/fs/cgroup/cgroup.controllers").exists(),
@@ -241,8 +241,8 @@ def release_files(release_mirror: dict, kubernetes_version: str) -> list:
     from mirror.tarballs import tar_members
     from standins import build
 
-    from khwtui.render import NodeFile
-    from khwtui.workers_files import (
+    from khwtui.artifacts.render import NodeFile
+    from khwtui.artifacts.workers_files import (
         CNI_FILES,
         CONTAINERD_FILES,
         KUBERNETES_FILES,

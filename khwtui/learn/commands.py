@@ -12,16 +12,16 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from khwtui.bundle import RENDER_FACTS
-from khwtui.context import Cluster, open_cluster
-from khwtui.errors import EXIT_OK, StateError, UsageError
+from khwtui.artifacts.nodefiles import Artifacts
+from khwtui.artifacts.workers_files import FACTS_COMMAND, NodeFacts
+from khwtui.core.errors import EXIT_OK, StateError, UsageError
+from khwtui.learn.bundle import RENDER_FACTS
 from khwtui.learn.explain import Walkthrough, stage_names, walkthrough
 from khwtui.learn.gcloud import Made, cloud_commands
 from khwtui.learn.markdown import stage_text, walkthrough_text
 from khwtui.learn.script import Endpoint, write_script_set
 from khwtui.learn.steps import Inputs
-from khwtui.nodefiles import Artifacts
-from khwtui.workers_files import FACTS_COMMAND, NodeFacts
+from khwtui.model.cluster import Cluster, open_cluster
 
 
 def explain(args: argparse.Namespace) -> int:
@@ -48,8 +48,8 @@ def stage_explanation(cluster: Cluster, stage: str) -> str:
 
 def made_artifacts(cluster: Cluster) -> Artifacts:
     """The certificates and the encryption key, made when missing (as `render` makes them)."""
-    from khwtui.encryption import load_or_create_key
-    from khwtui.pki import Pki
+    from khwtui.artifacts.encryption import load_or_create_key
+    from khwtui.artifacts.pki import Pki
 
     folder = cluster.state_dir
     with folder.lock():
@@ -62,8 +62,8 @@ def made_artifacts(cluster: Cluster) -> Artifacts:
 
 def existing_artifacts(cluster: Cluster) -> Artifacts | None:
     """The certificates and key if the pki and encryption stages made them; nothing is written."""
-    from khwtui.encryption import KEY_FILE, load_or_create_key
-    from khwtui.pki import Pki, cert_specs
+    from khwtui.artifacts.encryption import KEY_FILE, load_or_create_key
+    from khwtui.artifacts.pki import Pki, cert_specs
 
     folder = cluster.state_dir.pki_dir
     names = ["ca", *(spec.name for spec in cert_specs(cluster.topology))]
@@ -92,7 +92,7 @@ def _cloud(cluster: Cluster, public_key: str) -> dict[str, list[Made]]:
 
 
 def script(args: argparse.Namespace) -> int:
-    from khwtui.sshkey import client_key
+    from khwtui.artifacts.sshkey import client_key
 
     cluster = open_cluster(args.config, args.state_dir)
     endpoints, missing = node_endpoints(cluster)
@@ -137,8 +137,8 @@ def worker_facts(cluster: Cluster, endpoints: list[Endpoint], key_path: Path) ->
     """Each worker's facts, read on it over SSH with its pinned host key (one command each). A worker
     that cannot be read is left out, with the reason: its files are rendered for a typical VM and
     the script checks that on the node before it places anything."""
-    from khwtui.errors import KhwError
-    from khwtui.remote import Host, Remote
+    from khwtui.core.errors import KhwError
+    from khwtui.transport.remote import Host, Remote
 
     by_name = {e.name: e for e in endpoints}
     user = cluster.config.ssh.user

@@ -1,7 +1,7 @@
 """The release files a stage installs, as a script downloads them: URL, the SHA-256 to verify
 against (pinned, or read from the official published sum file), and the members to take out.
 
-The rule is khwtui.binaries': a pinned sum wins; only an unchanged official URL may be checked
+The rule is khwtui.transport.binaries': a pinned sum wins; only an unchanged official URL may be checked
 against the sum its project publishes; anything else needs a pin, else the export stops.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from khwtui.binaries import COMPONENTS, Binaries
-from khwtui.config import Config
-from khwtui.errors import ConfigError
+from khwtui.core.errors import ConfigError
+from khwtui.model.config import Config
+from khwtui.transport.binaries import COMPONENTS, Binaries
 
 ARCH = "amd64"
 

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from khwtui.addons import METRICS_SERVER_VERSION
-from khwtui.context import Cluster
+from khwtui.artifacts.nodefiles import Artifacts
 from khwtui.learn.files import FileEntry, files_by_stage
 from khwtui.learn.lessons import LESSONS, Lesson
 from khwtui.learn.steps import Inputs, Step, stage_steps
-from khwtui.nodefiles import Artifacts
+from khwtui.model.cluster import Cluster
+from khwtui.model.topology import Topology
 from khwtui.providers.base import PlannedResource
 from khwtui.stages import STAGES, StageInfo
-from khwtui.topology import Topology
+from khwtui.toolkit.addons import METRICS_SERVER_VERSION
 
 NO_FILES = "the certificates are not made yet, so the files are not shown; run `khwtui explain` (it makes them as `render` does) or the pki stage"
 
@@ -81,12 +81,12 @@ def stage_values(stage: str, cluster: Cluster, topo: Topology) -> list[tuple[str
         return [(n.name, f"{n.role}, {n.internal_ip}" + (f", pods {n.pod_cidr}" if n.pod_cidr else "")) for n in topo.nodes] + [
             ("node CIDR", net.node_cidr), ("SSH", f"{config.ssh.user}@<node>:{config.ssh.port}, host keys pinned")]
     if stage == "pki":
-        from khwtui.pki import cert_specs
+        from khwtui.artifacts.pki import cert_specs
 
         return [("key type", config.pki.key_type), ("validity", f"{config.pki.validity_days} days")] + [
             (s.name, f"CN={s.cn}" + (f", O={s.org}" if s.org else "")) for s in cert_specs(topo)]
     if stage == "kubeconfigs":
-        from khwtui.kubeconfigs import kubeconfig_specs
+        from khwtui.artifacts.kubeconfigs import kubeconfig_specs
 
         return [(k.name, f"user {k.user}, server {k.server}") for k in kubeconfig_specs(topo)]
     if stage == "encryption":

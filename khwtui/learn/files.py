@@ -16,13 +16,13 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from khwtui.bundle import bundle_files
-from khwtui.frontend_files import CONFIG as HAPROXY_CONFIG
-from khwtui.frontend_files import HEALTHZ_SITE
-from khwtui.nodefiles import ETCD_DIR, ETCD_UNIT, SECRET, Artifacts
-from khwtui.render import NodeFile
-from khwtui.topology import Topology
-from khwtui.workers_files import ROUTES_UNIT, unit_path
+from khwtui.artifacts.frontend_files import CONFIG as HAPROXY_CONFIG
+from khwtui.artifacts.frontend_files import HEALTHZ_SITE
+from khwtui.artifacts.nodefiles import ETCD_DIR, ETCD_UNIT, SECRET, Artifacts
+from khwtui.artifacts.render import NodeFile
+from khwtui.artifacts.workers_files import ROUTES_UNIT, unit_path
+from khwtui.learn.bundle import bundle_files
+from khwtui.model.topology import Topology
 
 SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when built with it: kubeconfigs are many
 OTHER = ""  # files of the bundle no stage below claims (shown at the end, never dropped)

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 from google.cloud import compute_v1 as c
 
-from khwtui.config import Config
-from khwtui.gcloud_settings import GcpSettings, resolve
+from khwtui.model.config import Config
+from khwtui.model.topology import Topology
 from khwtui.providers import gcp_resources as res
+from khwtui.providers.gcloud_settings import GcpSettings, resolve
 from khwtui.providers.gcp_api import HttpHealthCheck
-from khwtui.topology import Topology
 
 NODE_PORT = "NODE_PORT"  # the bash variable holding a Service's NodePort (known once it exists)
 NODE_API_SOURCES = "NODE_API_SOURCES"  # the nodes' external addresses as /32 ranges (known once the instances exist)

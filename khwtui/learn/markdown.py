@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from khwtui.console.table import table
 from khwtui.learn.explain import Explanation, Walkthrough
 from khwtui.learn.files import FileEntry, Shown
 from khwtui.learn.steps import LOCAL, Fetch, Note, Place, Run, Step
-from khwtui.table import table
 
 
 @dataclass

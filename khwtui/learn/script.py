@@ -13,14 +13,14 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from khwtui.bundle import write_bundle
-from khwtui.fsutil import mkdirs_private, write_if_changed
+from khwtui.artifacts.render import render
+from khwtui.artifacts.workers_files import worker_config_files
+from khwtui.core.fsutil import mkdirs_private, write_if_changed
+from khwtui.learn.bundle import write_bundle
 from khwtui.learn.gcloud import Made
 from khwtui.learn.lessons import LESSONS
 from khwtui.learn.steps import LOCAL, Fetch, Inputs, Note, Place, Run, Step, stage_steps
-from khwtui.render import render
 from khwtui.stages import STAGES
-from khwtui.workers_files import worker_config_files
 
 SCRIPT_MODE = 0o755
 HEADER = """#!/usr/bin/env bash

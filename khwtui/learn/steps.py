@@ -11,16 +11,13 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
-from khwtui.apt import install_missing
-from khwtui.config import Config
-from khwtui.controlplane_files import BIN_DIR as CP_BIN_DIR
-from khwtui.controlplane_files import BINARIES as CP_BINARIES
-from khwtui.controlplane_files import CONFIG_DIR, control_plane_files
-from khwtui.controlplane_files import UNITS as CP_UNITS
-from khwtui.frontend_files import CONFIG as HAPROXY_CONFIG
-from khwtui.frontend_files import healthz_files, healthz_proxied, lb_files
-from khwtui.learn.downloads import Download, download
-from khwtui.nodefiles import (
+from khwtui.artifacts.controlplane_files import BIN_DIR as CP_BIN_DIR
+from khwtui.artifacts.controlplane_files import BINARIES as CP_BINARIES
+from khwtui.artifacts.controlplane_files import CONFIG_DIR, control_plane_files
+from khwtui.artifacts.controlplane_files import UNITS as CP_UNITS
+from khwtui.artifacts.frontend_files import CONFIG as HAPROXY_CONFIG
+from khwtui.artifacts.frontend_files import healthz_files, healthz_proxied, lb_files
+from khwtui.artifacts.nodefiles import (
     ADMIN_KUBECONFIG,
     ETCD_BINARY,
     ETCD_DATA_DIR,
@@ -30,14 +27,8 @@ from khwtui.nodefiles import (
     control_plane_secret_files,
     etcd_files,
 )
-from khwtui.render import NodeFile
-from khwtui.stages.control_plane import health_command
-from khwtui.stages.etcd import ETCDCTL, START_TIMEOUT, etcdctl
-from khwtui.stages.frontend import apt_install, healthz_probe
-from khwtui.stages.routes import ROUTE_UNIT_NAME
-from khwtui.stages.workers import kernel_command, packages_for
-from khwtui.topology import Node, Topology
-from khwtui.workers_files import (
+from khwtui.artifacts.render import NodeFile
+from khwtui.artifacts.workers_files import (
     CNI_FILES,
     CONTAINERD_FILES,
     CONTAINERD_SOCKET,
@@ -52,7 +43,16 @@ from khwtui.workers_files import (
     worker_config_files,
     worker_files,
 )
-from khwtui.workers_files import UNITS as WORKER_UNITS
+from khwtui.artifacts.workers_files import UNITS as WORKER_UNITS
+from khwtui.learn.downloads import Download, download
+from khwtui.model.config import Config
+from khwtui.model.topology import Node, Topology
+from khwtui.stages.control_plane import health_command
+from khwtui.stages.etcd import ETCDCTL, START_TIMEOUT, etcdctl
+from khwtui.stages.frontend import apt_install, healthz_probe
+from khwtui.stages.routes import ROUTE_UNIT_NAME
+from khwtui.stages.workers import kernel_command, packages_for
+from khwtui.toolkit.apt import install_missing
 
 LOCAL = ""  # the node of a step run on your own machine
 WAIT = 180  # seconds a script polls a check before it gives up
@@ -134,13 +134,13 @@ def _pki(i: Inputs) -> list[Step]:
 
 
 def _cert_names(i: Inputs) -> list[str]:
-    from khwtui.pki import cert_specs
+    from khwtui.artifacts.pki import cert_specs
 
     return [spec.name for spec in cert_specs(i.topo)]
 
 
 def _kubeconfigs(i: Inputs) -> list[Step]:
-    from khwtui.kubeconfigs import kubeconfig_specs
+    from khwtui.artifacts.kubeconfigs import kubeconfig_specs
 
     return [Run(LOCAL, shlex.join(["kubectl", "config", "view", "--kubeconfig", f"bundle/kubeconfigs/{spec.name}.kubeconfig", "-o",
                                    "jsonpath={.clusters[0].cluster.server} {.users[0].name}"]), f"{spec.name}: server and user", manual=True)

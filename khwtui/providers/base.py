@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from khwtui.errors import UserError
+from khwtui.core.errors import UserError
 
 LogFn = Callable[[str], None]
 

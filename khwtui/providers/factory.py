@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from khwtui.context import Cluster
+from khwtui.artifacts.sshkey import client_key
+from khwtui.model.cluster import Cluster
 from khwtui.providers.base import Provider
-from khwtui.sshkey import client_key
 
 
 def make_provider(cluster: Cluster, public_key: str | None = None) -> Provider:

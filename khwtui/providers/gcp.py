@@ -38,10 +38,11 @@ from google.api_core import exceptions
 from google.auth.exceptions import DefaultCredentialsError
 from google.cloud import compute_v1
 
-from khwtui import gcloud_settings
-from khwtui.config import Config
-from khwtui.errors import KhwError, UserError, combined
-from khwtui.providers import gcp_api, gcp_resources
+from khwtui.core.errors import KhwError, UserError, combined
+from khwtui.core.waiting import poll
+from khwtui.model.config import Config
+from khwtui.model.topology import Topology
+from khwtui.providers import gcloud_settings, gcp_api, gcp_resources
 from khwtui.providers.base import (
     LeftInPlace,
     LogFn,
@@ -66,8 +67,6 @@ from khwtui.providers.gcp_resources import (
     differences,
     owner_of,
 )
-from khwtui.topology import Topology
-from khwtui.waiting import poll
 
 T = TypeVar("T")
 A = TypeVar("A")

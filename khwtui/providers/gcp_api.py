@@ -42,8 +42,8 @@ from google.auth.transport.requests import AuthorizedSession
 from google.cloud import compute_v1
 from requests.adapters import HTTPAdapter
 
-from khwtui import crashpoints
-from khwtui.errors import OperationError, UserError
+from khwtui.core import crashpoints
+from khwtui.core.errors import OperationError, UserError
 
 MAX_IN_FLIGHT = 8
 WAIT_THREADS = 256  # operation waits at once: far above any cluster's operations in flight

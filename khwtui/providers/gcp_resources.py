@@ -25,10 +25,10 @@ from typing import Any
 
 from google.cloud import compute_v1 as c
 
-from khwtui.config import Config
-from khwtui.gcloud_settings import GcpSettings
+from khwtui.model.config import Config
+from khwtui.model.topology import HEALTH_CHECK_SOURCES, Node, Topology
+from khwtui.providers.gcloud_settings import GcpSettings
 from khwtui.providers.gcp_api import KINDS, HttpHealthCheck, last
-from khwtui.topology import HEALTH_CHECK_SOURCES, Node, Topology
 
 LABEL = "khwtui-cluster"
 MARKER = re.compile(r"khwtui-cluster=([a-z][-a-z0-9]*)")

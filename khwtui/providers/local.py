@@ -28,16 +28,16 @@ import tomli_w
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from khwtui.config import Config
-from khwtui.errors import StateError, UserError
-from khwtui.fsutil import write_atomic
+from khwtui.artifacts.render import NodeFile, render
+from khwtui.core.errors import StateError, UserError
+from khwtui.core.fsutil import write_atomic
+from khwtui.model.config import Config
+from khwtui.model.topology import Node, Topology
 from khwtui.providers import nspawn, rootfs
 from khwtui.providers.base import LogFn, NodeEndpoint, Plan, PlannedResource, PreflightError
 from khwtui.providers.host_tunables import KUBELET_TUNABLES, HostTunables
 from khwtui.providers.nspawn import PREFIX, BootSpec, HostError, HostObject, Names
-from khwtui.remote import offered_host_key
-from khwtui.render import NodeFile, render
-from khwtui.topology import Node, Topology
+from khwtui.transport.remote import offered_host_key
 
 RUNTIME_FILE = "runtime.toml"
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key"

@@ -20,9 +20,12 @@ from pathlib import Path
 
 import asyncssh
 
-from khwtui import hosts_table
-from khwtui.config import Config, MachineHost
-from khwtui.errors import UsageError
+from khwtui.artifacts import hosts_table
+from khwtui.artifacts.sshkey import client_key
+from khwtui.core.errors import UsageError
+from khwtui.model.config import Config, MachineHost
+from khwtui.model.state import NodeRecord, State, StateDir
+from khwtui.model.topology import Topology
 from khwtui.providers.base import (
     LogFn,
     NodeEndpoint,
@@ -30,10 +33,7 @@ from khwtui.providers.base import (
     PlannedResource,
     PreflightError,
 )
-from khwtui.remote import Host, Remote, RemoteError, offered_host_key
-from khwtui.sshkey import client_key
-from khwtui.state import NodeRecord, State, StateDir
-from khwtui.topology import Topology
+from khwtui.transport.remote import Host, Remote, RemoteError, offered_host_key
 
 SUPPORTED_OS = {"debian": (12,), "ubuntu": (22, 4)}  # ID -> lowest VERSION_ID, as numbers
 SUPPORTED_ARCH = ("x86_64",)  # uname -m of amd64, the only release architecture the stages install

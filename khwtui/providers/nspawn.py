@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from khwtui.errors import OperationError
+from khwtui.core.errors import OperationError
 
 PREFIX_PATTERN = r"[a-z][a-z0-9]{2,9}"  # 10 + "br" or + 5 hex stays within IFNAMSIZ (15)
 PREFIX = re.compile(rf"^{PREFIX_PATTERN}$")

@@ -25,10 +25,10 @@ from urllib.parse import urlparse
 
 import platformdirs
 
-from khwtui.errors import OperationError
+from khwtui.artifacts.render import render
+from khwtui.core.errors import OperationError
 from khwtui.providers.base import LogFn
 from khwtui.providers.nspawn import unmount_under
-from khwtui.render import render
 
 SUITE = "bookworm"
 # Enough for systemd, sshd and sudo to run as on a cloud image; no Kubernetes component, and no

@@ -17,14 +17,14 @@ from typing import Any
 
 import yaml
 
-from khwtui.errors import StateError, UserError
-from khwtui.fsutil import mkdirs_private, write_atomic, write_if_changed
-from khwtui.kubeapi import ApiClient, ApiError, KubeconfigError
-from khwtui.kubeconfigs import ADMIN_USER, kubeconfig, spec_named
-from khwtui.outcome import Outcome
-from khwtui.runctx import RunContext
+from khwtui.artifacts.kubeconfigs import ADMIN_USER, kubeconfig, spec_named
+from khwtui.core.errors import StateError, UserError
+from khwtui.core.fsutil import mkdirs_private, write_atomic, write_if_changed
+from khwtui.core.outcome import Outcome
+from khwtui.model.state import StateDir
 from khwtui.stages.base import Stage
-from khwtui.state import StateDir
+from khwtui.toolkit.run_context import RunContext
+from khwtui.transport.kubeapi import ApiClient, ApiError, KubeconfigError
 
 SECRET = 0o600
 WANTED_USER, WANTED_GROUP = "admin", "system:masters"  # KTHW's admin certificate: CN admin, O system:masters

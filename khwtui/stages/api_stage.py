@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from khwtui.kubeapi import ApiClient
-from khwtui.manifests import cluster_api
 from khwtui.stages.base import Stage
+from khwtui.toolkit.manifests import cluster_api
+from khwtui.transport.kubeapi import ApiClient
 
 if TYPE_CHECKING:
-    from khwtui.runctx import RunContext
+    from khwtui.toolkit.run_context import RunContext
 
 
 class ApiStage(Stage):

@@ -1,16 +1,16 @@
 """The stage framework: every stage checks first, applies only what differs, and reports truly.
 
-A check returns one Outcome (khwtui.outcome) per thing it looked at, per node where it applies.
+A check returns one Outcome (khwtui.core.outcome) per thing it looked at, per node where it applies.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from khwtui.outcome import Outcome
+from khwtui.core.outcome import Outcome
 
 if TYPE_CHECKING:
-    from khwtui.runctx import RunContext
+    from khwtui.toolkit.run_context import RunContext
 
 
 class Stage:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from khwtui import hosts_table
-from khwtui.errors import StageFailed
-from khwtui.outcome import Outcome
-from khwtui.runctx import RunContext, node_record
+from khwtui.artifacts import hosts_table
+from khwtui.core.errors import StageFailed
+from khwtui.core.outcome import Outcome
+from khwtui.model.topology import Node
 from khwtui.stages.base import Stage
-from khwtui.topology import Node
+from khwtui.toolkit.run_context import RunContext, node_record
 
 if TYPE_CHECKING:
     from khwtui.providers.base import NodeEndpoint

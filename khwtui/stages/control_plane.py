@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import shlex
 
-from khwtui.apt import LOCK_WAIT, install_missing
-from khwtui.config import Config
-from khwtui.controlplane_files import (
+from khwtui.artifacts.controlplane_files import (
     BIN_DIR,
     BINARIES,
     CA_FILE,
@@ -23,14 +21,16 @@ from khwtui.controlplane_files import (
     control_plane_files,
     unit_inputs,
 )
-from khwtui.errors import StageFailed
-from khwtui.nodefiles import KUBERNETES_DIR
-from khwtui.outcome import Outcome
-from khwtui.release_install import CURL, ReleaseSpec, StageReleases
-from khwtui.runctx import RunContext
+from khwtui.artifacts.nodefiles import KUBERNETES_DIR
+from khwtui.core.errors import StageFailed
+from khwtui.core.outcome import Outcome
+from khwtui.core.waiting import poll
+from khwtui.model.config import Config
+from khwtui.model.topology import Node
 from khwtui.stages.base import Stage
-from khwtui.topology import Node
-from khwtui.waiting import poll
+from khwtui.toolkit.apt import LOCK_WAIT, install_missing
+from khwtui.toolkit.release_install import CURL, ReleaseSpec, StageReleases
+from khwtui.toolkit.run_context import RunContext
 
 HEALTH_PATHS = ("livez", "readyz")
 START_TIMEOUT = 180

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import secrets
 
-from khwtui.events import PASSED
-from khwtui.kubeapi import ApiClient
-from khwtui.manifests import (
+from khwtui.core.events import PASSED
+from khwtui.core.outcome import Outcome
+from khwtui.stages.api_stage import ApiStage
+from khwtui.toolkit.manifests import (
     apply,
     create_once,
     drift,
@@ -20,10 +21,8 @@ from khwtui.manifests import (
     ref,
     unserved,
 )
-from khwtui.outcome import Outcome
-from khwtui.runctx import RunContext
-from khwtui.stages.api_stage import ApiStage
-from khwtui.workloads import (
+from khwtui.toolkit.run_context import RunContext
+from khwtui.toolkit.workloads import (
     deployment_readiness,
     node_address,
     node_port_outcome,
@@ -31,6 +30,7 @@ from khwtui.workloads import (
     open_node_port,
     wait_ready,
 )
+from khwtui.transport.kubeapi import ApiClient
 
 # Pinned by digest (docs/ARCHITECTURE.md "What a stage module provides"); multi-arch digests as pinned by independent projects.
 APP_IMAGE = "vikunja/vikunja:0.24.6@sha256:ed1f3ed467fecec0b57e9de7bc6607f8bbcbb23ffced6a81f5dfefc794cdbe3b"

@@ -1,5 +1,5 @@
 """dns: CoreDNS from the manifest shipped in the package, applied through the API (KTHW Lab 12),
-then the optional add-ons [addons] turns on (khwtui/addons.py).
+then the optional add-ons [addons] turns on (khwtui/toolkit/addons.py).
 
 KTHW's manifest lacks `forward`, so names outside the cluster never resolve, and its
 check needs a busybox whose nslookup works (docs/UPSTREAM.md "KTHW pain points"). Here the manifest forwards to the
@@ -13,21 +13,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from khwtui.addons import apply_addons, check_addons
-from khwtui.config import Config
-from khwtui.errors import StageFailed
-from khwtui.kubeapi import ApiClient
-from khwtui.manifests import drift, manifest, ref, unserved
-from khwtui.outcome import Outcome
-from khwtui.runctx import RunContext
+from khwtui.core.errors import StageFailed
+from khwtui.core.outcome import Outcome
+from khwtui.model.config import Config
 from khwtui.stages.api_stage import ApiStage
-from khwtui.workloads import (
+from khwtui.toolkit.addons import apply_addons, check_addons
+from khwtui.toolkit.manifests import drift, manifest, ref, unserved
+from khwtui.toolkit.run_context import RunContext
+from khwtui.toolkit.workloads import (
     Readiness,
     apply_and_wait,
     deployment_readiness,
     pod_trouble,
     run_to_completion,
 )
+from khwtui.transport.kubeapi import ApiClient
 
 # coredns/coredns multi-arch image digests, as published on Docker Hub and quoted by independent
 # projects' pinned references (1.14.3: two Dockerfiles; 1.14.6: Dockerfiles, a Helm chart, docs).

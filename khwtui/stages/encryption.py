@@ -5,11 +5,11 @@ The key stays in the state folder's pki/ (0600); the control-plane stage places 
 
 from __future__ import annotations
 
-from khwtui.encryption import KEY_FILE, encryption_config, load_or_create_key
-from khwtui.errors import StateError
-from khwtui.outcome import Outcome
-from khwtui.runctx import RunContext
+from khwtui.artifacts.encryption import KEY_FILE, encryption_config, load_or_create_key
+from khwtui.core.errors import StateError
+from khwtui.core.outcome import Outcome
 from khwtui.stages.base import Stage
+from khwtui.toolkit.run_context import RunContext
 
 
 class EncryptionStage(Stage):

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import shlex
 
-from khwtui.config import Config
-from khwtui.errors import StageFailed
-from khwtui.nodefiles import ETCD_BINARY, ETCD_DATA_DIR, ETCD_DIR, etcd_files
-from khwtui.outcome import Outcome
-from khwtui.release_install import ReleaseSpec, StageReleases
-from khwtui.runctx import RunContext
+from khwtui.artifacts.nodefiles import ETCD_BINARY, ETCD_DATA_DIR, ETCD_DIR, etcd_files
+from khwtui.core.errors import StageFailed
+from khwtui.core.outcome import Outcome
+from khwtui.core.waiting import poll
+from khwtui.model.config import Config
+from khwtui.model.topology import Node
 from khwtui.stages.base import Stage
-from khwtui.topology import Node
-from khwtui.waiting import poll
+from khwtui.toolkit.release_install import ReleaseSpec, StageReleases
+from khwtui.toolkit.run_context import RunContext
 
 ETCDCTL = "/usr/local/bin/etcdctl"
 ETCDUTL = "/usr/local/bin/etcdutl"  # the offline tool (snapshot restore) from etcd 3.5; 3.4 has it in etcdctl

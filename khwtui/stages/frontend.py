@@ -18,10 +18,7 @@ import shlex
 from dataclasses import dataclass
 from typing import cast
 
-from khwtui.apt import LOCK_WAIT, install_missing
-from khwtui.errors import StageFailed
-from khwtui.events import PASSED
-from khwtui.frontend_files import (
+from khwtui.artifacts.frontend_files import (
     CA_FILE,
     CONFIG,
     STATS_PATH,
@@ -31,14 +28,17 @@ from khwtui.frontend_files import (
     healthz_proxied,
     lb_files,
 )
-from khwtui.kubeapi import ApiClient, ApiError, Credentials
-from khwtui.outcome import Outcome
+from khwtui.artifacts.render import NodeFile
+from khwtui.core.errors import StageFailed
+from khwtui.core.events import PASSED
+from khwtui.core.outcome import Outcome
+from khwtui.core.waiting import poll
+from khwtui.model.topology import Node, Topology
 from khwtui.providers.base import CloudNetwork
-from khwtui.render import NodeFile
-from khwtui.runctx import RunContext
 from khwtui.stages.base import Stage
-from khwtui.topology import Node, Topology
-from khwtui.waiting import poll
+from khwtui.toolkit.apt import LOCK_WAIT, install_missing
+from khwtui.toolkit.run_context import RunContext
+from khwtui.transport.kubeapi import ApiClient, ApiError, Credentials
 
 UNIT = "haproxy"
 BACKEND = "kube-apiservers"

@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from khwtui.fsutil import write_if_changed
-from khwtui.kubeconfigs import kubeconfig, kubeconfig_specs
-from khwtui.outcome import Outcome
-from khwtui.runctx import RunContext
+from khwtui.artifacts.kubeconfigs import kubeconfig, kubeconfig_specs
+from khwtui.core.fsutil import write_if_changed
+from khwtui.core.outcome import Outcome
 from khwtui.stages.base import Stage
+from khwtui.toolkit.run_context import RunContext
 
 SECRET = 0o600
 

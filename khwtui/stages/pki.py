@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-from khwtui.outcome import Outcome
-from khwtui.pki import Pki
-from khwtui.runctx import RunContext
+from khwtui.artifacts.pki import Pki
+from khwtui.core.outcome import Outcome
 from khwtui.stages.base import Stage
+from khwtui.toolkit.run_context import RunContext
 
 
 class PkiStage(Stage):

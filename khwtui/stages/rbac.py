@@ -1,7 +1,7 @@
 """rbac: the apiserver-to-kubelet ClusterRole and its binding (KTHW Lab 08), through the API.
 
 KTHW applies them once from controller-0 with the admin kubeconfig; here they are created or
-updated from the operator's machine with the admin certificate (khwtui.manifests), then read
+updated from the operator's machine with the admin certificate (khwtui.toolkit.manifests), then read
 back. The stage runs before the load balancer exists, so it talks to the first controller's
 apiserver directly. When the server's discovery documents do not list the RBAC resources the
 checks are unverified, with the server's own listing as the reason; a 404 for an object only
@@ -14,14 +14,14 @@ from collections.abc import Callable
 
 import yaml
 
-from khwtui.controlplane_files import CERT_NAME, rbac_manifest
-from khwtui.kubeapi import ApiClient, ApiError, Credentials
-from khwtui.kubeconfigs import spec_named
-from khwtui.manifests import apply, drift, ref, unserved
-from khwtui.outcome import Outcome
-from khwtui.runctx import RunContext
+from khwtui.artifacts.controlplane_files import CERT_NAME, rbac_manifest
+from khwtui.artifacts.kubeconfigs import spec_named
+from khwtui.core.outcome import Outcome
+from khwtui.model.topology import Node, Topology
 from khwtui.stages.base import Stage
-from khwtui.topology import Node, Topology
+from khwtui.toolkit.manifests import apply, drift, ref, unserved
+from khwtui.toolkit.run_context import RunContext
+from khwtui.transport.kubeapi import ApiClient, ApiError, Credentials
 
 
 def wanted_objects(topo: Topology) -> list[dict]:

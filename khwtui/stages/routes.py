@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import cast
 
-from khwtui.outcome import Outcome
+from khwtui.artifacts.workers_files import ROUTES_UNIT, node_routes, routes_files, unit_path
+from khwtui.core.outcome import Outcome
+from khwtui.model.topology import Node, Route
 from khwtui.providers.base import CloudNetwork
-from khwtui.runctx import RunContext
 from khwtui.stages.base import Stage
-from khwtui.topology import Node, Route
-from khwtui.workers_files import ROUTES_UNIT, node_routes, routes_files, unit_path
+from khwtui.toolkit.run_context import RunContext
 
 ROUTE_TABLE = "ip -4 route show"
 ROUTE_UNIT_NAME = f"{ROUTES_UNIT}.service"

@@ -2,7 +2,7 @@
 
 - secret encrypted at rest: the Secret's bytes in etcd, read with etcdctl on a controller, start
   with k8s:enc:<provider>:v1:key1:, do not contain the value, and decrypt with the cluster's key
-  back to it (khwtui.encryption_check) — not just a prefix seen in a hexdump;
+  back to it (khwtui.artifacts.encryption_check) — not just a prefix seen in a hexdump;
 - an nginx Deployment whose pod runs;
 - port-forward, logs and exec with kubectl on a controller over SSH, as KTHW runs them (they use
   the streaming protocols; the control plane installs kubectl and an admin kubeconfig there);
@@ -20,24 +20,24 @@ import secrets
 import shlex
 from dataclasses import dataclass
 
-from khwtui.controlplane_files import BIN_DIR
-from khwtui.encryption_check import judge
-from khwtui.kubeapi import ApiClient
-from khwtui.manifests import apply, manifest, ref
-from khwtui.nodefiles import ADMIN_KUBECONFIG
-from khwtui.outcome import Outcome
-from khwtui.remote import RunResult
-from khwtui.render import render
-from khwtui.runctx import RunContext
+from khwtui.artifacts.controlplane_files import BIN_DIR
+from khwtui.artifacts.encryption_check import judge
+from khwtui.artifacts.nodefiles import ADMIN_KUBECONFIG
+from khwtui.artifacts.render import render
+from khwtui.core.outcome import Outcome
 from khwtui.stages.api_stage import ApiStage
 from khwtui.stages.etcd import etcdctl
-from khwtui.workloads import (
+from khwtui.toolkit.manifests import apply, manifest, ref
+from khwtui.toolkit.run_context import RunContext
+from khwtui.toolkit.workloads import (
     deployment_readiness,
     node_port_outcome,
     node_port_probe,
     open_node_port,
     wait_ready,
 )
+from khwtui.transport.kubeapi import ApiClient
+from khwtui.transport.remote import RunResult
 
 # nginx 1.28.1 (stable, alpine), multi-arch digest as pinned by independent projects' Dockerfiles.
 NGINX_IMAGE = "nginx:1.28.1-alpine@sha256:52e3ada4d978443601f286cc2f9e7b95c82aa3ad5a78ce9c6b94ce00258e68cc"

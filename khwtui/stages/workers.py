@@ -14,19 +14,8 @@ from __future__ import annotations
 
 import shlex
 
-from khwtui.apt import LOCK_WAIT, install_missing
-from khwtui.config import Config
-from khwtui.errors import StageFailed
-from khwtui.events import FAILED
-from khwtui.kubeapi import ApiClient, ApiError, Credentials
-from khwtui.kubeconfigs import spec_named
-from khwtui.outcome import Outcome
-from khwtui.release_install import ReleaseSpec, StageReleases
-from khwtui.runctx import RunContext
-from khwtui.stages.base import Stage
-from khwtui.topology import Node
-from khwtui.waiting import poll
-from khwtui.workers_files import (
+from khwtui.artifacts.kubeconfigs import spec_named
+from khwtui.artifacts.workers_files import (
     CNI_FILES,
     CONTAINERD_FILES,
     CONTAINERD_SOCKET,
@@ -42,6 +31,17 @@ from khwtui.workers_files import (
     restart_inputs,
     worker_files,
 )
+from khwtui.core.errors import StageFailed
+from khwtui.core.events import FAILED
+from khwtui.core.outcome import Outcome
+from khwtui.core.waiting import poll
+from khwtui.model.config import Config
+from khwtui.model.topology import Node
+from khwtui.stages.base import Stage
+from khwtui.toolkit.apt import LOCK_WAIT, install_missing
+from khwtui.toolkit.release_install import ReleaseSpec, StageReleases
+from khwtui.toolkit.run_context import RunContext
+from khwtui.transport.kubeapi import ApiClient, ApiError, Credentials
 
 START_TIMEOUT = 120
 READY_TIMEOUT = 180

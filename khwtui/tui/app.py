@@ -25,9 +25,8 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerCancelled, WorkerFailed, WorkerState
 
-from khwtui.config import Config
-from khwtui.errors import EXIT_FAILED, EXIT_INTERRUPTED, KhwError
-from khwtui.events import (
+from khwtui.core.errors import EXIT_FAILED, EXIT_INTERRUPTED, KhwError
+from khwtui.core.events import (
     FAILED,
     PASSED,
     PENDING,
@@ -39,8 +38,9 @@ from khwtui.events import (
     NodeChanged,
     StageChanged,
 )
-from khwtui.node_ssh import open_shell
-from khwtui.topology import Topology
+from khwtui.model.config import Config
+from khwtui.model.topology import Topology
+from khwtui.transport.node_ssh import open_shell
 from khwtui.tui.banner import Banner
 from khwtui.tui.bridge import FLUSH_INTERVAL, Bridge, EngineEvent, LogBatch
 from khwtui.tui.certs_screen import CertsScreen

@@ -11,7 +11,7 @@ from pathlib import Path
 from rich.text import Text
 from textual.widgets import Static
 
-from khwtui.events import FAILED, PASSED, PENDING, UNVERIFIED, Status
+from khwtui.core.events import FAILED, PASSED, PENDING, UNVERIFIED, Status
 from khwtui.tui.marks import STAGE_MARKS, status_style
 from khwtui.tui.progress import Progress
 

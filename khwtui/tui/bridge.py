@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from textual.message import Message
 from textual.message_pump import MessagePump
 
-from khwtui.events import Event, LogLines
+from khwtui.core.events import Event, LogLines
 
 FLUSH_INTERVAL = 0.1  # seconds between log flushes
 

@@ -22,12 +22,12 @@ from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.widgets import Static
 
-from khwtui.events import FAILED, PASSED, UNVERIFIED, Status
+from khwtui.core.events import FAILED, PASSED, UNVERIFIED, Status
 from khwtui.tui.marks import mark, status_style
 from khwtui.tui.view_screen import ViewScreen
 
 if TYPE_CHECKING:  # app.py imports this module
-    from khwtui.pki import CertRow
+    from khwtui.artifacts.pki import CertRow
     from khwtui.tui.app import KhwApp
 
 HEADERS = ("name", "CN", "O", "SANs", "not after", "days left", "status")  # `khwtui certs`' columns

@@ -1,6 +1,6 @@
 """What the TUI needs from the rest of khwtui, in one place so the app never imports the engine.
 
-The engine (khwtui/engine.py) satisfies `EngineLike` structurally; tests use a fake that
+The engine (khwtui/engine/runner.py) satisfies `EngineLike` structurally; tests use a fake that
 replays a recorded `--json` stream through the same sink. `Services` holds everything else the
 app can do besides building; each is optional, and a missing one is simply not offered.
 launch.py wires the real objects.
@@ -12,15 +12,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from khwtui.events import HealthChanged, Sink
-from khwtui.node_ssh import ShellTarget
+from khwtui.core.events import HealthChanged, Sink
 from khwtui.providers.base import PlannedResource
 from khwtui.stages import (
     StageInfo,  # one row of the stage checklist: name, title, description
 )
+from khwtui.transport.node_ssh import ShellTarget
 
 if TYPE_CHECKING:
-    from khwtui.pki import CertRow
+    from khwtui.artifacts.pki import CertRow
 
 __all__ = ["EngineLike", "Services", "ShellTarget", "StageInfo", "TeardownLike"]
 
@@ -56,7 +56,7 @@ class TeardownLike(Protocol):
 
 @dataclass(frozen=True)
 class Services:
-    """health: one probe round (khwtui.health.probe_round); certs: the `khwtui certs` rows;
+    """health: one probe round (khwtui.engine.health.probe_round); certs: the `khwtui certs` rows;
     teardown: the provider's plan and teardown; shell: a node's login (None: not reachable);
     cost_per_hour: the running cost of a cloud cluster in USD (None: unknown); api_address: the
     API endpoint's address as the state knows it now (a cloud's static address appears with compute);

@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 from textual.widget import Widget
 
-from khwtui.config import Config
-from khwtui.events import FAILED, PASSED, RUNNING, UNVERIFIED
+from khwtui.core.events import FAILED, PASSED, RUNNING, UNVERIFIED
+from khwtui.model.config import Config
 from khwtui.tui.marks import NODE_MARKS, STAGE_MARKS, duration, status_style
 from khwtui.tui.progress import Progress
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from khwtui.events import FAILED, PASSED, HealthChanged, Status
-from khwtui.outcome import worst
+from khwtui.core.events import FAILED, PASSED, HealthChanged, Status
+from khwtui.core.outcome import worst
 
 Key = tuple[str, str]  # (probe, node)
 

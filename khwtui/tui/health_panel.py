@@ -19,7 +19,7 @@ from textual.app import ComposeResult
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-from khwtui.events import PASSED, HealthChanged
+from khwtui.core.events import PASSED, HealthChanged
 from khwtui.tui.health_board import HealthBoard, ProbeSummary
 from khwtui.tui.marks import mark, status_style
 

@@ -1,6 +1,6 @@
 """Open the app for `khwtui` / `khwtui up` without --auto: the CLI's only way into the TUI.
 
-Here the app's services are wired to the real objects: health rounds of khwtui.health, the
+Here the app's services are wired to the real objects: health rounds of khwtui.engine.health, the
 certificates of `khwtui certs`, the provider's teardown (as `khwtui down` does it), a node's
 pinned SSH endpoint, certificate renewal (`khwtui certs --renew`), and for gcp the provider's
 hourly estimate.
@@ -12,13 +12,13 @@ import asyncio
 from collections.abc import Callable, Sequence
 from functools import partial
 
-from khwtui.context import Cluster
-from khwtui.engine import Engine
-from khwtui.errors import EXIT_OK
-from khwtui.events import Event, HealthChanged
-from khwtui.node_ssh import shell_target
-from khwtui.pki import CertRow, Pki
+from khwtui.artifacts.pki import CertRow, Pki
+from khwtui.core.errors import EXIT_OK
+from khwtui.core.events import Event, HealthChanged
+from khwtui.engine.runner import Engine
+from khwtui.model.cluster import Cluster
 from khwtui.providers.base import PlannedResource, Provider
+from khwtui.transport.node_ssh import shell_target
 from khwtui.tui.app import make_app
 from khwtui.tui.contracts import Services
 
@@ -61,19 +61,19 @@ def explain_stage(cluster: Cluster, stage: str) -> str:
 
 async def renew_certificates(cluster: Cluster, names: list[str]) -> str:
     """`khwtui certs --renew`, off the UI's event loop."""
-    from khwtui.cert_rollout import renew_summary
+    from khwtui.day2.cert_rollout import renew_summary
 
     return await asyncio.to_thread(renew_summary, cluster, names)
 
 
 async def probe_round(cluster: Cluster) -> list[HealthChanged]:
-    """One round of khwtui.health over its own SSH connections, closed afterwards. Only the
+    """One round of khwtui.engine.health over its own SSH connections, closed afterwards. Only the
     results reach the screen: the probes' commands stay out of the log pane and, every few
     seconds, out of the node logs too."""
-    from khwtui.health import probe_round as round_of
+    from khwtui.engine.health import probe_round as round_of
     from khwtui.providers.factory import make_provider
-    from khwtui.remote_factory import make_remote
-    from khwtui.runctx import RunContext
+    from khwtui.toolkit.run_context import RunContext
+    from khwtui.transport.remote_factory import make_remote
 
     run = RunContext(cluster, _drop, make_provider(cluster), lambda _log: make_remote(cluster, _drop_line))
     try:
@@ -120,7 +120,7 @@ class ClusterTeardown:
         return self._provider.teardown_plan()
 
     async def teardown(self, log: Callable[[str], None]) -> None:
-        from khwtui.teardown import forget_nodes
+        from khwtui.engine.teardown import forget_nodes
 
         if self._provider is None:
             raise RuntimeError("teardown() before teardown_plan(): nothing was confirmed")

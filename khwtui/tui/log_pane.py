@@ -23,7 +23,7 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Input, Log
 
-from khwtui.events import CheckResult, LogLines
+from khwtui.core.events import CheckResult, LogLines
 from khwtui.tui.log_store import STREAM_MARKS, LineFormat, LogFilter, LogStore
 from khwtui.tui.marks import STAGE_MARKS, THEME_COLOURS
 

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 
-from khwtui.events import CheckResult, LogLines
+from khwtui.core.events import CheckResult, LogLines
 from khwtui.tui.marks import STAGE_MARKS
 
 PER_KEY = 5000

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from rich.style import Style
 from rich.text import Text
 
-from khwtui.events import FAILED, PASSED, PENDING, RUNNING, SKIPPED, UNVERIFIED, Status
+from khwtui.core.events import FAILED, PASSED, PENDING, RUNNING, SKIPPED, UNVERIFIED, Status
 
 STAGE_MARKS = {PASSED: "✔", RUNNING: "⟳", FAILED: "✖", PENDING: "·", SKIPPED: "⊘", UNVERIFIED: "?"}
 NODE_MARKS = {**STAGE_MARKS, PENDING: "○", PASSED: "●"}

@@ -17,9 +17,9 @@ from textual.reactive import reactive
 from textual.widgets import Tree
 from textual.widgets.tree import TreeNode
 
-from khwtui.events import FAILED, PENDING, RUNNING
-from khwtui.topology import Topology
-from khwtui.transfers import short
+from khwtui.core.events import FAILED, PENDING, RUNNING
+from khwtui.model.topology import Topology
+from khwtui.transport.transfers import short
 from khwtui.tui.marks import NODE_MARKS, mark, status_style
 from khwtui.tui.progress import NodeView, Progress
 

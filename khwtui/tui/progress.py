@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from khwtui.events import (
+from khwtui.core.events import (
     FAILED,
     PASSED,
     PENDING,
@@ -25,7 +25,7 @@ from khwtui.events import (
     Status,
     TransferProgress,
 )
-from khwtui.topology import Node, Topology
+from khwtui.model.topology import Node, Topology
 from khwtui.tui.contracts import StageInfo
 from khwtui.tui.health_board import HealthBoard
 

@@ -15,7 +15,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
-from khwtui.events import FAILED, PENDING, RUNNING, SKIPPED, UNVERIFIED, Status
+from khwtui.core.events import FAILED, PENDING, RUNNING, SKIPPED, UNVERIFIED, Status
 from khwtui.tui.marks import duration, mark, status_style
 from khwtui.tui.progress import Progress, StageView
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import platformdirs
 
-from khwtui.errors import OperationError
+from khwtui.core.errors import OperationError
 
 
 class MirrorError(OperationError):

@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from khwtui.config import version_tuple
+from khwtui.model.config import version_tuple
 
 from .flags import MINORS, PROGRAMS
 

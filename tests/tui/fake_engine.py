@@ -11,8 +11,8 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from khwtui.errors import EXIT_INTERRUPTED, EXIT_OK
-from khwtui.events import Event, RunFinished, Sink, from_json
+from khwtui.core.errors import EXIT_INTERRUPTED, EXIT_OK
+from khwtui.core.events import Event, RunFinished, Sink, from_json
 from khwtui.tui.contracts import StageInfo
 
 STREAMS = Path(__file__).parent / "streams"

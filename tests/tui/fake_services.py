@@ -12,12 +12,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from khwtui import config as config_module
-from khwtui.config import Config
-from khwtui.events import HealthChanged
-from khwtui.pki import CertRow, Pki
+from khwtui.artifacts.pki import CertRow, Pki
+from khwtui.core.events import HealthChanged
+from khwtui.model import config as config_module
+from khwtui.model.config import Config
+from khwtui.model.topology import Topology
 from khwtui.providers.base import PlannedResource
-from khwtui.topology import Topology
 
 from .fake_engine import load_stream
 from .support import T0, gcp_topology

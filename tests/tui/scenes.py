@@ -19,14 +19,14 @@ from textual.pilot import Pilot
 from textual.timer import Timer, TimerCallback
 from textual.widgets import Input, TextArea
 
-from khwtui.events import HealthChanged, LogLines
-from khwtui.topology import Topology
+from khwtui.core.events import HealthChanged, LogLines
+from khwtui.model.topology import Topology
 from khwtui.tui.app import KhwApp, make_app
 from khwtui.tui.contracts import Services
 from khwtui.tui.footer import KeyFooter
 
 if TYPE_CHECKING:
-    from khwtui.pki import Pki
+    from khwtui.artifacts.pki import Pki
 
 from .fake_engine import FakeEngine, load_stream
 from .fake_services import (
@@ -221,11 +221,11 @@ async def node_log_steps(pilot: Pilot) -> None:
 def explanations(workdir: Path, topo: Topology, pki: Pki) -> Callable[[str], str]:
     """`khwtui explain STAGE` of the scenes' gcp cluster: the real walkthrough over the aged
     certificates and a fixed encryption key (never shown), with the addresses the topology knows."""
-    from khwtui.context import Cluster
+    from khwtui.artifacts.nodefiles import Artifacts
     from khwtui.learn.commands import cluster_walkthrough
     from khwtui.learn.markdown import stage_text
-    from khwtui.nodefiles import Artifacts
-    from khwtui.state import NodeRecord, State, StateDir
+    from khwtui.model.cluster import Cluster
+    from khwtui.model.state import NodeRecord, State, StateDir
 
     nodes = {n.name: NodeRecord(n.name, n.role, n.internal_ip, n.external_ip or "") for n in topo.nodes}
     cluster = Cluster(topo.config, StateDir(workdir / "state"), State(nodes=nodes, public_address=topo.api_address or ""))

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from textual.pilot import Pilot
 
-from khwtui import config as config_module
-from khwtui.config import Config
-from khwtui.events import CheckResult, Event, LogLines
-from khwtui.topology import Addresses, Topology
+from khwtui.core.events import CheckResult, Event, LogLines
+from khwtui.model import config as config_module
+from khwtui.model.config import Config
+from khwtui.model.topology import Addresses, Topology
 from khwtui.tui.app import KhwApp
 
 from .fake_engine import FakeEngine

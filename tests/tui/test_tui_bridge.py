@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from khwtui.events import LogLines, StageChanged
+from khwtui.core.events import LogLines, StageChanged
 from khwtui.tui.app import make_app
 from khwtui.tui.bridge import EngineEvent, LogBatch
 

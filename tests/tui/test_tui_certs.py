@@ -9,11 +9,11 @@ import tomli_w
 from rich.style import Style
 from rich.table import Table
 
-from khwtui import commands
-from khwtui import config as config_module
-from khwtui.events import UNVERIFIED
-from khwtui.pki import Pki
-from khwtui.topology import Topology
+from khwtui.artifacts.pki import Pki
+from khwtui.cli import commands
+from khwtui.core.events import UNVERIFIED
+from khwtui.model import config as config_module
+from khwtui.model.topology import Topology
 from khwtui.tui.app import make_app
 from khwtui.tui.certs_screen import HEADERS, CertsScreen, CertTable, cells
 from khwtui.tui.contracts import Services

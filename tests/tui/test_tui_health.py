@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from textual.notifications import Notify
 
-from khwtui.events import FAILED, PASSED
+from khwtui.core.events import FAILED, PASSED
 from khwtui.tui.app import make_app
 from khwtui.tui.certs_screen import CertsScreen
 from khwtui.tui.contracts import Services

@@ -1,17 +1,17 @@
 """The services launch.py wires into the app, on a real state folder: health rounds of
-khwtui.health, the `khwtui certs` rows, a node's pinned endpoint, the provider's teardown and
+khwtui.engine.health, the `khwtui certs` rows, a node's pinned endpoint, the provider's teardown and
 the gcp cost estimate."""
 
 from __future__ import annotations
 
 import tomli_w
 
-from khwtui.context import open_cluster
-from khwtui.errors import StateError
-from khwtui.events import PASSED
-from khwtui.pki import Pki
+from khwtui.artifacts.pki import Pki
+from khwtui.core.errors import StateError
+from khwtui.core.events import PASSED
+from khwtui.model.cluster import open_cluster
+from khwtui.model.state import NodeRecord, StageRecord
 from khwtui.providers.base import PlannedResource
-from khwtui.state import NodeRecord, StageRecord
 from khwtui.tui import launch
 
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIM6Pw1hQ7i2y0oXcWmB6mP8y4x1Jm4rC2v6f1nXz0aQk"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from khwtui.events import CheckResult, LogLines
+from khwtui.core.events import CheckResult, LogLines
 from khwtui.tui.log_store import LineFormat, LogFilter, LogStore
 from khwtui.tui.node_tree import short_ip
 

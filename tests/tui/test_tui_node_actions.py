@@ -9,7 +9,7 @@ from pathlib import Path
 from textual.notifications import Notify
 from textual.widgets import Log
 
-from khwtui.node_ssh import (
+from khwtui.transport.node_ssh import (
     known_hosts_line,
     open_shell,
     pinned_known_hosts,

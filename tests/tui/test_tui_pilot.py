@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from textual.notifications import Notify
 
-from khwtui.errors import UsageError
-from khwtui.events import CheckResult, LogLines, StageChanged
+from khwtui.core.errors import UsageError
+from khwtui.core.events import CheckResult, LogLines, StageChanged
 from khwtui.tui.app import make_app
 from khwtui.tui.confirm import ConfirmQuit
 from khwtui.tui.contracts import Services

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from localcluster import LocalCluster, local_config
 
-from khwtui.context import open_cluster
-from khwtui.engine import Engine
-from khwtui.events import PASSED, PENDING, RUNNING
+from khwtui.core.events import PASSED, PENDING, RUNNING
+from khwtui.engine.runner import Engine
+from khwtui.model.cluster import open_cluster
 from khwtui.tui.app import make_app
 
 from .loop_watch import blocking_callbacks

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from textual.widgets import Button, Input, Static
 
-from khwtui import config as config_module
-from khwtui.topology import Topology
+from khwtui.model import config as config_module
+from khwtui.model.topology import Topology
 from khwtui.tui.app import make_app
 from khwtui.tui.certs_screen import CertsScreen
 from khwtui.tui.contracts import Services

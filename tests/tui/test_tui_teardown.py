@@ -6,7 +6,7 @@ from __future__ import annotations
 from textual.notifications import Notify
 from textual.widgets import Button, Input
 
-from khwtui.errors import OperationError
+from khwtui.core.errors import OperationError
 from khwtui.tui.app import make_app
 from khwtui.tui.confirm import ConfirmQuit
 from khwtui.tui.contracts import Services

@@ -3,7 +3,7 @@ they have arrived (issue 19)."""
 
 from __future__ import annotations
 
-from khwtui.events import NodeChanged, StageChanged, TransferProgress
+from khwtui.core.events import NodeChanged, StageChanged, TransferProgress
 from khwtui.tui.app import make_app
 
 from .fake_engine import FakeEngine

@@ -1,0 +1,3 @@
+"""Operations on a built cluster: backup and restore, certificate renewal, etcd recovery,
+stop and start.
+"""

@@ -1,0 +1,3 @@
+"""Runs the stage graph and everything around a run: health rounds, due restarts, teardown
+and the scale guard.
+"""
