@@ -8,7 +8,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import shlex
 import signal
 import stat
@@ -25,6 +24,7 @@ from test_etcd_local import etcd_started_at, host_etcdctl
 
 from khwtui.artifacts.encryption_check import encode
 from khwtui.artifacts.pki import Pki
+from khwtui.core import crashpoints
 from khwtui.model.cluster import open_cluster
 from khwtui.stages.etcd import etcdctl
 from khwtui.stages.smoke import SECRET_VALUE, encrypted_at_rest, etcd_key
@@ -158,13 +158,9 @@ def test_renewing_kubernetes_restarts_etcd_node_by_node_and_every_member_serves_
 
 
 def test_a_renewal_killed_after_the_first_node_resumes_with_the_same_certificate(cluster: LocalCluster) -> None:
-    proc = cluster.popen("certs", "--renew", "kubernetes")
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if "controller-0 certs passed" in line:
-            break
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed = cluster.khwtui("certs", "--renew", "kubernetes", env={crashpoints.ENV: "rollout.next-node"})
+    assert killed.returncode == -signal.SIGKILL and "controller-0 certs passed" in killed.stdout
+    assert "controller-1 certs" not in killed.stdout  # killed between the first node and the next
     pending = cluster.state()["renewals"]["kubernetes"]
     assert int(pending, 16) == pki_serial(cluster, "kubernetes") == served_serial(cluster, "controller-0")
 

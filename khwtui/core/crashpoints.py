@@ -9,6 +9,7 @@ The points (README "Resume, status, teardown" lists them for users who want to t
   apt.started        an apt-get install was started on a node (it goes on there without us)
   gcp.insert-sent    a cloud insert was sent, its operation not yet waited on
   state.save         state.toml's new text is written and synced, not yet renamed into place
+  rollout.next-node  a rolling step (certificate renewal) finished one node, the next not begun
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import signal
 
 ENV = "KHWTUI_CRASH_AT"
 POINTS = ("etcd.placed", "control-plane.placed", "frontend.placed", "workers.placed", "routes.placed",
-          "apt.started", "gcp.insert-sent", "state.save")
+          "apt.started", "gcp.insert-sent", "state.save", "rollout.next-node")
 
 
 def reached(name: str) -> None:

@@ -23,6 +23,7 @@ from khwtui.artifacts.nodefiles import ETCD_DIR, Artifacts, etcd_files, node_fil
 from khwtui.artifacts.pki import CA_NAME, Pki, cert_specs
 from khwtui.artifacts.render import NodeFile
 from khwtui.artifacts.workers_files import restart_inputs
+from khwtui.core import crashpoints
 from khwtui.core.errors import StageFailed, UsageError
 from khwtui.core.events import PASSED
 from khwtui.core.waiting import poll
@@ -193,9 +194,11 @@ async def roll_out(run: RunContext, names: list[str]) -> list[NodeRollout]:
     await KubeconfigsStage().apply(run)
     if run.state.stage("admin-access").status == PASSED:
         await AdminAccessStage().apply(run)
-    done = []
+    done: list[list[NodeRollout]] = []
     for node in run.topo.nodes:
         if node.name in run.state.nodes and run.state.nodes[node.name].host_key:
+            if done:
+                crashpoints.reached("rollout.next-node")
             done.append(await run.each([node], lambda n: roll_out_node(run, n, names)))
     for name in names:
         run.state.renewals.pop(name, None)
