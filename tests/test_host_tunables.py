@@ -35,28 +35,28 @@ def test_hold_sets_what_the_kubelet_needs_and_the_last_release_puts_back_what_wa
     assert [c.split()[2] for c in changes] == ["vm.overcommit_memory", "kernel.panic", "kernel.panic_on_oops"]
     assert values(host) == KUBELET_TUNABLES and host.to_change() == {}
     assert host.hold("kh000002") == []  # already set: nothing to change, but it holds them too
-    assert host.release("kh000001", running={"kh000002"}) == []
+    assert host.release("kh000001", present={"kh000002"}) == []
     assert values(host) == KUBELET_TUNABLES  # kh000002's kubelets still run
     assert host.held_by("kh000002") and not host.held_by("kh000001")
-    assert host.release("kh000002", running=set()) == [
+    assert host.release("kh000002", present=set()) == [
         "kernel setting vm.overcommit_memory back to 0", "kernel setting kernel.panic back to 1", "kernel setting kernel.panic_on_oops back to 0"]
     assert values(host) == HOST and not host.record.exists()
 
 
-def test_a_holder_whose_nodes_no_longer_run_does_not_keep_the_settings(host: HostTunables) -> None:
+def test_a_holder_with_nothing_left_on_the_host_does_not_keep_the_settings(host: HostTunables) -> None:
     host.hold("kh000001")
-    host.hold("kh000002")  # then its nodes were killed without a down
-    host.release("kh000001", running=set())
+    host.hold("kh000002")  # then its nodes and links were removed without a down
+    host.release("kh000001", present=set())
     assert values(host) == HOST
 
 
 def test_a_setting_someone_changed_since_is_theirs_and_left_alone(host: HostTunables) -> None:
     host.hold("kh000001")
     (host.proc_sys / "kernel/panic").write_text("30")
-    assert host.release("kh000001", running=set()) == [
+    assert host.release("kh000001", present=set()) == [
         "kernel setting vm.overcommit_memory back to 0", "kernel setting kernel.panic_on_oops back to 0"]
     assert host.read("kernel.panic") == "30"
 
 
 def test_release_without_a_record_changes_nothing(host: HostTunables) -> None:
-    assert host.release("kh000001", running=set()) == [] and values(host) == HOST
+    assert host.release("kh000001", present=set()) == [] and values(host) == HOST

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import subprocess
 import tomllib
 from collections.abc import Iterator
@@ -391,3 +392,28 @@ def test_the_janitor_removes_objects_of_runs_that_are_gone(tmp_path: Path) -> No
         assert nspawn.netns_exists(f"{live}-node")  # a live run's objects stay
     finally:
         nspawn.remove(nspawn.discover(f"{gone}|{live}"), lambda line: None)
+
+
+def test_down_keeps_the_kernel_settings_for_a_cluster_whose_nodes_are_still_booting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another cluster holds the settings from just before its nodes boot (its bridge is up, no
+    machine runs yet) and while its nodes restart: a `down` in that window must not count it gone.
+    Seen in CI as three local clusters built and torn down side by side."""
+    from khwtui.providers.host_tunables import HostTunables
+
+    proc_sys = tmp_path / "sys"
+    for key in KUBELET_TUNABLES:
+        (proc_sys / key.replace(".", "/")).parent.mkdir(parents=True, exist_ok=True)
+        (proc_sys / key.replace(".", "/")).write_text("0\n")
+    host = HostTunables(proc_sys, tmp_path / "run" / "kernel-tunables.toml")
+    host.hold("ktdown000")
+    host.hold("ktboot000")
+    booting = nspawn.HostObject("link", "ktboot000br", "ktboot000")  # a bridge, no machine yet
+    monkeypatch.setattr(nspawn, "discover", lambda pattern: [o for o in [booting] if re.match(pattern, o.prefix)])
+    monkeypatch.setattr(nspawn, "machine_processes", lambda pattern: [])
+    monkeypatch.setattr(nspawn, "remove", lambda objects, log: None)
+    config = local_config()
+    provider = LocalProvider(config, Topology(config), tmp_path / "state", "ssh-ed25519 AAAA test", prefix="ktdown000", tunables=host)
+    lines: list[str] = []
+    provider._teardown(provider._load(), lines.append)
+    assert host.held_by("ktboot000") and not host.held_by("ktdown000")
+    assert host.to_change() == {} and not [line for line in lines if line.startswith("kernel setting")]

@@ -73,11 +73,12 @@ class HostTunables:
     def held_by(self, prefix: str) -> bool:
         return self.record.exists() and prefix in self._load().holders
 
-    def release(self, prefix: str, running: Iterable[str]) -> list[str]:
-        """Drop `prefix` (and holders no longer running); the last one out restores what khwtui changed."""
+    def release(self, prefix: str, present: Iterable[str]) -> list[str]:
+        """Drop `prefix` (and holders with nothing left on the host, `present` being those with
+        something); the last one out restores what khwtui changed."""
         if not self.record.exists():
             return []
-        alive = set(running)
+        alive = set(present)
         with self._locked() as record:
             record.holders = [h for h in record.holders if h != prefix and h in alive]
             if record.holders:

@@ -429,7 +429,7 @@ class LocalProvider:
     def teardown_plan(self) -> list[PlannedResource]:
         plan = [PlannedResource(o.kind, _object_name(o), f"pid {o.pid}" if o.pid else "") for o in self._host_objects()]
         if self.tunables.held_by(self.names.prefix):
-            plan.append(PlannedResource("sysctl", ", ".join(KUBELET_TUNABLES), "restored to their values before khwtui if no other local cluster runs"))
+            plan.append(PlannedResource("sysctl", ", ".join(KUBELET_TUNABLES), "restored to their values before khwtui if no other local cluster is on this host"))
         if self.dir.exists():
             plan.append(PlannedResource("folder", str(self.dir), "the nodes' disks and the runtime record"))
         return plan
@@ -443,8 +443,10 @@ class LocalProvider:
 
     def _teardown(self, runtime: Runtime, log: LogFn) -> None:
         nspawn.remove(self._host_objects(), log)
-        running = {m.prefix for m in nspawn.machine_processes(nspawn.PREFIX_PATTERN)}
-        for line in self.tunables.release(self.names.prefix, running):
+        # a cluster holds the settings while anything of it is on the host: a running machine alone
+        # would miss one whose nodes are booting (it holds them first) or restarting
+        present = {o.prefix for o in nspawn.discover(nspawn.PREFIX_PATTERN)}
+        for line in self.tunables.release(self.names.prefix, present):
             log(line)
         if runtime.ip_forward_before and not _other_outbound_clusters():
             nspawn.write_ip_forward(runtime.ip_forward_before)
