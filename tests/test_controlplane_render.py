@@ -4,16 +4,15 @@ changed file restarts."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import shlex
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
 import yaml
 from releasefake import simulate_release_install
+from stagerun import ScriptedRemote, Simulated, in_turn, simulate
 from standins import build
 from standins.flags import MINORS, PROGRAMS
 
@@ -38,10 +37,8 @@ from khwtui.artifacts.pki import Pki
 from khwtui.artifacts.render import NodeFile
 from khwtui.core.errors import StateError
 from khwtui.model import config
-from khwtui.model.state import NodeRecord, State
-from khwtui.model.topology import Node, Topology
+from khwtui.model.topology import Topology
 from khwtui.stages.control_plane import ControlPlaneStage, health_codes, unit_states
-from khwtui.toolkit.run_context import RunContext
 from khwtui.transport.remote import RunResult
 
 D = "/var/lib/kubernetes"
@@ -263,81 +260,35 @@ def test_unit_states_read_systemctl_show_blocks() -> None:
 
 
 
-# --- the stage on simulated controllers (the real run goes over SSH to nspawn nodes) -------------
-
-
-class FakeController:
-    """A controller as the stage sees it through RunContext: placed files, units, a curl that answers."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, tuple[bytes, int]] = {}
-        self.commands: list[str] = []
-        self.states = dict.fromkeys(UNITS, ("active", "0"))
-        self.health = ["200\n200\n"]  # answers in turn; the last one repeats
-        self.restarts = ["0"]  # kube-controller-manager's NRestarts in turn; the last one repeats
-
-    def answer(self, command: str) -> RunResult:
-        self.commands.append(command)
-        if command.startswith("/usr/bin/curl"):
-            return RunResult(0, self.health.pop(0) if len(self.health) > 1 else self.health[0], "")
-        if command.startswith("systemctl show"):
-            self.states["kube-controller-manager"] = ("active", self.restarts.pop(0) if len(self.restarts) > 1 else self.restarts[0])
-            blocks = [f"Id={u}.service\nActiveState={s}\nNRestarts={n}\n" for u, (s, n) in self.states.items()]
-            return RunResult(0, "\n".join(blocks), "")
-        if command.startswith("systemctl is-active"):
-            failed = any(s != "active" for s, _ in self.states.values())
-            return RunResult(3 if failed else 0, "".join(f"{s}\n" for s, _ in self.states.values()), "")
-        return RunResult(0, "", "")
-
-    def changes(self) -> list[str]:
-        """The state-changing commands since the last call (curl and state queries left out)."""
-        done = [c for c in self.commands if c.startswith("systemctl") and not c.startswith(("systemctl show", "systemctl is-active"))]
-        self.commands.clear()
-        return done
+# --- the stage on scripted controllers (the real run goes over SSH to nspawn nodes) --------------
 
 
 @dataclass
-class FakeRun:
-    config: config.Config
-    topo: Topology
-    artifacts: Artifacts
-    nodes: dict[str, FakeController]
-    stage: str = "control-plane"
-    state: State = field(default_factory=State)
-    _restarted: set[tuple[str, str]] = field(default_factory=set)
+class ScriptedController:
+    """A controller's programs as the stage hears them: curl's /livez and /readyz codes and
+    kube-controller-manager's NRestarts, each in turn (the last repeats), and the units' states."""
 
-    def log(self, node: str, line: str, stream: str = "out") -> None:
-        pass
+    health: list[str] = field(default_factory=lambda: ["200\n200\n"])
+    restarts: list[str] = field(default_factory=lambda: ["0"])
+    states: dict[str, tuple[str, str]] = field(default_factory=lambda: dict.fromkeys(UNITS, ("active", "0")))
 
-    def record_unit(self, node: str, unit: str) -> None:
-        pass
+    def script(self, remote: ScriptedRemote, node: str) -> None:
+        remote.answer_with(r"^/usr/bin/curl ", lambda command: RunResult(0, in_turn(self.health), ""), node=node)
+        remote.answer_with(r"^systemctl show ", self.show, node=node)
+        remote.answer_with(r"^systemctl is-active ", self.is_active, node=node)
 
-    async def each(self, nodes: Iterable[Node], work: Callable[[Node], Awaitable[object]]) -> list[object]:
-        return list(await asyncio.gather(*(work(node) for node in nodes)))
+    def show(self, command: str) -> RunResult:
+        self.states["kube-controller-manager"] = ("active", in_turn(self.restarts))
+        blocks = [f"Id={u}.service\nActiveState={s}\nNRestarts={n}\n" for u, (s, n) in self.states.items()]
+        return RunResult(0, "\n".join(blocks), "")
 
-    async def sh(self, node: str, command: str, *, sudo: bool = True, timeout: float | None = 300, check: bool = True) -> RunResult:
-        return self.nodes[node].answer(command)
-
-    async def drifted(self, node: str, files: list[NodeFile]) -> list[NodeFile]:
-        return [f for f in files if self.nodes[node].files.get(f.path) != (f.content, f.mode)]
-
-    async def place(self, node: str, files: list[NodeFile], restarts: dict[str, set[str]]) -> list[str]:
-        changed = await self.drifted(node, files)
-        self.state.nodes.setdefault(node, NodeRecord(node, ""))
-        self.mark_due(node, [f.path for f in changed], restarts)
-        self.nodes[node].files.update({f.path: (f.content, f.mode) for f in changed})
-        return [f.path for f in changed]
-
-    def save(self) -> None:
-        pass
-
-    # due restarts as RunContext keeps them: the engine settles them once the stage's check passed
-    mark_due, restart_due, start_units, settle_restarts = (RunContext.mark_due, RunContext.restart_due,
-                                                           RunContext.start_units, RunContext.settle_restarts)
+    def is_active(self, command: str) -> RunResult:
+        failed = any(s != "active" for s, _ in self.states.values())
+        return RunResult(3 if failed else 0, "".join(f"{s}\n" for s, _ in self.states.values()), "")
 
 
 @pytest.fixture
-def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRun:
+def sim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Simulated[ScriptedController]:
     """One controller; the kube-* binaries come from a file:// release folder with pinned sums."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     simulate_release_install(monkeypatch)
@@ -350,67 +301,67 @@ def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeRun:
         sums[name] = hashlib.sha256(data).hexdigest()
     raw = {**LOCAL, "cluster": {"name": "cp-test", "kubernetes_version": "1.36.2"}, "topology": {"controllers": 1, "workers": 1},
            "binaries": {"urls": {"kubernetes": f"file://{tmp_path}/release/v{{version}}/{{name}}"}, "sha256": sums}}
-    cfg = config.from_dict(raw)
-    topo = Topology(cfg)
-    pki = Pki(tmp_path / "pki", cfg)
-    pki.ensure(topo)
-    artifacts = Artifacts(topo, pki, load_or_create_key(tmp_path / "pki"))
-    return FakeRun(cfg, topo, artifacts, {node.name: FakeController() for node in topo.controllers})
+    return simulate(tmp_path, raw, "control-plane", {"controller-0": ScriptedController()})
 
 
-async def test_the_stage_installs_everything_then_restarts_only_units_whose_inputs_changed(fake_run: FakeRun) -> None:
-    stage = ControlPlaneStage()
-    node = fake_run.nodes["controller-0"]
-    await stage.apply(fake_run)
-    fake_run.settle_restarts()
-    assert node.files["/usr/local/bin/kube-apiserver"] == (build("1.36.2"), 0o755)
-    assert node.changes() == ["systemctl enable kube-apiserver kube-controller-manager kube-scheduler", "systemctl daemon-reload",
-                              "systemctl restart kube-apiserver", "systemctl restart kube-controller-manager",
-                              "systemctl restart kube-scheduler"]
-
-    await stage.apply(fake_run)  # nothing changed: no reload, no restart
-    fake_run.settle_restarts()
-    assert node.changes() == ["systemctl enable kube-apiserver kube-controller-manager kube-scheduler",
-                              "systemctl start kube-apiserver", "systemctl start kube-controller-manager",
-                              "systemctl start kube-scheduler"]
-
-    node.files[f"{D}/kube-scheduler.kubeconfig"] = (b"edited by hand", 0o600)
-    await stage.apply(fake_run)
-    assert node.changes() == ["systemctl enable kube-apiserver kube-controller-manager kube-scheduler", "systemctl daemon-reload",
-                              "systemctl start kube-apiserver", "systemctl start kube-controller-manager",
-                              "systemctl restart kube-scheduler"]
-    await stage.apply(fake_run)  # not settled (its check has not passed): the restart is still due
-    assert node.changes()[-1] == "systemctl restart kube-scheduler"
+ENABLE = "systemctl enable kube-apiserver kube-controller-manager kube-scheduler"
 
 
-async def test_the_stage_waits_until_health_and_restart_counts_hold_still(fake_run: FakeRun) -> None:
-    node = fake_run.nodes["controller-0"]
-    node.health = ["000\n000\n", "200\n500\n", "200\n200\n"]
-    await ControlPlaneStage().apply(fake_run)
-    polls = [c for c in node.commands if c.startswith("/usr/bin/curl")]
+async def test_the_stage_installs_everything_then_restarts_only_units_whose_inputs_changed(sim: Simulated[ScriptedController]) -> None:
+    stage, run, node = ControlPlaneStage(), sim.run, "controller-0"
+    await stage.apply(run)
+    run.settle_restarts()
+    apiserver = "/usr/local/bin/kube-apiserver"
+    assert sim.files(node)[apiserver] == NodeFile(apiserver, build("1.36.2"), 0o755)
+    assert sim.changes(node) == [ENABLE, "systemctl daemon-reload", "systemctl restart kube-apiserver",
+                                 "systemctl restart kube-controller-manager", "systemctl restart kube-scheduler"]
+
+    await stage.apply(run)  # nothing changed: no reload, no restart
+    run.settle_restarts()
+    assert sim.changes(node) == [ENABLE, "systemctl start kube-apiserver", "systemctl start kube-controller-manager",
+                                 "systemctl start kube-scheduler"]
+
+    kubeconfig = f"{D}/kube-scheduler.kubeconfig"
+    sim.files(node)[kubeconfig] = NodeFile(kubeconfig, b"edited by hand", 0o600)
+    await stage.apply(run)
+    only_the_scheduler = [ENABLE, "systemctl daemon-reload", "systemctl start kube-apiserver", "systemctl start kube-controller-manager",
+                          "systemctl restart kube-scheduler"]
+    assert sim.changes(node) == only_the_scheduler
+    await stage.apply(run)  # not settled (its check has not passed): the restart is still due
+    assert sim.changes(node)[-1] == "systemctl restart kube-scheduler"
+
+    run.settle_restarts()
+    sim.files(node)[SCHEDULER_CONFIG] = replace(sim.files(node)[SCHEDULER_CONFIG], group="adm")  # bytes and mode as placed
+    await stage.apply(run)
+    assert sim.changes(node) == only_the_scheduler
+
+
+async def test_the_stage_waits_until_health_and_restart_counts_hold_still(sim: Simulated[ScriptedController]) -> None:
+    sim.nodes["controller-0"].health = ["000\n000\n", "200\n500\n", "200\n200\n"]
+    await ControlPlaneStage().apply(sim.run)
+    polls = sim.sent("controller-0", "/usr/bin/curl ")
     assert len(polls) == 4  # two unhealthy answers, then the same healthy state twice
     assert polls[0].endswith("--cacert /var/lib/kubernetes/ca.pem --write-out '%{http_code}\\n' --output /dev/null "
                              "https://127.0.0.1:8443/livez --output /dev/null https://127.0.0.1:8443/readyz")
 
 
-async def test_a_unit_that_keeps_restarting_is_waited_out(fake_run: FakeRun) -> None:
-    node = fake_run.nodes["controller-0"]
-    node.restarts = ["1", "2", "3"]  # refused its flags twice more, then stays up
-    await ControlPlaneStage().apply(fake_run)
-    assert len([c for c in node.commands if c.startswith("systemctl show")]) == 4
+async def test_a_unit_that_keeps_restarting_is_waited_out(sim: Simulated[ScriptedController]) -> None:
+    sim.nodes["controller-0"].restarts = ["1", "2", "3"]  # refused its flags twice more, then stays up
+    await ControlPlaneStage().apply(sim.run)
+    assert len(sim.sent("controller-0", "systemctl show ")) == 4
 
 
-async def test_check_reports_files_units_and_health_per_controller_with_evidence(fake_run: FakeRun) -> None:
-    stage = ControlPlaneStage()
-    before = await stage.check(fake_run)
+async def test_check_reports_files_units_and_health_per_controller_with_evidence(sim: Simulated[ScriptedController]) -> None:
+    stage, run = ControlPlaneStage(), sim.run
+    before = await stage.check(run)
     assert [(o.check, o.result) for o in before] == [("control-plane files", "failed"), ("control-plane units active", "passed"),
                                                      ("apiserver /livez and /readyz", "passed")]
-    await stage.apply(fake_run)
-    node = fake_run.nodes["controller-0"]
-    assert {o.result for o in await stage.check(fake_run)} == {"passed"}
+    await stage.apply(run)
+    node = sim.nodes["controller-0"]
+    assert {o.result for o in await stage.check(run)} == {"passed"}
     node.states["kube-scheduler"] = ("failed", "4")
     node.health = ["200\n500\n"]
-    after = {o.check: o for o in await stage.check(fake_run)}
+    after = {o.check: o for o in await stage.check(run)}
     assert after["control-plane units active"].result == "failed"
     assert "failed" in after["control-plane units active"].evidence
     assert after["apiserver /livez and /readyz"].result == "failed"

@@ -9,13 +9,14 @@ an object means "not there yet"; 401, 403, 5xx and no answer at all are failures
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import yaml
 from fakeapi import FakeApi
+from stagerun import stage_context
 from test_standins import (
     Controller,
     artifacts,
@@ -27,13 +28,9 @@ from test_standins import (
     wait_line,
 )
 
-from khwtui.artifacts.encryption import load_or_create_key
 from khwtui.artifacts.kubeconfigs import kubeconfig, spec_named
 from khwtui.artifacts.nodefiles import Artifacts
-from khwtui.artifacts.pki import Pki
-from khwtui.core.events import FAILED, PASSED, UNVERIFIED
-from khwtui.model import config
-from khwtui.model.topology import Addresses, Topology
+from khwtui.core.events import FAILED, PASSED, UNVERIFIED, Event, LogLines
 from khwtui.stages.frontend import FrontendStage
 from khwtui.stages.rbac import (
     apply_objects,
@@ -42,6 +39,7 @@ from khwtui.stages.rbac import (
     wanted_objects,
 )
 from khwtui.toolkit.manifests import ref
+from khwtui.toolkit.run_context import RunContext
 from khwtui.transport.kubeapi import (
     ApiClient,
     ApiError,
@@ -265,49 +263,40 @@ async def test_rbac_is_unverified_with_the_reason_where_discovery_lacks_it(stand
 HOST_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBx4ZHd0ZXN0a2V5Zm9yZG9jdW1lbnRhdGlvbm9ubHk"
 
 
-@dataclass
-class FakeRun:
-    """The parts of RunContext these stages use when they only talk to the API."""
-
-    topo: Topology
-    artifacts: Artifacts
-    provider: object = None
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def config(self) -> config.Config:
-        return self.topo.config
-
-    def log(self, node: str, line: str) -> None:
-        self.lines.append(line)
+def endpoint_raw(kind: str, port: int, **extra: dict) -> dict:
+    return {"cluster": {"name": f"{kind}-endpoint", "kubernetes_version": f"1.{MINOR}.3"}, "provider": {"kind": kind},
+            "network": {"api_port": port}, "versions": {"crictl": f"1.{MINOR}.0"}, "pki": {"key_type": "ecdsa-p256"}, **extra}
 
 
-def endpoint_config(kind: str, port: int, **extra: dict) -> config.Config:
-    raw = {"cluster": {"name": f"{kind}-endpoint", "kubernetes_version": f"1.{MINOR}.3"}, "provider": {"kind": kind},
-           "network": {"api_port": port}, "versions": {"crictl": f"1.{MINOR}.0"}, "pki": {"key_type": "ecdsa-p256"}, **extra}
-    return config.from_dict(raw)
+def logged(events: list[Event]) -> list[str]:
+    """The lines a run logged, in order."""
+    return [line for event in events if isinstance(event, LogLines) for line in event.lines]
+
+
+def sharing_pki(run: RunContext, lone: RunContext) -> RunContext:
+    """`run` with `lone`'s PKI in its state folder: the apiserver stand-in's certificate is of that CA."""
+    shutil.copytree(lone.cluster.state_dir.pki_dir, run.cluster.state_dir.pki_dir, dirs_exist_ok=True)
+    return run
 
 
 @pytest.fixture(scope="module")
-def lone_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeRun]:
+def lone_controller(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunContext, list[Event]]]:
     """machines without an lb host: controller-0 at 127.0.0.1 is the API endpoint, its apiserver a stand-in."""
     root = tmp_path_factory.mktemp("machines")
     hosts = [{"name": "controller-0", "role": "controller", "address": "127.0.0.1", "host_key": HOST_KEY},
              {"name": "worker-0", "role": "worker", "address": "127.0.0.2", "host_key": HOST_KEY}]
-    topo = Topology(endpoint_config("machines", free_port(), machines={"hosts": hosts}))
-    pki = Pki(root / "pki", topo.config)
-    pki.ensure(topo)
-    a = Artifacts(topo, pki, load_or_create_key(root / "pki"))
-    for _ in run_apiserver(place(root, a, MINOR), topo.config.network.api_port):
-        yield FakeRun(topo, a)
+    run, events = stage_context(root, endpoint_raw("machines", free_port(), machines={"hosts": hosts}), stage="frontend", pki=True)
+    for _ in run_apiserver(place(root, run.artifacts, MINOR), run.config.network.api_port):
+        yield run, events
 
 
-async def test_machines_without_an_lb_use_the_first_controller_and_say_it_is_not_highly_available(lone_controller: FakeRun) -> None:
-    run, stage = lone_controller, FrontendStage()
-    await stage.apply(run)  # type: ignore[arg-type]
+async def test_machines_without_an_lb_use_the_first_controller_and_say_it_is_not_highly_available(
+        lone_controller: tuple[RunContext, list[Event]]) -> None:
+    (run, events), stage = lone_controller, FrontendStage()
+    await stage.apply(run)
     warning = "no lb host: the API endpoint is controller-0 (127.0.0.1), so it is not highly available"
-    assert run.lines == [f"warning: {warning}"]
-    [outcome] = await stage.check(run)  # type: ignore[arg-type]
+    assert logged(events) == [f"warning: {warning}"]
+    [outcome] = await stage.check(run)
     assert (outcome.check, outcome.result) == ("/version through the load balancer", PASSED)
     assert outcome.evidence == f"{run.topo.api_url}/version: v1.{MINOR}.3 — warning: {warning}"
 
@@ -326,24 +315,28 @@ class CloudFrontend:
         return []
 
 
-async def test_on_gcp_the_frontend_is_the_providers_load_balancer(lone_controller: FakeRun) -> None:
-    port = lone_controller.topo.config.network.api_port
-    gcp = Topology(endpoint_config("gcp", port, gcp={"load_balancer": "backend-service"}), Addresses(public="127.0.0.1"))
-    stage = FrontendStage()
+async def test_on_gcp_the_frontend_is_the_providers_load_balancer(lone_controller: tuple[RunContext, list[Event]], tmp_path: Path) -> None:
+    lone, _ = lone_controller
     provider = CloudFrontend()
-    with_it = FakeRun(gcp, lone_controller.artifacts, provider=provider)
-    await stage.apply(with_it)  # type: ignore[arg-type]
-    assert (provider.calls, with_it.lines) == (1, ["forwarding rule ready"])
-    assert [(o.check, o.result) for o in await stage.check(with_it)] == [  # type: ignore[arg-type]
+    raw = endpoint_raw("gcp", lone.config.network.api_port, gcp={"load_balancer": "backend-service"})
+    run, events = stage_context(tmp_path, raw, provider=provider, stage="frontend")
+    run.state.public_address = "127.0.0.1"  # as the compute stage records it
+    stage = FrontendStage()
+    await stage.apply(sharing_pki(run, lone))
+    assert (provider.calls, logged(events)) == (1, ["forwarding rule ready"])
+    assert [(o.check, o.result) for o in await stage.check(run)] == [
         ("load balancer resources", PASSED),
         ("/version through the load balancer", PASSED),
     ]
 
 
-def test_rbac_reaches_a_controller_by_its_external_address_checked_for_the_certificates_name(lone_controller: FakeRun) -> None:
-    gcp = Topology(endpoint_config("gcp", 6443), Addresses(external={"controller-0": "203.0.113.7"}, public="203.0.113.9"))
-    outside = controller_credentials(FakeRun(gcp, lone_controller.artifacts), gcp.controllers[0])  # type: ignore[arg-type]
+def test_rbac_reaches_a_controller_by_its_external_address_checked_for_the_certificates_name(
+        lone_controller: tuple[RunContext, list[Event]], tmp_path: Path) -> None:
+    lone, _ = lone_controller
+    gcp, _ = stage_context(tmp_path, endpoint_raw("gcp", 6443), external={"controller-0": "203.0.113.7"})
+    gcp.state.public_address = "203.0.113.9"
+    outside = controller_credentials(sharing_pki(gcp, lone), gcp.topo.controllers[0])
     assert (outside.server, outside.tls_server_name) == ("https://203.0.113.7:6443", "kubernetes")
-    inside = controller_credentials(lone_controller, lone_controller.topo.controllers[0])  # type: ignore[arg-type]
-    assert (inside.server, inside.tls_server_name) == (f"https://127.0.0.1:{lone_controller.topo.config.network.api_port}", None)
-    assert inside.cert_pem == lone_controller.artifacts.pki.cert_pem("admin")
+    inside = controller_credentials(lone, lone.topo.controllers[0])
+    assert (inside.server, inside.tls_server_name) == (f"https://127.0.0.1:{lone.config.network.api_port}", None)
+    assert inside.cert_pem == lone.artifacts.pki.cert_pem("admin")

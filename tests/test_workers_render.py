@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -20,15 +21,15 @@ from pathlib import Path
 import pytest
 import yaml
 from releasefake import simulate_release_install
+from stagerun import ScriptedRemote, Simulated, in_turn, simulate
 from standins import install
 from standins.flags import MINORS, PROGRAMS
-from test_controlplane_render import FakeController
-from test_controlplane_render import FakeRun as ControllerRun
 from test_standins import free_port, replace, stop, unit_flags, wait_line
 
 from khwtui.artifacts.encryption import load_or_create_key
 from khwtui.artifacts.nodefiles import Artifacts
 from khwtui.artifacts.pki import Pki
+from khwtui.artifacts.render import NodeFile
 from khwtui.artifacts.workers_files import (
     CNI_BRIDGE,
     CNI_LOOPBACK,
@@ -546,45 +547,31 @@ def test_a_kube_proxy_config_mistake_is_refused_with_the_field(worker: Worker, c
     assert line.startswith("kube-proxy: --config=") and line.endswith(problem)
 
 
-# --- the stages on simulated nodes (the real runs go over SSH to nspawn nodes) ----------------------------
-
-
-class FakeWorker(FakeController):
-    """A worker as the stage sees it through RunContext: placed files, units and their states."""
-
-    def __init__(self, facts: str) -> None:
-        super().__init__()
-        self.facts = facts
-        self.unit_states = [{"kubelet": ("active", "running", "0")}]  # per poll, the last repeats
-        self.routes = ""
-
-    def answer(self, command: str) -> RunResult:
-        self.commands.append(command)
-        if command == FACTS_COMMAND:
-            return RunResult(0, self.facts, "")
-        if command.startswith("systemctl show"):
-            now = self.unit_states.pop(0) if len(self.unit_states) > 1 else self.unit_states[0]
-            blocks = []
-            for unit in ("containerd", "kubelet", "kube-proxy"):
-                active, sub, restarts = now.get(unit, ("active", "running", "0"))
-                blocks.append(f"Id={unit}.service\nActiveState={active}\nSubState={sub}\nNRestarts={restarts}\nMainPID=7\n")
-            return RunResult(0, "\n".join(blocks), "")
-        if command.startswith("journalctl"):
-            return RunResult(0, "kubelet: unknown flag: --network-plugin (removed in Kubernetes 1.24)\n", "")
-        if command.startswith("ip -4 route show"):
-            return RunResult(0, self.routes, "")
-        return RunResult(0, "", "")
+# --- the stages on scripted nodes (the real runs go over SSH to nspawn nodes) -----------------------------
 
 
 @dataclass
-class FakeRun(ControllerRun):
-    """The control-plane tests' simulated run, with a provider and the units recorded."""
+class ScriptedWorker:
+    """A node's programs as the workers and routes stages hear them: its facts, the units' states
+    per poll (the last repeats), the kubelet's journal and the route table."""
 
-    provider: object = None
-    units: dict[str, list[str]] = field(default_factory=dict)
+    facts: str
+    unit_states: list[dict[str, tuple[str, str, str]]] = field(default_factory=lambda: [{"kubelet": ("active", "running", "0")}])
+    routes: str = ""
 
-    def record_unit(self, node: str, unit: str) -> None:
-        self.units.setdefault(node, []).append(unit)
+    def script(self, remote: ScriptedRemote, node: str) -> None:
+        remote.answer_with(f"^{re.escape(FACTS_COMMAND)}$", lambda command: RunResult(0, self.facts, ""), node=node)
+        remote.answer_with(r"^systemctl show ", self.show, node=node)
+        remote.answer(r"^journalctl ", "kubelet: unknown flag: --network-plugin (removed in Kubernetes 1.24)\n", node=node)
+        remote.answer_with(r"^ip -4 route show$", lambda command: RunResult(0, self.routes, ""), node=node)
+
+    def show(self, command: str) -> RunResult:
+        now = in_turn(self.unit_states)
+        blocks = []
+        for unit in ("containerd", "kubelet", "kube-proxy"):
+            active, sub, restarts = now.get(unit, ("active", "running", "0"))
+            blocks.append(f"Id={unit}.service\nActiveState={active}\nSubState={sub}\nNRestarts={restarts}\nMainPID=7\n")
+        return RunResult(0, "\n".join(blocks), "")
 
 
 def release(folder: Path, crictl: bool) -> dict:
@@ -612,18 +599,16 @@ def release(folder: Path, crictl: bool) -> dict:
             "binaries": {"urls": urls, "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}}}
 
 
-def fake_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, crictl: bool = False, kind: str = "local") -> FakeRun:
+def simulated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, crictl: bool = False, kind: str = "local",
+              workers: int = 1, stage: str = "workers") -> Simulated[ScriptedWorker]:
+    """`stage` on one controller and `workers` scripted workers; the release files are file:// with pinned sums."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     simulate_release_install(monkeypatch)
     (tmp_path / "release").mkdir(exist_ok=True)
-    raw = {**LOCAL, "cluster": {"name": "wk-test", "kubernetes_version": "1.35.2"}, "topology": {"controllers": 1, "workers": 1},
+    raw = {**LOCAL, "cluster": {"name": "wk-test", "kubernetes_version": "1.35.2"}, "topology": {"controllers": 1, "workers": workers},
            "provider": {"kind": kind}, **release(tmp_path / "release", crictl)}
-    cfg = config.from_dict(raw)
-    topo = Topology(cfg)
-    pki = Pki(tmp_path / "pki", cfg)
-    pki.ensure(topo)
     facts = "cgroup=tmpfs\nmodules=no\nlower_oom=no\ncontainerd_fs=ext2/ext3\nresolved=no\nconntrack_max=fixed\n"
-    return FakeRun(cfg, topo, Artifacts(topo, pki, load_or_create_key(tmp_path / "pki")), {n.name: FakeWorker(facts) for n in topo.nodes}, "workers")
+    return simulate(tmp_path, raw, stage, {node.name: ScriptedWorker(facts) for node in Topology(config.from_dict(raw)).nodes})
 
 
 class FakeApi:
@@ -646,41 +631,42 @@ READY = {"status": {"conditions": [{"type": "Ready", "status": "True", "reason":
 
 
 async def test_the_stage_installs_then_restarts_only_units_whose_inputs_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = fake_run(tmp_path, monkeypatch)
+    sim = simulated(tmp_path, monkeypatch)
     answering(monkeypatch, NO_NODES)
-    stage, node = WorkersStage(), run.nodes["worker-0"]
+    stage, run, files = WorkersStage(), sim.run, sim.files("worker-0")
     await stage.apply(run)
-    assert node.files["/usr/local/bin/kubelet"] == (b"kubelet release", 0o755)
-    assert node.files["/opt/cni/bin/bridge"][0] == b"./bridge release" and "/opt/cni/bin/vlan" not in node.files
-    assert "/usr/local/bin/crictl" not in node.files  # versions.crictl = ""
-    assert node.changes() == ["systemctl enable containerd kubelet kube-proxy", "systemctl daemon-reload", "systemctl restart containerd",
-                              "systemctl restart kubelet", "systemctl restart kube-proxy"]
-    assert run.units["worker-0"] == ["containerd", "kubelet", "kube-proxy"]
+    assert files["/usr/local/bin/kubelet"] == NodeFile("/usr/local/bin/kubelet", b"kubelet release", 0o755)
+    assert files["/opt/cni/bin/bridge"].content == b"./bridge release" and "/opt/cni/bin/vlan" not in files
+    assert "/usr/local/bin/crictl" not in files  # versions.crictl = ""
+    assert sim.changes("worker-0") == ["systemctl enable containerd kubelet kube-proxy", "systemctl daemon-reload", "systemctl restart containerd",
+                                       "systemctl restart kubelet", "systemctl restart kube-proxy"]
+    assert run.state.nodes["worker-0"].units == ["containerd", "kubelet", "kube-proxy"]
     run.settle_restarts()  # what the engine does once the stage's check passed
 
     await stage.apply(run)
-    assert node.changes() == ["systemctl enable containerd kubelet kube-proxy", "systemctl start containerd", "systemctl start kubelet",
-                              "systemctl start kube-proxy"]
-    node.files[KUBE_PROXY_CONFIG] = (b"edited by hand", 0o644)
+    assert sim.changes("worker-0") == ["systemctl enable containerd kubelet kube-proxy", "systemctl start containerd", "systemctl start kubelet",
+                                       "systemctl start kube-proxy"]
+    files[KUBE_PROXY_CONFIG] = NodeFile(KUBE_PROXY_CONFIG, b"edited by hand", 0o644)
     await stage.apply(run)
-    assert node.changes()[-1] == "systemctl restart kube-proxy" and "systemctl restart kubelet" not in node.changes()
+    changes = sim.changes("worker-0")
+    assert changes[-1] == "systemctl restart kube-proxy" and "systemctl restart kubelet" not in changes
 
 
 async def test_crictl_is_installed_when_its_version_is_set(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = fake_run(tmp_path, monkeypatch, crictl=True)
+    sim = simulated(tmp_path, monkeypatch, crictl=True)
     answering(monkeypatch, NO_NODES)
-    await WorkersStage().apply(run)
-    assert run.nodes["worker-0"].files["/usr/local/bin/crictl"] == (b"crictl release", 0o755)
+    await WorkersStage().apply(sim.run)
+    assert sim.files("worker-0")["/usr/local/bin/crictl"] == NodeFile("/usr/local/bin/crictl", b"crictl release", 0o755)
 
 
 async def test_a_kubelet_that_restarts_fails_the_stage_at_once_with_its_own_last_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = fake_run(tmp_path, monkeypatch)
+    sim = simulated(tmp_path, monkeypatch)
     answering(monkeypatch, NO_NODES)
-    run.nodes["worker-0"].unit_states = [{"kubelet": ("active", "running", "0")}, {"kubelet": ("activating", "auto-restart", "1")}]
+    sim.nodes["worker-0"].unit_states = [{"kubelet": ("active", "running", "0")}, {"kubelet": ("activating", "auto-restart", "1")}]
     with pytest.raises(Exception, match="kubelet on worker-0 does not stay up: kubelet: unknown flag: --network-plugin") as failure:
-        await WorkersStage().apply(run)
+        await WorkersStage().apply(sim.run)
     assert failure.value.host == "worker-0"  # type: ignore[attr-defined]
-    assert len([c for c in run.nodes["worker-0"].commands if c.startswith("systemctl show")]) == 2
+    assert len(sim.sent("worker-0", "systemctl show ")) == 2
 
 
 @pytest.mark.parametrize(("reason", "node", "result", "evidence"), [
@@ -692,9 +678,9 @@ async def test_a_kubelet_that_restarts_fails_the_stage_at_once_with_its_own_last
 ])
 async def test_check_reports_ready_as_the_api_server_says_or_unverified_from_its_discovery(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, reason: str | None, node: dict | None, result: str, evidence: str) -> None:
-    run = fake_run(tmp_path, monkeypatch)
+    sim = simulated(tmp_path, monkeypatch)
     answering(monkeypatch, reason, node)
-    ready = [o for o in await WorkersStage().check(run) if o.check == "node Ready"]
+    ready = [o for o in await WorkersStage().check(sim.run) if o.check == "node Ready"]
     assert [(o.node, o.result, o.evidence) for o in ready] == [("worker-0", result, evidence)]
 
 
@@ -705,48 +691,46 @@ def test_ready_outcome_needs_a_ready_condition() -> None:
 
 
 async def test_routes_are_placed_enabled_and_restarted_where_they_are_missing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = fake_run(tmp_path, monkeypatch)
-    run.topo = topology(workers=2)
-    run.nodes = {n.name: FakeWorker("") for n in run.topo.nodes}
-    stage = RoutesStage()
+    sim = simulated(tmp_path, monkeypatch, workers=2, stage="routes")
+    stage, run = RoutesStage(), sim.run
     assert {o.result for o in await stage.check(run)} == {FAILED}
-    run.nodes["worker-0"].changes()  # the check's queries
+    sim.changes("worker-0")  # the check's queries
     await stage.apply(run)
-    assert run.nodes["worker-0"].changes() == [f"systemctl enable {ROUTES_UNIT}.service", "systemctl daemon-reload",
-                                               f"systemctl restart {ROUTES_UNIT}"]
+    assert sim.changes("worker-0") == [f"systemctl enable {ROUTES_UNIT}.service", "systemctl daemon-reload", f"systemctl restart {ROUTES_UNIT}"]
     run.settle_restarts()  # what the engine does once the stage's check passed
-    for name, node in run.nodes.items():
+    for name, node in sim.nodes.items():
         node.routes = "".join(f"{r.destination} via {r.via} dev eth0\n" for r in run.topo.pod_routes() if r.node == name)
     await stage.apply(run)
-    assert run.nodes["worker-0"].changes() == [f"systemctl enable {ROUTES_UNIT}.service", f"systemctl start {ROUTES_UNIT}"]
+    assert sim.changes("worker-0") == [f"systemctl enable {ROUTES_UNIT}.service", f"systemctl start {ROUTES_UNIT}"]
     assert {o.result for o in await stage.check(run)} == {PASSED}
-    run.nodes["worker-0"].changes()
-    run.nodes["worker-0"].routes = ""  # deleted by hand: restarted, though no file changed
+    sim.changes("worker-0")
+    sim.nodes["worker-0"].routes = ""  # deleted by hand: restarted, though no file changed
     await stage.apply(run)
-    assert run.nodes["worker-0"].changes() == [f"systemctl enable {ROUTES_UNIT}.service", f"systemctl restart {ROUTES_UNIT}.service",
-                                               f"systemctl start {ROUTES_UNIT}"]
+    assert sim.changes("worker-0") == [f"systemctl enable {ROUTES_UNIT}.service", f"systemctl restart {ROUTES_UNIT}.service",
+                                       f"systemctl start {ROUTES_UNIT}"]
+
+
+class CloudRoutes:
+    """The cloud routes part of a provider: two routes missing until ensured."""
+
+    def __init__(self) -> None:
+        self.missing = ["route kthw-route-10-200-0-0-24 does not exist", "route kthw-route-10-200-1-0-24 does not exist"]
+
+    async def ensure_routes(self, log: Callable[[str], None]) -> None:
+        self.missing = []
+        log("2 routes")
+
+    async def routes_problems(self) -> list[str]:
+        return self.missing
 
 
 async def test_on_gcp_the_routes_are_the_providers_and_the_check_reads_them_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    run = fake_run(tmp_path, monkeypatch, kind="gcp")
-    run.topo = topology(workers=2)
-
-    class CloudRoutes:
-        def __init__(self) -> None:
-            self.missing = ["route kthw-route-10-200-0-0-24 does not exist", "route kthw-route-10-200-1-0-24 does not exist"]
-
-        async def ensure_routes(self, log: Callable[[str], None]) -> None:
-            self.missing = []
-            log("2 routes")
-
-        async def routes_problems(self) -> list[str]:
-            return self.missing
-
-    run.provider = CloudRoutes()
-    stage = RoutesStage()
-    assert [(o.result, o.evidence) for o in await stage.check(run)] == [(FAILED, "\n".join(run.provider.missing))]
+    sim = simulated(tmp_path, monkeypatch, kind="gcp", workers=2, stage="routes")
+    provider = sim.run.provider = CloudRoutes()
+    stage, run = RoutesStage(), sim.run
+    assert [(o.result, o.evidence) for o in await stage.check(run)] == [(FAILED, "\n".join(provider.missing))]
     await stage.apply(run)
     assert [(o.result, o.evidence) for o in await stage.check(run)] == [(PASSED, "172.21.0.0/24 via 192.168.60.20, 172.21.1.0/24 via 192.168.60.21")]
-    run.provider.missing = ["route kthw-route-10-200-1-0-24 does not exist"]  # deleted by hand: status sees it
+    provider.missing = ["route kthw-route-10-200-1-0-24 does not exist"]  # deleted by hand: status sees it
     assert [(o.result, o.evidence) for o in await stage.probe(run)] == [(FAILED, "route kthw-route-10-200-1-0-24 does not exist")]
-    assert run.nodes == {} or all(not node.changes() for node in run.nodes.values())  # nothing ran on a node
+    assert sim.remote.sent == []  # nothing ran on a node
