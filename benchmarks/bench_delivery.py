@@ -16,7 +16,9 @@ is measured at its slowest, never flattered by padding that compresses to nothin
     python3 benchmarks/bench_delivery.py [--sizes 2+2,3+3] [--modes push,node] [--upstream-sizes]
 
 Measured 2026-12-05 with --sizes 2+2 --upstream-sizes on a shared 2-core machine under load:
-push 548.8 s and 1095.26 MB, node 89.8 s and 0.39 MB (6.1x faster). 3+3 not measured yet.
+push 548.8 s and 1095.26 MB, node 89.8 s and 0.39 MB (6.1x faster). 2026-12-06, the machine
+otherwise idle: push 465.6 s and 1095.27 MB, node 38.1 s and 0.38 MB (12.2x faster); node alone
+with --sizes 2+2,3+3: 39.0 s and 0.38 MB, 44.6 s and 0.55 MB (half again the nodes, +14 %).
 """
 
 from __future__ import annotations
