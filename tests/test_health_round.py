@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from stagerun import ScriptedRemote, local_raw, stage_context
 
+import khwtui.engine.health
 from khwtui.core.events import HealthChanged, LogLines, NodeChanged
 from khwtui.core.outcome import Outcome
 from khwtui.engine.health import exit_code, probe_round, probe_stage
 from khwtui.stages.base import Stage
+from khwtui.transport.remote import RunResult
 
 NODE_PROBES = ("compute", "etcd", "control-plane", "workers")  # the stages whose probes run commands on nodes
 
@@ -81,3 +85,44 @@ def test_exit_codes_are_0_healthy_1_failed_3_unverified() -> None:
     assert exit_code(round_of("passed", "unverified")) == 3
     assert exit_code(round_of("unverified", "failed", "passed")) == 1
     assert exit_code([]) == 0
+
+
+class Rendezvous(Stage):
+    """A probe that runs a command on controller-0, then finishes only once every other such probe
+    has started: probed one after another, a round of them never ends."""
+
+    def __init__(self, arrived: dict[str, asyncio.Event]) -> None:
+        self.arrived = arrived
+
+    async def probe(self, run) -> list[Outcome]:
+        await run.sh("controller-0", f"probe-of {run.stage}")
+        self.arrived[run.stage].set()
+        await asyncio.gather(*(event.wait() for event in self.arrived.values()))
+        return [Outcome.passed("met", "controller-0")]
+
+
+class LoggingRemote(ScriptedRemote):
+    """Streams one line per command through the run's log, as the real SSH runner does."""
+
+    log: Callable[[str, str, str], None] | None = None
+
+    async def run(self, host, command: str, **kwargs) -> RunResult:
+        assert self.log is not None
+        self.log(host.name, command, "cmd")
+        return await super().run(host, command, **kwargs)
+
+
+async def test_a_round_probes_the_stages_side_by_side_and_logs_each_line_under_the_stage_that_sent_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round takes its slowest probe's time, not their sum (issue 20: status for 3+3 under a second)."""
+    done = ("etcd", "control-plane", "workers")
+    arrived = {name: asyncio.Event() for name in done}
+    monkeypatch.setattr(khwtui.engine.health, "stage_class", lambda name: (lambda: Rendezvous(arrived)) if name in done else None)
+    remote = LoggingRemote()
+    run, emitted = stage_context(tmp_path, local_raw(controllers=1, workers=1), remote=remote, done=done)
+    remote.log = run.log  # what the real runner is made with: the shared context's log
+    events = await asyncio.wait_for(probe_round(run), timeout=60)  # one after another: never returns
+    assert [(e.probe, e.result) for e in events] == [(f"{name}:met", "passed") for name in done]  # in stage order
+    logged = [(e.stage, e.lines) for e in emitted if isinstance(e, LogLines)]
+    assert sorted(logged) == sorted((name, (f"probe-of {name}",)) for name in done)
+    assert "[control-plane] $ probe-of control-plane" in (run.cluster.state_dir.logs_dir / "controller-0.log").read_text()

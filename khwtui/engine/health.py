@@ -11,6 +11,7 @@ cluster-wide probe (an API request, a NodePort) gets the time of the whole stage
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from khwtui.model.cluster import Cluster
 from khwtui.providers.base import Priced
 from khwtui.stages import STAGES, stage_class
 from khwtui.stages.base import Stage
-from khwtui.toolkit.run_context import RunContext
+from khwtui.toolkit.run_context import STAGE_AT_WORK, RunContext
 
 DONE = (PASSED, UNVERIFIED)
 
@@ -64,10 +65,8 @@ async def probe_round(run: RunContext, clock: Callable[[], float] = time.monoton
         run.remote  # noqa: B018 - made here, so the probes' copy of the context shares (and never leaks) it
     # a stage a run died in is not probed, but the restarts it made due are still shown failed
     due += [(info.name, Stage()) for info in STAGES if run.state.stage(info.name).status not in DONE and restarts_due(run.state, info.name)]
-    events: list[HealthChanged] = []
-    for name, stage in due:
-        run.stage = name  # the shared SSH runner logs through `run`: its lines carry this stage
-        events += await probe_stage(run, name, stage, clock)
+    # side by side: a round takes its slowest probe's time, not their sum
+    events = [e for found in await asyncio.gather(*(probe_stage(run, name, stage, clock) for name, stage in due)) for e in found]
     for event in events:
         run.emit(event)
     return events
@@ -75,6 +74,14 @@ async def probe_round(run: RunContext, clock: Callable[[], float] = time.monoton
 
 async def probe_stage(run: RunContext, name: str, stage: Stage, clock: Callable[[], float] = time.monotonic) -> list[HealthChanged]:
     """One stage's probe as HealthChanged events named "<stage>:<check>"; a probe that raises is a failed probe."""
+    at_work = STAGE_AT_WORK.set(name)  # the shared SSH runner's lines, while this probe runs, carry its stage
+    try:
+        return await _probed(run, name, stage, clock)
+    finally:
+        STAGE_AT_WORK.reset(at_work)
+
+
+async def _probed(run: RunContext, name: str, stage: Stage, clock: Callable[[], float]) -> list[HealthChanged]:
     timer = NodeTimer(run.emit, clock)
     probing = dataclasses.replace(run, emit=timer, stage=name)
     started = clock()

@@ -17,6 +17,7 @@ import hashlib
 import shlex
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import TYPE_CHECKING, TypeVar
@@ -39,6 +40,9 @@ T = TypeVar("T")
 LineFn = Callable[[str, str, str], None]  # (node, line, stream): where the SSH runner sends each streamed line
 RemoteFactory = Callable[[LineFn], "Remote"]
 NODE_CONCURRENCY = 16  # nodes worked on at once; the SSH runner bounds channels per node itself
+# The stage whose work this task does, where stages run side by side over one SSH runner (a health
+# round probes them all at once): the runner's lines are logged under it, not the shared context's.
+STAGE_AT_WORK: ContextVar[str] = ContextVar("STAGE_AT_WORK", default="")
 
 
 @dataclass
@@ -87,9 +91,10 @@ class RunContext:
     # --- events and logs ------------------------------------------------------------------
 
     def log(self, node: str, line: str, stream: str = "out") -> None:
+        stage = STAGE_AT_WORK.get() or self.stage
         stamp = time.strftime("%H:%M:%S", time.localtime(self.clock()))
-        self.cluster.state_dir.append_log(node, [f"{stamp} [{self.stage}] {'$ ' if stream == 'cmd' else ''}{line}"])
-        self.emit(LogLines(node, self.stage, (line,), stream, self.clock()))
+        self.cluster.state_dir.append_log(node, [f"{stamp} [{stage}] {'$ ' if stream == 'cmd' else ''}{line}"])
+        self.emit(LogLines(node, stage, (line,), stream, self.clock()))
         if line == APT_STARTED:
             crashpoints.reached("apt.started")
 
