@@ -5,11 +5,13 @@ rounds in one process, the second on a warm connection pool (goal for 3+3: under
 
 Run as root: python3 benchmarks/bench_fast_paths.py [--sizes 1+2,3+3]
 
-Measured 2026-12-06, the machine otherwise idle (target-pool front end, exit 3 on the stand-ins):
-1+2: up 42.5 s, no-op rerun 11.6 s, ratio 0.27; status as a new process 4.58 s; a round of 14
-probes 1.45 s, warm 1.48 s. 3+3: up 62.9 s, rerun 16.4 s, ratio 0.26; status 5.47 s; a round of
-24 probes 2.07 s, warm 1.67 s. Neither goal is met: the rerun checks every stage with several
-round trips per node, and a round probes the stages one after another.
+Measured 2026-12-06, the machine otherwise idle (target-pool front end, exit 3 on the stand-ins).
+With a round's probes one after another: 1+2: up 42.5 s, no-op rerun 11.6 s, ratio 0.27; a round
+1.45 s, warm 1.48 s. 3+3: up 62.9 s, rerun 16.4 s, ratio 0.26; status as a new process 5.47 s;
+a round of 24 probes 2.07 s, warm 1.67 s. With the probes side by side (9cae4e3): 1+2: up 37.2 s,
+rerun 10.9 s, ratio 0.29; status 2.67 s; a round 0.73 s, warm 0.35 s. 3+3: up 53.8 s, rerun
+14.5 s, ratio 0.27; status 4.49 s; a round 0.91 s, warm 0.80 s. The round's goal is met; the
+rerun's is not: it checks every stage with several round trips per node.
 """
 
 from __future__ import annotations
