@@ -28,9 +28,7 @@ from localcluster import LocalCluster
 
 from khwtui.engine.health import probe_round
 from khwtui.model.cluster import open_cluster
-from khwtui.providers.factory import make_provider
 from khwtui.toolkit.run_context import RunContext
-from khwtui.transport.remote_factory import make_remote
 
 BUILT = (0, 3)  # the stand-ins leave the checks that need a real cluster unverified: exit 3
 
@@ -46,7 +44,7 @@ def timed_up(cluster: LocalCluster) -> float:
 async def warm_rounds(cluster: LocalCluster) -> tuple[float, float, int]:
     """Two probe rounds over one RunContext (one SSH connection per node, kept): their seconds and probe count."""
     opened = open_cluster(str(cluster.config_path), str(cluster.state_dir))
-    run = RunContext(opened, lambda event: None, make_provider(opened), lambda log: make_remote(opened, log))
+    run = RunContext.of(opened, lambda event: None)
     try:
         took = []
         for _ in range(2):

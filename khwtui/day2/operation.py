@@ -26,11 +26,9 @@ def require_nodes(cluster: Cluster, first: str) -> None:
 def run_operation(cluster: Cluster, stage: str, work: Callable[[RunContext], Awaitable[T]], sink: Sink | None = None) -> T:
     """Run `work` with a RunContext named `stage`, holding the state folder's lock throughout."""
     from khwtui.console.headless import ConsoleSink
-    from khwtui.providers.factory import make_provider
-    from khwtui.transport.remote_factory import make_remote
 
     async def main() -> T:
-        run = RunContext(cluster, sink or ConsoleSink(), make_provider(cluster), lambda log: make_remote(cluster, log), stage=stage)
+        run = RunContext.of(cluster, sink or ConsoleSink(), stage)
         try:
             return await work(run)
         finally:

@@ -110,14 +110,11 @@ def exit_code(events: list[HealthChanged]) -> int:
 async def probe_once(cluster: Cluster, sink: Sink) -> int:
     """`khwtui status`: one round, then the exit code. Only the results reach `sink`; the commands
     the probes ran still go to each node's log file."""
-    from khwtui.providers.factory import make_provider
-    from khwtui.transport.remote_factory import make_remote
-
     def results_only(event: Event) -> None:
         if isinstance(event, (HealthChanged, RunFinished)):
             sink(event)
 
-    run = RunContext(cluster, results_only, make_provider(cluster), lambda log: make_remote(cluster, log))
+    run = RunContext.of(cluster, results_only)
     try:
         events = await probe_round(run)
         if run.config.provider.kind == "gcp" and (cost := cast(Priced, run.provider).running_cost()) is not None:

@@ -78,9 +78,9 @@ class HostTunables:
         something); the last one out restores what khwtui changed."""
         if not self.record.exists():
             return []
-        alive = set(present)
+        here = set(present)
         with self._locked() as record:
-            record.holders = [h for h in record.holders if h != prefix and h in alive]
+            record.holders = [h for h in record.holders if h != prefix and h in here]
             if record.holders:
                 return []
             restored = []

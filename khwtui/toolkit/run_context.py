@@ -57,6 +57,15 @@ class RunContext:
     _remote: Remote | None = field(default=None, repr=False)
     _restarted: set[tuple[str, str]] = field(default_factory=set, repr=False)  # (node, unit) restarted this run
 
+    @classmethod
+    def of(cls, cluster: Cluster, emit: Sink, stage: str = "") -> RunContext:
+        """Over the cluster's own provider and SSH runner, the runner's lines to the run's log:
+        what a command outside a build (status, a day-2 operation) works with."""
+        from khwtui.providers.factory import make_provider
+        from khwtui.transport.remote_factory import make_remote
+
+        return cls(cluster, emit, make_provider(cluster), lambda log: make_remote(cluster, log), stage=stage)
+
     # --- the cluster ----------------------------------------------------------------------
 
     @property
